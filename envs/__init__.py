@@ -1,0 +1,1 @@
+"""Vectorized Gymnasium environments and their presets (imports gymnasium and numpy only)."""

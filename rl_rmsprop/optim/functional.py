@@ -1,0 +1,295 @@
+"""The functional core: one element-wise update rule whose flags reproduce every RMSprop.
+
+The rule is OPTIMIZERS.md section 3. It works on any tensor shape: one flat buffer ``[N]`` of a
+single run, or ``[K, N]`` stacked population members whose hyperparameters are ``[K, 1]`` tensors
+and whose step counts are a ``[K, 1]`` tensor. Structural choices (which terms exist) live in a
+frozen :class:`Rule`; numbers live in :class:`Coeffs`, either Python floats or tensors.
+
+With Python-float coefficients the operations are torch's own fused primitives in torch's order
+(``mul_().addcmul_()``, ``lerp_``, ``addcdiv_``), so float32 results are bit-identical to
+``torch.optim``. With tensor coefficients the same maths runs with broadcasting ops; that path is
+what ``torch.compile`` fuses and what populations use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+Scalar = float | Tensor
+SQ_MODES = ("ema", "sum", "none")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Which terms of the unified rule exist (hashable: a compiled kernel is keyed on it)."""
+
+    sq_mode: str = "ema"
+    """``ema``: v = alpha v + (1-alpha) g^2; ``sum``: v += g^2 (Adagrad); ``none``: d = 1 (SGD)."""
+    eps_in_sqrt: bool = False
+    """Denominator sqrt(var + eps) (TF1, DeepMind) instead of sqrt(var) + eps (PyTorch)."""
+    centered: bool = False
+    """Divide by the running variance v - m^2 (Graves, DQN) instead of v."""
+    grad_avg_lerp: bool = True
+    """Update m with ``lerp_`` (torch) rather than ``mul_(alpha).add_(g, 1 - alpha)`` (SB3, TF)."""
+    bias_correction: bool = False
+    """Divide v (and m) by 1 - alpha^t (Adam)."""
+    use_beta1: bool = False
+    """Adam's first moment as the numerator, bias-corrected by 1 - beta1^t."""
+    use_momentum: bool = False
+    """Heavy-ball momentum after normalisation."""
+    lr_in_momentum: bool = False
+    """TF1/Graves: b = mu b + lr g/d; p -= b. Otherwise PyTorch: b = mu b + g/d; p -= lr b."""
+    nesterov: bool = False
+    """Nesterov momentum."""
+    use_dampening: bool = False
+    """SGD dampening: b = g/d at the first step, then mu b + (1 - dampening) g/d."""
+    weight_decay: bool = False
+    """Apply weight decay (L2 on the gradient, or decoupled)."""
+    decoupled_weight_decay: bool = False
+    """AdamW: p *= 1 - lr wd before the update, instead of g += wd p."""
+    maximize: bool = False
+    """Ascend instead of descend."""
+
+
+class Hyper(NamedTuple):
+    """Numeric hyperparameters of one parameter group (floats) or population ([K, 1] tensors)."""
+
+    lr: Scalar
+    alpha: Scalar
+    eps: Scalar
+    weight_decay: Scalar = 0.0
+    momentum: Scalar = 0.0
+    dampening: Scalar = 0.0
+    beta1: Scalar = 0.0
+    lr_decay: Scalar = 0.0
+
+
+class Coeffs(NamedTuple):
+    """Per-step numbers of the update, derived from :class:`Hyper` and the step count t."""
+
+    lr: Scalar
+    """The group's lr (decoupled weight decay uses it undecayed)."""
+    clr: Scalar
+    """lr / (1 + (t - 1) lr_decay), Adagrad's decayed rate (equal to lr without decay)."""
+    alpha: Scalar
+    eps: Scalar
+    weight_decay: Scalar
+    momentum: Scalar
+    dampening: Scalar
+    beta1: Scalar
+    bias_correction1: Scalar
+    """1 - beta1^t (1 when unused)."""
+    bias_correction2: Scalar
+    """1 - alpha^t (1 when unused)."""
+    first: bool | Tensor
+    """t == 1 (SGD's momentum buffer starts at the first gradient)."""
+
+
+class State(NamedTuple):
+    """Optimizer state for one buffer; unused entries are None. Names are torch's."""
+
+    square_avg: Tensor | None
+    grad_avg: Tensor | None
+    exp_avg: Tensor | None
+    momentum_buffer: Tensor | None
+
+
+def state_dtype(param_dtype: torch.dtype) -> torch.dtype:
+    """Dtype the state is kept in: float32 for 16-bit parameters (eps = 1e-8 is 0 in float16)."""
+    return torch.float32 if param_dtype in (torch.float16, torch.bfloat16) else param_dtype
+
+
+def init_state(like: Tensor, rule: Rule, initial_square_avg: float = 0.0) -> State:
+    """Fresh state shaped like ``like`` (square average at ``initial_square_avg``, rest zero)."""
+    dtype = state_dtype(like.dtype)
+
+    def zeros() -> Tensor:
+        return torch.zeros(like.shape, dtype=dtype, device=like.device)
+
+    square_avg = None
+    if rule.sq_mode != "none":
+        square_avg = torch.full(like.shape, initial_square_avg, dtype=dtype, device=like.device)
+    return State(
+        square_avg=square_avg,
+        grad_avg=zeros() if rule.centered and rule.sq_mode != "none" else None,
+        exp_avg=zeros() if rule.use_beta1 else None,
+        momentum_buffer=zeros() if rule.use_momentum else None,
+    )
+
+
+def coefficients(rule: Rule, hyper: Hyper, t: int | Tensor) -> Coeffs:
+    """Per-step coefficients for step count ``t`` (already incremented; int or [K, 1] tensor).
+
+    Python scalars are computed exactly as torch.optim computes them (double precision), which
+    is part of being bit-identical.
+    """
+    lr = hyper.lr
+    clr = lr / (1 + (t - 1) * hyper.lr_decay)
+    bc1 = 1 - hyper.beta1**t if rule.use_beta1 else 1.0
+    bc2 = 1 - hyper.alpha**t if rule.bias_correction else 1.0
+    return Coeffs(
+        lr=lr,
+        clr=clr,
+        alpha=hyper.alpha,
+        eps=hyper.eps,
+        weight_decay=hyper.weight_decay,
+        momentum=hyper.momentum,
+        dampening=hyper.dampening,
+        beta1=hyper.beta1,
+        bias_correction1=bc1,
+        bias_correction2=bc2,
+        first=t == 1,
+    )
+
+
+# Helpers that use torch's fused primitive for a Python scalar (bit-identical with torch.optim)
+# and the same arithmetic with broadcasting for a tensor scalar (populations, compiled kernels).
+
+
+def _addcmul_(x: Tensor, a: Tensor, b: Tensor, value: Scalar) -> Tensor:
+    if isinstance(value, Tensor):
+        return x.addcmul_(a * value, b)
+    return x.addcmul_(a, b, value=value)
+
+
+def _addcdiv_(x: Tensor, a: Tensor, b: Tensor, value: Scalar) -> Tensor:
+    if isinstance(value, Tensor):
+        return x.add_(a.div(b).mul_(value))
+    return x.addcdiv_(a, b, value=value)
+
+
+def _add_(x: Tensor, y: Tensor, alpha: Scalar) -> Tensor:
+    if isinstance(alpha, Tensor):
+        return x.add_(y * alpha)
+    return x.add_(y, alpha=alpha)
+
+
+def _sqrt(x: Scalar) -> Scalar:
+    return x.sqrt() if isinstance(x, Tensor) else x**0.5
+
+
+def denominator(state: State, rule: Rule, c: Coeffs) -> Tensor | None:
+    """The denominator d of the update from the (already updated) state; None without one.
+
+    PyTorch: sqrt(var) + eps. TF1/DeepMind: sqrt(var + eps). Centered variance is clamped at 0:
+    rounding can make v - m^2 slightly negative, where torch returns NaN.
+    """
+    if rule.sq_mode == "none":
+        return None
+    v = state.square_avg
+    bias_corrected = rule.bias_correction
+    if rule.centered:
+        m = state.grad_avg
+        if bias_corrected:
+            v = v / c.bias_correction2
+            m = m / c.bias_correction2
+        var = v.addcmul(m, m, value=-1).clamp_min_(0)
+        return var.add_(c.eps).sqrt_() if rule.eps_in_sqrt else var.sqrt_().add_(c.eps)
+    if rule.eps_in_sqrt:
+        var = v / c.bias_correction2 if bias_corrected else v
+        return var.add(c.eps).sqrt_()
+    d = v.sqrt()
+    if bias_corrected:
+        # torch.optim.Adam divides sqrt(v) by sqrt(1 - beta2^t), not v by (1 - beta2^t).
+        d = d.div_(_sqrt(c.bias_correction2))
+    return d.add_(c.eps)
+
+
+def update_(param: Tensor, grad: Tensor, state: State, rule: Rule, c: Coeffs) -> None:
+    """Apply one step of the unified rule in place to ``param`` and ``state``.
+
+    Order of operations is OPTIMIZERS.md section 3 (torch's). A 16-bit ``param`` is updated
+    through a float32 copy, since its state is float32.
+
+    Args:
+        param: parameters, ``[N]`` or ``[K, N]``; updated in place.
+        grad: gradient of the same shape (never modified).
+        state: state buffers of the same shape (float32 for 16-bit params); updated in place.
+        rule: which terms exist.
+        c: coefficients from :func:`coefficients`, floats or tensors broadcastable to ``param``.
+
+    """
+    work_dtype = state_dtype(param.dtype)
+    p = param if param.dtype == work_dtype else param.to(work_dtype)
+    g = grad if grad.dtype == work_dtype else grad.to(work_dtype)
+    if rule.maximize:
+        g = -g
+    if rule.weight_decay:
+        if rule.decoupled_weight_decay:
+            p.mul_(1 - c.lr * c.weight_decay)
+        else:
+            g = _added(g, p, c.weight_decay)
+
+    v = state.square_avg
+    if rule.sq_mode == "ema":
+        _addcmul_(v.mul_(c.alpha), g, g, 1 - c.alpha)
+    elif rule.sq_mode == "sum":
+        v.addcmul_(g, g, value=1)
+    if rule.centered and rule.sq_mode != "none":
+        m = state.grad_avg
+        if rule.grad_avg_lerp:
+            m.lerp_(g, 1 - c.alpha)
+        else:
+            _add_(m.mul_(c.alpha), g, 1 - c.alpha)
+    d = denominator(state, rule, c)
+
+    clr = c.clr
+    num = g
+    if rule.use_beta1:
+        num = state.exp_avg.lerp_(g, 1 - c.beta1)
+        clr = clr / c.bias_correction1  # torch.optim.Adam's step_size
+
+    if rule.use_momentum:
+        _momentum_(p, num, d, state.momentum_buffer, rule, c, clr)
+    elif d is None:
+        _add_(p, num, -clr)
+    else:
+        _addcdiv_(p, num, d, -clr)
+
+    if p is not param:
+        param.copy_(p)
+
+
+def _momentum_(
+    p: Tensor, num: Tensor, d: Tensor | None, b: Tensor, rule: Rule, c: Coeffs, clr: Scalar
+) -> None:
+    """Heavy-ball momentum after normalisation, lr outside (torch) or inside (TF1) the buffer."""
+    scale = clr if rule.lr_in_momentum else 1.0
+    if rule.use_dampening:
+        # torch.optim.SGD: the buffer starts as the first (normalised) gradient, undamped.
+        fresh = _normalised(num, d, scale)
+        later = b * c.momentum + fresh * (1 - c.dampening)
+        b.copy_(
+            torch.where(c.first, fresh, later)
+            if isinstance(c.first, Tensor)
+            else (fresh if c.first else later)
+        )
+    elif d is None:
+        _add_(b.mul_(c.momentum), num, scale)
+    else:
+        _addcdiv_(b.mul_(c.momentum), num, d, scale)
+
+    direction = _added(_normalised(num, d, scale), b, c.momentum) if rule.nesterov else b
+    if rule.lr_in_momentum:
+        p.sub_(direction)
+    else:
+        _add_(p, direction, -clr)
+
+
+def _added(x: Tensor, y: Tensor, alpha: Scalar) -> Tensor:
+    """X + alpha * y as a new tensor (torch's ``x.add(y, alpha=alpha)`` for a float alpha)."""
+    if isinstance(alpha, Tensor):
+        return x + y * alpha
+    return x.add(y, alpha=alpha)
+
+
+def _normalised(num: Tensor, d: Tensor | None, scale: Scalar) -> Tensor:
+    """Scale * num / d as a new tensor (num / d when scale is the Python 1.0)."""
+    step = num.clone() if d is None else num / d
+    if isinstance(scale, float) and scale == 1.0:
+        return step
+    return step.mul_(scale)

@@ -1,0 +1,357 @@
+"""``RMSprop``: a ``torch.optim.Optimizer`` over flat buffers running the unified update rule.
+
+With torch's arguments it is ``torch.optim.RMSprop``; the keyword-only flags turn it into the
+TF1/SB3, DeepMind, Graves or A3C variant, or into Adagrad, Adam and SGD (see ``presets.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from .compiled import choose_impl, run_compiled
+from .flat import FlatSpace
+from .functional import SQ_MODES, Hyper, Rule, coefficients, init_state, update_
+
+IMPLS = ("auto", "eager", "compiled")
+
+# name -> (lowest, highest, whether the highest is allowed); None = unbounded.
+_RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "lr": (0.0, None, True),
+    "alpha": (0.0, 1.0, True),
+    "eps": (0.0, None, True),
+    "weight_decay": (0.0, None, True),
+    "momentum": (0.0, None, True),
+    "dampening": (0.0, 1.0, True),
+    "beta1": (0.0, 1.0, False),
+    "lr_decay": (0.0, None, True),
+    "initial_square_avg": (0.0, None, True),
+}
+
+
+def _check_range(name: str, value: Any) -> None:
+    lo, hi, hi_ok = _RANGES[name]
+    if isinstance(value, Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{name} must be a number or a one-element tensor")
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    above = hi is not None and (value > hi or (value == hi and not hi_ok))
+    if not math.isfinite(value) or value < lo or above:
+        bound = "inf)" if hi is None else f"{hi}{']' if hi_ok else ')'}"
+        raise ValueError(f"{name} must be in [{lo}, {bound}, got {value}")
+
+
+def validate_group(group: dict[str, Any]) -> None:
+    """Check a parameter group's hyperparameters.
+
+    Raises:
+        ValueError: naming the argument and its allowed range or values.
+
+    """
+    for name in _RANGES:
+        _check_range(name, group[name])
+    if group["sq_mode"] not in SQ_MODES:
+        raise ValueError(f"sq_mode must be one of {', '.join(SQ_MODES)}, got {group['sq_mode']!r}")
+    if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+        raise ValueError("nesterov=True needs momentum > 0 and dampening = 0")
+    if group["beta1"] > 0 and group["momentum"] > 0:
+        raise ValueError("beta1 (Adam's first moment) and momentum cannot both be > 0")
+
+
+@lru_cache(maxsize=64)
+def _rule(*flags: Any) -> Rule:
+    return Rule(*flags)
+
+
+def rule_of(group: dict[str, Any]) -> Rule:
+    """The structural :class:`Rule` of a parameter group (cached: built every step)."""
+    return _rule(
+        group["sq_mode"],
+        group["eps_in_sqrt"],
+        group["centered"],
+        group["grad_avg_lerp"],
+        group["bias_correction"],
+        group["beta1"] > 0,
+        group["momentum"] > 0,
+        group["lr_in_momentum"],
+        group["nesterov"],
+        group["momentum"] > 0 and group["dampening"] != 0,
+        group["weight_decay"] != 0,
+        group["decoupled_weight_decay"],
+        group["maximize"],
+    )
+
+
+def hyper_of(group: dict[str, Any]) -> Hyper:
+    """The numeric hyperparameters of a parameter group as Python floats."""
+    lr = group["lr"]
+    return Hyper(
+        lr=lr.item() if isinstance(lr, Tensor) else lr,
+        alpha=group["alpha"],
+        eps=group["eps"],
+        weight_decay=group["weight_decay"],
+        momentum=group["momentum"],
+        dampening=group["dampening"],
+        beta1=group["beta1"],
+        lr_decay=group["lr_decay"],
+    )
+
+
+class RMSprop(Optimizer):
+    """RMSprop in every published variant, vectorized over flat buffers.
+
+    With the positional arguments alone this reproduces ``torch.optim.RMSprop`` (bit for bit in
+    float32 on the eager path). The keyword-only flags select the other variants of
+    OPTIMIZERS.md; prefer :func:`rl_rmsprop.optim.make_optimizer` with a preset name.
+
+    Each parameter's storage is moved into one flat buffer per (group, device, dtype) and its
+    gradient becomes a view of a flat gradient buffer, so a step is a fixed number of
+    whole-buffer operations (or one fused kernel) whatever the number of layers.
+
+    Args:
+        params: parameters or ``named_parameters()`` (names feed per-layer telemetry) or groups.
+        lr: learning rate.
+        alpha: decay of the square average and of the centering mean (Adam's beta2).
+        eps: added to the denominator, outside or inside the square root.
+        weight_decay: L2 penalty added to the gradient (or decoupled, see below).
+        momentum: heavy-ball momentum applied after normalisation.
+        centered: normalise by the running variance v - m^2 (clamped at 0).
+        maximize: ascend the objective.
+        eps_in_sqrt: denominator sqrt(v + eps) (TF1, DeepMind) instead of sqrt(v) + eps.
+        initial_square_avg: v0; TF1 and SB3's RMSpropTFLike start at 1.
+        lr_in_momentum: TF1/Graves order, b = mu b + lr g/d and p -= b.
+        sq_mode: ``ema`` (RMSprop), ``sum`` (Adagrad) or ``none`` (SGD).
+        bias_correction: divide v (and m) by 1 - alpha^t (Adam).
+        beta1: Adam's first-moment decay; 0 disables it.
+        nesterov: Nesterov momentum.
+        dampening: SGD dampening of the momentum buffer.
+        lr_decay: Adagrad's lr / (1 + (t - 1) lr_decay).
+        decoupled_weight_decay: AdamW's p *= 1 - lr wd.
+        grad_avg_lerp: update the centering mean with torch's ``lerp_`` (False: SB3/TF form).
+        skip_nonfinite: skip a step whose gradients are not all finite, touching nothing, and
+            count it in :attr:`nonfinite_skipped`.
+        impl: ``auto`` (a ``torch.compile`` fused kernel on CUDA and for large buffers, eager
+            otherwise), ``eager`` or ``compiled``; a kernel that fails to compile falls back to
+            eager. :attr:`impl` says what runs.
+
+    Numeric hyperparameters may be changed in ``param_groups`` between steps (LR schedulers).
+
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float | Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        maximize: bool = False,
+        *,
+        eps_in_sqrt: bool = False,
+        initial_square_avg: float = 0.0,
+        lr_in_momentum: bool = False,
+        sq_mode: str = "ema",
+        bias_correction: bool = False,
+        beta1: float = 0.0,
+        nesterov: bool = False,
+        dampening: float = 0.0,
+        lr_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        grad_avg_lerp: bool = True,
+        skip_nonfinite: bool = False,
+        impl: str = "auto",
+    ) -> None:
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+        defaults = dict(
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+            eps_in_sqrt=eps_in_sqrt,
+            initial_square_avg=initial_square_avg,
+            lr_in_momentum=lr_in_momentum,
+            sq_mode=sq_mode,
+            bias_correction=bias_correction,
+            beta1=beta1,
+            nesterov=nesterov,
+            dampening=dampening,
+            lr_decay=lr_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            grad_avg_lerp=grad_avg_lerp,
+        )
+        self.skip_nonfinite = skip_nonfinite
+        self.nonfinite_skipped = 0
+        """Steps skipped because a gradient was not finite."""
+        self.impl_request = impl
+        self.record_update = False
+        """When True, the next step keeps a copy of the parameters (for update/param ratios)."""
+        self._spaces: list[FlatSpace] = []
+        super().__init__(params, defaults)
+        self._build()
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group as torch does, validate it and re-pack the flat buffers."""
+        super().add_param_group(param_group)
+        validate_group(self.param_groups[-1])
+        if self._spaces:
+            self._build()
+
+    @property
+    def spaces(self) -> list[FlatSpace]:
+        """The flat buffers, one per (group, device, dtype), in group order."""
+        return self._spaces
+
+    @property
+    def impl(self) -> str:
+        """What runs the update: ``eager``, ``compiled``, or ``mixed`` across buffers."""
+        kinds = {space.impl for space in self._spaces} or {"eager"}
+        return kinds.pop() if len(kinds) == 1 else "mixed"
+
+    def _build(self) -> None:
+        """(Re)pack parameters into flat buffers, carrying any existing state over."""
+        carried = {}
+        for space in self._spaces:
+            for i, p in enumerate(space.params):
+                carried[p] = space.export_state(i)
+        spaces = []
+        index = 0
+        for gi, group in enumerate(self.param_groups):
+            names = group.get("param_names")
+            by_key: dict[tuple[torch.device, torch.dtype], list[tuple[Tensor, int, str]]] = {}
+            for k, p in enumerate(group["params"]):
+                name = names[k] if names else f"param{index}"
+                by_key.setdefault((p.device, p.dtype), []).append((p, index, name))
+                index += 1
+            rule = rule_of(group)
+            for items in by_key.values():
+                ps, ids, ns = zip(*items, strict=True)
+                space = FlatSpace(ps, ids, ns, rule, group["initial_square_avg"], gi)
+                for i, p in enumerate(ps):
+                    if carried.get(p):
+                        space.import_state(i, carried[p])
+                space.impl = choose_impl(space, rule, hyper_of(group), self.impl_request)
+                spaces.append(space)
+        self._spaces = spaces
+
+    # -- the step ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform one optimization step (skipped entirely if gradients are non-finite).
+
+        Args:
+            closure: re-evaluates the model and returns the loss (optional).
+
+        Returns:
+            The closure's loss, if a closure was given.
+
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if any(space.params_moved() for space in self._spaces):
+            self._build()
+        plans = []
+        for space in self._spaces:
+            active = space.sync_grads()
+            plans.append((space, active, space.segments(active)))
+        if self.skip_nonfinite and not _all_finite(plans):
+            self.nonfinite_skipped += 1
+            return loss
+        for space, active, segments in plans:
+            if not segments:
+                continue
+            group = self.param_groups[space.group]
+            rule, hyper = rule_of(group), hyper_of(group)
+            space.ensure_state(rule)
+            if self.record_update:
+                space.prev_data = space.data.clone()
+            for seg in segments:
+                c = coefficients(rule, hyper, seg.t)
+                p, g = space.data[seg.start : seg.stop], space.grad[seg.start : seg.stop]
+                state = space.state_slice(seg.start, seg.stop)
+                if space.impl == "compiled":
+                    run_compiled(p, g, state, rule, c)
+                else:
+                    update_(p, g, state, rule, c)
+            space.advance(active)
+        self.record_update = False
+        return loss
+
+    def zero_grad(self, set_to_none: bool = False) -> None:
+        """Zero the gradients: one fill of each flat buffer (the gradient views stay attached).
+
+        Args:
+            set_to_none: set every ``p.grad`` to None as torch does by default; the next step
+                then copies autograd's fresh gradients into the flat buffer (one extra copy).
+
+        """
+        for space in self._spaces:
+            if set_to_none:
+                space.clear_grads()
+                continue
+            space.grad.zero_()
+            for p, view in zip(space.params, space.grad_views, strict=True):
+                if p.grad is not None and p.grad is not view:
+                    p.grad = None  # a foreign tensor: drop it, like torch's zeroed-and-unused
+        return None
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Torch's format: per-parameter ``step``, ``square_avg``, ``grad_avg``, ``exp_avg``,
+        ``momentum_buffer`` (copies), keyed by parameter index, plus ``param_groups``."""  # noqa: D205, D209
+        out = super().state_dict()
+        for space in self._spaces:
+            for i, idx in enumerate(space.indices):
+                entry = space.export_state(i)
+                if entry:
+                    out["state"][idx] = entry
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state from :meth:`state_dict` (or torch.optim.RMSprop's) and continue.
+
+        Raises:
+            ValueError: the groups or parameter sizes do not match this optimizer.
+
+        """
+        saved = state_dict["state"]
+        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
+        for group in self.param_groups:
+            validate_group(group)
+        for space in self._spaces:
+            group = self.param_groups[space.group]
+            space.state = init_state(space.data, rule_of(group), group["initial_square_avg"])
+            space.steps = [0] * len(space.params)
+            for i, idx in enumerate(space.indices):
+                if idx in saved:
+                    space.import_state(i, saved[idx])
+        self.state.clear()
+
+
+def _all_finite(plans: list[tuple[FlatSpace, list[bool], list[Any]]]) -> bool:
+    """True when every gradient about to be applied is finite (one host sync in all)."""
+    flags = [
+        torch.isfinite(space.grad[seg.start : seg.stop]).all()
+        for space, _, segments in plans
+        for seg in segments
+    ]
+    return bool(torch.stack(flags).all()) if flags else True

@@ -1,0 +1,165 @@
+"""Telemetry from the flat buffers: gradient clipping and the ``grad/*`` and ``optim/*`` figures.
+
+Everything here is a handful of whole-buffer reductions, cheap enough for every logging step,
+and returns tensors (no host sync) except where a Python number is the natural answer.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .functional import coefficients, denominator
+from .rmsprop import RMSprop, hyper_of, rule_of
+
+MAX_QUANTILE_ELEMENTS = 1 << 20
+"""Percentiles are exact up to this many elements, and taken on an even stride beyond."""
+
+
+def clip_grad_norm_(optimizer: RMSprop, max_norm: float) -> Tensor:
+    """Scale all gradients so their global L2 norm is at most ``max_norm``.
+
+    Same rule as ``torch.nn.utils.clip_grad_norm_`` (coefficient max_norm / (norm + 1e-6),
+    capped at 1, always applied, so no host sync), but one reduction and one multiply per flat
+    buffer instead of one per tensor.
+
+    Args:
+        optimizer: the optimizer whose parameters' gradients are clipped.
+        max_norm: the largest allowed global norm.
+
+    Returns:
+        The global gradient norm before clipping (a 0-d float32 tensor on the first device).
+
+    """
+    spaces = optimizer.spaces
+    for space in spaces:
+        space.sync_grads()
+    norm = total_grad_norm(optimizer)
+    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    for space in spaces:
+        space.grad.mul_(coef.to(space.device, space.dtype))
+    return norm
+
+
+def total_grad_norm(optimizer: RMSprop) -> Tensor:
+    """Global L2 norm of all gradients currently in the flat buffers."""
+    norms = [torch.linalg.vector_norm(s.grad, dtype=torch.float32) for s in optimizer.spaces]
+    if not norms:
+        return torch.zeros(())
+    device = norms[0].device
+    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+
+
+def _quantiles(x: Tensor, qs: tuple[float, ...]) -> Tensor:
+    if x.numel() > MAX_QUANTILE_ELEMENTS:
+        x = x[:: -(-x.numel() // MAX_QUANTILE_ELEMENTS)]
+    return torch.quantile(x.float(), torch.tensor(qs, device=x.device))
+
+
+def statistics(
+    optimizer: RMSprop,
+    preclip_norm: Tensor | None = None,
+    max_norm: float | None = None,
+    per_param: bool = True,
+) -> dict[str, Tensor | float]:
+    """The DESIGN.md ``grad/*`` and ``optim/*`` figures, computed from the flat buffers.
+
+    Call it after ``step()`` and before ``zero_grad()``. The gradient figures describe the
+    gradient that was applied; the optimizer figures the state after the step.
+
+    Args:
+        optimizer: the optimizer to describe.
+        preclip_norm: what :func:`clip_grad_norm_` returned, to report ``grad/norm_preclip``
+            and ``grad/clipped``.
+        max_norm: the clipping threshold used.
+        per_param: include ``grad/norm/<parameter name>`` for every parameter.
+
+    Returns:
+        ``grad/norm_postclip``, optionally ``grad/norm_preclip``, ``grad/clipped`` and
+        ``grad/norm/<name>``; ``optim/lr``, ``optim/sq_avg/{mean,min,max}`` (where a square
+        average exists), ``optim/effective_lr/{mean,p05,p50,p95}`` (lr / denominator per
+        element), ``optim/update_to_param_ratio`` (when ``optimizer.record_update`` was set
+        before the step), ``optim/eps_dominated_fraction`` and ``optim/nonfinite_skipped``.
+
+    """
+    out: dict[str, Tensor | float] = {"grad/norm_postclip": total_grad_norm(optimizer)}
+    if preclip_norm is not None:
+        out["grad/norm_preclip"] = preclip_norm
+        if max_norm is not None:
+            out["grad/clipped"] = (preclip_norm > max_norm).float()
+    spaces = optimizer.spaces
+    if per_param:
+        for space in spaces:
+            norms = torch._foreach_norm(space.grad_views) if space.params else []
+            for name, n in zip(space.names, norms, strict=True):
+                out[f"grad/norm/{name}"] = n
+    out["optim/lr"] = float(optimizer.param_groups[0]["lr"])
+
+    sq, eff, dominated, count = [], [], torch.zeros(()), 0
+    for space in spaces:
+        if not any(space.steps):
+            continue
+        group = optimizer.param_groups[space.group]
+        rule, hyper = rule_of(group), hyper_of(group)
+        c = coefficients(rule, hyper, max(space.steps))
+        d = denominator(space.state, rule, c)
+        n = sum(x.numel() for x in space.active_slices(space.data))
+        count += n
+        if d is None:
+            eff.append(torch.full((n,), float(c.clr)))
+            continue
+        sq.append(torch.cat(list(space.active_slices(space.state.square_avg))))
+        d = torch.cat(list(space.active_slices(d)))
+        eff.append((c.clr / d).cpu())
+        # eps dominates when it exceeds the variance term: sqrt(var) < eps <=> d < 2 eps
+        # (eps outside), var < eps <=> d^2 < 2 eps (eps inside).
+        small = d * d < 2 * c.eps if rule.eps_in_sqrt else d < 2 * c.eps
+        dominated = dominated + small.sum().cpu()
+    if sq:
+        v = torch.cat([x.cpu() for x in sq])
+        out["optim/sq_avg/mean"] = v.mean()
+        out["optim/sq_avg/min"] = v.min()
+        out["optim/sq_avg/max"] = v.max()
+    if eff:
+        e = torch.cat(eff)
+        out["optim/effective_lr/mean"] = e.mean()
+        p05, p50, p95 = _quantiles(e, (0.05, 0.5, 0.95))
+        out["optim/effective_lr/p05"] = p05
+        out["optim/effective_lr/p50"] = p50
+        out["optim/effective_lr/p95"] = p95
+        out["optim/eps_dominated_fraction"] = dominated / max(count, 1)
+    ratio = update_to_param_ratio(optimizer)
+    if ratio is not None:
+        out["optim/update_to_param_ratio"] = ratio
+    out["optim/nonfinite_skipped"] = float(optimizer.nonfinite_skipped)
+    return out
+
+
+def update_to_param_ratio(optimizer: RMSprop) -> Tensor | None:
+    """||p_after - p_before|| / ||p_before|| of the last step, if it was recorded; frees the copy.
+
+    Set ``optimizer.record_update = True`` before a step to record it (one copy of the
+    parameters, only on the steps that are logged).
+    """
+    upd, ref = [], []
+    for space in optimizer.spaces:
+        if space.prev_data is None:
+            continue
+        upd.append(torch.linalg.vector_norm((space.data - space.prev_data).float()).cpu())
+        ref.append(torch.linalg.vector_norm(space.prev_data.float()).cpu())
+        space.prev_data = None
+    if not upd:
+        return None
+    return torch.linalg.vector_norm(torch.stack(upd)) / torch.linalg.vector_norm(torch.stack(ref))
+
+
+def histograms(optimizer: RMSprop, max_elements: int = 1 << 16) -> dict[str, Tensor]:
+    """Samples for the ``optim/sq_avg`` and ``grad/values`` histograms (evenly strided)."""
+    out = {}
+    sq = [s.state.square_avg for s in optimizer.spaces if s.state.square_avg is not None]
+    grads = [s.grad for s in optimizer.spaces]
+    for tag, parts in (("optim/sq_avg", sq), ("grad/values", grads)):
+        if parts:
+            x = torch.cat([p.detach().float().cpu() for p in parts])
+            out[tag] = x[:: max(1, -(-x.numel() // max_elements))]
+    return out
