@@ -15,6 +15,7 @@ checked at every step, at the cost of one identity test per parameter:
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from operator import attrgetter, is_
 from typing import NamedTuple
 
 import torch
@@ -23,6 +24,8 @@ from torch import Tensor
 from .functional import Rule, State, init_state
 
 STATE_NAMES = State._fields
+_grad_of = attrgetter("grad")
+_data_ptr = Tensor.data_ptr
 
 
 class Segment(NamedTuple):
@@ -78,10 +81,13 @@ class FlatSpace:
             p.data = self.data[a:b].view_as(p)
             self.grad_views.append(self.grad[a:b].view_as(p))
         self.ptrs = [p.data_ptr() for p in self.params]
+        self.all_active = [True] * len(self.params)
         self.attached = [False] * len(self.params)
         """Whether each ``p.grad`` is its view of the flat gradient."""
         self.initial_square_avg = initial_square_avg
         self.state = init_state(self.data, rule, initial_square_avg)
+        self.rule = rule
+        """The rule the state buffers were last checked against."""
         self.steps = [0] * len(self.params)
         """Per-parameter step counts, as torch keeps them (0 = no state yet)."""
 
@@ -92,13 +98,25 @@ class FlatSpace:
 
     def params_moved(self) -> bool:
         """True when some parameter no longer lives in the flat buffer (``.to()``, ``.data =``)."""
-        return any(p.data_ptr() != ptr for p, ptr in zip(self.params, self.ptrs, strict=True))
+        return list(map(_data_ptr, self.params)) != self.ptrs
 
     def ensure_state(self, rule: Rule) -> None:
         """Allocate state buffers that ``rule`` needs and this space lacks (a flag turned on)."""
+        if rule is self.rule:
+            return
+        self.rule = rule
+        needed = (
+            rule.sq_mode != "none",
+            rule.centered and rule.sq_mode != "none",
+            rule.use_beta1,
+            rule.use_momentum,
+        )
+        if all(s is not None or not need for s, need in zip(self.state, needed, strict=True)):
+            return
         fresh = init_state(self.data, rule, self.initial_square_avg)
-        merged = [old if old is not None else new for old, new in zip(self.state, fresh, strict=True)]
-        self.state = State(*merged)
+        self.state = State(
+            *(old if old is not None else new for old, new in zip(self.state, fresh, strict=True))
+        )
 
     def sync_grads(self) -> list[bool]:
         """Pull foreign ``p.grad`` tensors into the flat gradient; say which params have a grad.
@@ -110,6 +128,8 @@ class FlatSpace:
             One flag per parameter: True where the parameter has a gradient this step.
 
         """
+        if all(map(is_, map(_grad_of, self.params), self.grad_views)):
+            return self.all_active  # every gradient is its view: the usual step
         active = []
         for i, (p, view) in enumerate(zip(self.params, self.grad_views, strict=True)):
             g = p.grad
@@ -137,7 +157,7 @@ class FlatSpace:
 
     def segments(self, active: Sequence[bool]) -> list[Segment]:
         """Maximal runs of active parameters sharing a step count (one run in the usual case)."""
-        if all(active) and self.steps.count(self.steps[0]) == len(self.steps):
+        if active is self.all_active and self.steps.count(self.steps[0]) == len(self.steps):
             return [Segment(0, self.numel, self.steps[0] + 1)]
         runs: list[Segment] = []
         for i, on in enumerate(active):
@@ -152,13 +172,17 @@ class FlatSpace:
 
     def advance(self, active: Sequence[bool]) -> None:
         """Count one step for every active parameter."""
-        self.steps = [s + 1 if on else s for s, on in zip(self.steps, active, strict=True)]
+        if active is self.all_active and self.steps.count(self.steps[0]) == len(self.steps):
+            self.steps = [self.steps[0] + 1] * len(self.steps)
+        else:
+            self.steps = [s + 1 if on else s for s, on in zip(self.steps, active, strict=True)]
 
-    def state_slice(self, start: int, stop: int) -> State:
-        """The state restricted to elements [start, stop) (views)."""
+    def slice(self, start: int, stop: int) -> tuple[Tensor, Tensor, State]:
+        """Parameters, gradient and state restricted to elements [start, stop) (views)."""
         if start == 0 and stop == self.numel:
-            return self.state
-        return State(*(None if s is None else s[start:stop] for s in self.state))
+            return self.data, self.grad, self.state
+        state = State(*(None if s is None else s[start:stop] for s in self.state))
+        return self.data[start:stop], self.grad[start:stop], state
 
     def active_slices(self, buffer: Tensor) -> Iterator[Tensor]:
         """Views of ``buffer`` over the parameters that have state (have been stepped)."""

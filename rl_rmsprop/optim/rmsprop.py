@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim import optimizer as _optim_module
 
 from .compiled import choose_impl, run_compiled
 from .flat import FlatSpace
@@ -66,43 +67,68 @@ def validate_group(group: dict[str, Any]) -> None:
         raise ValueError("beta1 (Adam's first moment) and momentum cannot both be > 0")
 
 
-@lru_cache(maxsize=64)
-def _rule(*flags: Any) -> Rule:
-    return Rule(*flags)
+_RULE_KEYS = (
+    "sq_mode",
+    "eps_in_sqrt",
+    "centered",
+    "grad_avg_lerp",
+    "bias_correction",
+    "beta1",
+    "momentum",
+    "lr_in_momentum",
+    "nesterov",
+    "dampening",
+    "weight_decay",
+    "decoupled_weight_decay",
+    "maximize",
+)
+_HYPER_KEYS = Hyper._fields
+
+
+@lru_cache(maxsize=256)
+def _rule(
+    sq_mode: str,
+    eps_in_sqrt: bool,
+    centered: bool,
+    grad_avg_lerp: bool,
+    bias_correction: bool,
+    beta1: float,
+    momentum: float,
+    lr_in_momentum: bool,
+    nesterov: bool,
+    dampening: float,
+    weight_decay: float,
+    decoupled_weight_decay: bool,
+    maximize: bool,
+) -> Rule:
+    return Rule(
+        sq_mode=sq_mode,
+        eps_in_sqrt=eps_in_sqrt,
+        centered=centered,
+        grad_avg_lerp=grad_avg_lerp,
+        bias_correction=bias_correction,
+        use_beta1=beta1 > 0,
+        use_momentum=momentum > 0,
+        lr_in_momentum=lr_in_momentum,
+        nesterov=nesterov,
+        use_dampening=momentum > 0 and dampening != 0,
+        weight_decay=weight_decay != 0,
+        decoupled_weight_decay=decoupled_weight_decay,
+        maximize=maximize,
+    )
 
 
 def rule_of(group: dict[str, Any]) -> Rule:
-    """The structural :class:`Rule` of a parameter group (cached: built every step)."""
-    return _rule(
-        group["sq_mode"],
-        group["eps_in_sqrt"],
-        group["centered"],
-        group["grad_avg_lerp"],
-        group["bias_correction"],
-        group["beta1"] > 0,
-        group["momentum"] > 0,
-        group["lr_in_momentum"],
-        group["nesterov"],
-        group["momentum"] > 0 and group["dampening"] != 0,
-        group["weight_decay"] != 0,
-        group["decoupled_weight_decay"],
-        group["maximize"],
-    )
+    """The structural :class:`Rule` of a parameter group (cached: one object per flag set)."""
+    return _rule(*map(group.__getitem__, _RULE_KEYS))
 
 
 def hyper_of(group: dict[str, Any]) -> Hyper:
     """The numeric hyperparameters of a parameter group as Python floats."""
-    lr = group["lr"]
-    return Hyper(
-        lr=lr.item() if isinstance(lr, Tensor) else lr,
-        alpha=group["alpha"],
-        eps=group["eps"],
-        weight_decay=group["weight_decay"],
-        momentum=group["momentum"],
-        dampening=group["dampening"],
-        beta1=group["beta1"],
-        lr_decay=group["lr_decay"],
-    )
+    hyper = Hyper(*map(group.__getitem__, _HYPER_KEYS))
+    if isinstance(hyper.lr, Tensor):  # torch allows a tensor lr
+        hyper = hyper._replace(lr=hyper.lr.item())
+    return hyper
 
 
 class RMSprop(Optimizer):
@@ -251,7 +277,6 @@ class RMSprop(Optimizer):
 
     # -- the step ----------------------------------------------------------------------------
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Perform one optimization step (skipped entirely if gradients are non-finite).
 
@@ -260,8 +285,35 @@ class RMSprop(Optimizer):
 
         Returns:
             The closure's loss, if a closure was given.
-
         """
+        # torch wraps every optimizer's step in a profiler range and hook loop that costs
+        # ~30 us a call, more than our whole step on a small network; do the same work only
+        # when it has an effect.
+        if torch.autograd._profiler_enabled():
+            with torch.autograd.profiler.record_function("Optimizer.step#RMSprop.step"):
+                return self._hooked_step(closure)
+        return self._hooked_step(closure)
+
+    step.hooked = True  # tells torch.optim.Optimizer not to wrap it again
+
+    def _hooked_step(self, closure: Callable[[], float] | None) -> float | None:
+        args, kwargs = (self,), {"closure": closure}
+        pre = [*_optim_module._global_optimizer_pre_hooks.values()]
+        pre += self._optimizer_step_pre_hooks.values()
+        for hook in pre:
+            result = hook(self, args, kwargs)
+            if result is not None:
+                args, kwargs = result
+        with torch.no_grad():
+            loss = self._step(kwargs.get("closure"))
+        self._optimizer_step_code()
+        post = [*self._optimizer_step_post_hooks.values()]
+        post += _optim_module._global_optimizer_post_hooks.values()
+        for hook in post:
+            hook(self, args, kwargs)
+        return loss
+
+    def _step(self, closure: Callable[[], float] | None) -> float | None:
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -285,8 +337,7 @@ class RMSprop(Optimizer):
                 space.prev_data = space.data.clone()
             for seg in segments:
                 c = coefficients(rule, hyper, seg.t)
-                p, g = space.data[seg.start : seg.stop], space.grad[seg.start : seg.stop]
-                state = space.state_slice(seg.start, seg.stop)
+                p, g, state = space.slice(seg.start, seg.stop)
                 if space.impl == "compiled":
                     run_compiled(p, g, state, rule, c)
                 else:
