@@ -24,6 +24,17 @@ from torch import Tensor
 from .functional import Rule, State, init_state
 
 STATE_NAMES = State._fields
+
+
+def torch_state_names(rule: Rule) -> tuple[str, ...]:
+    """Names of the :class:`State` entries in the matching torch optimizer's ``state_dict``.
+
+    ``square_avg`` is Adam's ``exp_avg_sq`` and Adagrad's ``sum``; the rest keep their names.
+    """
+    square = "exp_avg_sq" if rule.use_beta1 else "sum" if rule.sq_mode == "sum" else "square_avg"
+    return (square, *STATE_NAMES[1:])
+
+
 _grad_of = attrgetter("grad")
 _data_ptr = Tensor.data_ptr
 
@@ -118,6 +129,13 @@ class FlatSpace:
             *(old if old is not None else new for old, new in zip(self.state, fresh, strict=True))
         )
 
+    def reset_state(self, rule: Rule, initial_square_avg: float) -> None:
+        """Forget all state: fresh buffers for ``rule`` and no steps taken."""
+        self.initial_square_avg = initial_square_avg
+        self.state = init_state(self.data, rule, initial_square_avg)
+        self.rule = rule
+        self.steps = [0] * len(self.params)
+
     def sync_grads(self) -> list[bool]:
         """Pull foreign ``p.grad`` tensors into the flat gradient; say which params have a grad.
 
@@ -200,29 +218,18 @@ class FlatSpace:
         a, b = self.offsets[i], self.offsets[i + 1]
         shape = self.params[i].shape
         out = {"step": torch.tensor(float(self.steps[i]), dtype=torch.float32)}
-        for name, buf in zip(STATE_NAMES, self.state, strict=True):
+        for name, buf in zip(torch_state_names(self.rule), self.state, strict=True):
             if buf is not None:
                 out[name] = buf[a:b].view(shape).clone()
         return out
 
     def import_state(self, i: int, entry: dict[str, Tensor | float]) -> None:
-        """Load parameter ``i``'s state from torch's per-parameter form.
-
-        Raises:
-            ValueError: a state tensor has the wrong number of elements.
-
-        """
+        """Load parameter ``i``'s state from torch's per-parameter form (sizes already checked)."""
         a, b = self.offsets[i], self.offsets[i + 1]
         step = entry.get("step", 0)
         self.steps[i] = int(step.item() if isinstance(step, Tensor) else step)
-        for name, buf in zip(STATE_NAMES, self.state, strict=True):
-            value = entry.get(name)
-            if buf is None or value is None:
-                continue
-            if value.numel() != b - a:
-                raise ValueError(
-                    f"optimizer state {name!r} of parameter {self.names[i]!r} has "
-                    f"{value.numel()} elements, the parameter has {b - a}: the checkpoint "
-                    "belongs to a different network"
-                )
-            buf[a:b].copy_(value.reshape(-1))
+        names = zip(torch_state_names(self.rule), STATE_NAMES, self.state, strict=True)
+        for name, generic, buf in names:
+            value = entry.get(name, entry.get(generic))
+            if buf is not None and value is not None:
+                buf[a:b].copy_(value.reshape(-1))

@@ -6,6 +6,7 @@ TF1/SB3, DeepMind, Graves or A3C variant, or into Adagrad, Adam and SGD (see ``p
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterable
 from functools import lru_cache
@@ -18,7 +19,7 @@ from torch.optim import optimizer as _optim_module
 
 from .compiled import choose_impl, run_compiled
 from .flat import FlatSpace
-from .functional import SQ_MODES, Hyper, Rule, coefficients, init_state, update_
+from .functional import SQ_MODES, Hyper, Rule, coefficients, update_
 
 IMPLS = ("auto", "eager", "compiled")
 
@@ -367,8 +368,11 @@ class RMSprop(Optimizer):
     # -- checkpoints ---------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Torch's format: per-parameter ``step``, ``square_avg``, ``grad_avg``, ``exp_avg``,
-        ``momentum_buffer`` (copies), keyed by parameter index, plus ``param_groups``."""  # noqa: D205, D209
+        """Torch's format and names: per-parameter state copies keyed by index, and groups.
+
+        Entries are ``step``, ``square_avg`` (``exp_avg_sq`` for Adam, ``sum`` for Adagrad),
+        ``grad_avg``, ``exp_avg`` and ``momentum_buffer``, where the rule has them.
+        """
         out = super().state_dict()
         for space in self._spaces:
             for i, idx in enumerate(space.indices):
@@ -378,20 +382,33 @@ class RMSprop(Optimizer):
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state from :meth:`state_dict` (or torch.optim.RMSprop's) and continue.
+        """Load a state from :meth:`state_dict` (or a torch optimizer's) and continue.
+
+        Everything is checked before anything changes: a state that does not fit leaves the
+        optimizer as it was.
 
         Raises:
-            ValueError: the groups or parameter sizes do not match this optimizer.
-
+            ValueError: the groups, hyperparameters or parameter sizes do not match.
         """
         saved = state_dict["state"]
-        super().load_state_dict({"state": {}, "param_groups": state_dict["param_groups"]})
-        for group in self.param_groups:
+        groups = copy.deepcopy(state_dict["param_groups"])
+        for group in groups:
+            for key, value in self.defaults.items():
+                group.setdefault(key, value)  # a torch optimizer's groups lack our flags
             validate_group(group)
         for space in self._spaces:
+            for i, idx in enumerate(space.indices):
+                for name, value in saved.get(idx, {}).items():
+                    if name != "step" and value.numel() != space.numels[i]:
+                        raise ValueError(
+                            f"optimizer state {name!r} of parameter {space.names[i]!r} has "
+                            f"{value.numel()} elements, the parameter has {space.numels[i]}: "
+                            "the state belongs to a different network"
+                        )
+        super().load_state_dict({"state": {}, "param_groups": groups})
+        for space in self._spaces:
             group = self.param_groups[space.group]
-            space.state = init_state(space.data, rule_of(group), group["initial_square_avg"])
-            space.steps = [0] * len(space.params)
+            space.reset_state(rule_of(group), group["initial_square_avg"])
             for i, idx in enumerate(space.indices):
                 if idx in saved:
                     space.import_state(i, saved[idx])
