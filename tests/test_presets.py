@@ -206,14 +206,6 @@ def _reference_id(case) -> str:
     return f"{spec}-{cls.__name__}-{kw}{extra or ''}"
 
 
-# Where float32 is not bit for bit: SGD's dampened buffer is b * mu + g * (1 - dampening) in
-# ours (two roundings) but the fused b.mul_(mu).add_(g, alpha=1 - dampening) in torch; equal
-# only where 1 - dampening is a power of two (dampening 0.5).
-FLOAT32_NOT_BITWISE = {
-    "sgd-SGD-{'lr': 0.01, 'momentum': 0.9, 'dampening': 0.1, 'weight_decay': 0.01}"
-}
-
-
 @pytest.mark.parametrize("case", REFERENCE_CASES, ids=_reference_id)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_adagrad_adam_sgd_equal_torch(case, dtype):
@@ -223,12 +215,7 @@ def test_adagrad_adam_sgd_equal_torch(case, dtype):
         lambda ps: cls(ps, **kw, foreach=False),
         dtype,
     )
-    if dtype == torch.float64:
-        rtol = 1e-12
-    elif _reference_id(case) in FLOAT32_NOT_BITWISE:
-        rtol = 1e-5
-    else:
-        rtol = None
+    rtol = 1e-12 if dtype == torch.float64 else None  # float32: bit for bit
     stateless = ("exp_avg",) if kw.get("betas", (0.9,))[0] == 0 else ()
     _compare(*result, rtol=rtol, stateless=stateless)
 

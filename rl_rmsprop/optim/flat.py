@@ -31,8 +31,11 @@ def torch_state_names(rule: Rule) -> tuple[str, ...]:
 
     ``square_avg`` is Adam's ``exp_avg_sq`` and Adagrad's ``sum``; the rest keep their names.
     """
-    square = "exp_avg_sq" if rule.use_beta1 else "sum" if rule.sq_mode == "sum" else "square_avg"
-    return (square, *STATE_NAMES[1:])
+    if rule.bias_correction:
+        return ("exp_avg_sq", *STATE_NAMES[1:])
+    if rule.sq_mode == "sum":
+        return ("sum", *STATE_NAMES[1:])
+    return STATE_NAMES
 
 
 _grad_of = attrgetter("grad")

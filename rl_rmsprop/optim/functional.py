@@ -262,12 +262,12 @@ def _momentum_(
     if rule.use_dampening:
         # torch.optim.SGD: the buffer starts as the first (normalised) gradient, undamped.
         fresh = _normalised(num, d, scale)
-        later = b * c.momentum + fresh * (1 - c.dampening)
-        b.copy_(
-            torch.where(c.first, fresh, later)
-            if isinstance(c.first, Tensor)
-            else (fresh if c.first else later)
-        )
+        if isinstance(c.first, Tensor):
+            b.copy_(torch.where(c.first, fresh, b * c.momentum + fresh * (1 - c.dampening)))
+        elif c.first:
+            b.copy_(fresh)
+        else:
+            _add_(b.mul_(c.momentum), fresh, 1 - c.dampening)
     elif d is None:
         _add_(b.mul_(c.momentum), num, scale)
     else:

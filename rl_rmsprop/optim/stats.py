@@ -28,7 +28,7 @@ def clip_grad_norm_(optimizer: RMSprop, max_norm: float) -> Tensor:
         max_norm: the largest allowed global norm.
 
     Returns:
-        The global gradient norm before clipping (a 0-d float32 tensor on the first device).
+        The global gradient norm before clipping (a 0-d tensor on the first buffer's device).
 
     """
     spaces = optimizer.spaces
@@ -42,12 +42,16 @@ def clip_grad_norm_(optimizer: RMSprop, max_norm: float) -> Tensor:
 
 
 def total_grad_norm(optimizer: RMSprop) -> Tensor:
-    """Global L2 norm of all gradients currently in the flat buffers."""
-    norms = [torch.linalg.vector_norm(s.grad, dtype=torch.float32) for s in optimizer.spaces]
+    """Global L2 norm of all gradients in the flat buffers (float32, or float64 if any is)."""
+    norms = [
+        torch.linalg.vector_norm(s.grad, dtype=torch.promote_types(s.dtype, torch.float32))
+        for s in optimizer.spaces
+    ]
     if not norms:
         return torch.zeros(())
     device = norms[0].device
-    return torch.linalg.vector_norm(torch.stack([n.to(device) for n in norms]))
+    dtype = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32
+    return torch.linalg.vector_norm(torch.stack([n.to(device, dtype) for n in norms]))
 
 
 def _quantiles(x: Tensor, qs: tuple[float, ...]) -> Tensor:
