@@ -6,7 +6,7 @@ within every repetition, so machine noise hits them alike. Prints the median ste
 speed-up over torch's faster path, and a memory-copy roofline: the time to copy the bytes a
 fused RMSprop step must move (read p, g, v; write p, v).
 
-    python benchmarks/optim_step.py [--device cpu|cuda] [--reps 200] [--impl auto]
+    python benchmarks/optim_step.py [--device cpu|cuda] [--reps 200] [--impl auto] [--threads N]
 """
 
 from __future__ import annotations
@@ -133,7 +133,10 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=200)
     parser.add_argument("--impl", default="auto", choices=["auto", "eager", "compiled"])
     parser.add_argument("--nets", default=",".join(NETS))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"

@@ -19,7 +19,7 @@ from torch.optim import optimizer as _optim_module
 
 from .compiled import choose_impl, run_compiled
 from .flat import FlatSpace
-from .functional import SQ_MODES, Hyper, Rule, coefficients, update_
+from .functional import SQ_MODES, Coeffs, Hyper, Rule, coefficients, update_
 
 IMPLS = ("auto", "eager", "compiled")
 
@@ -84,6 +84,7 @@ _RULE_KEYS = (
     "maximize",
 )
 _HYPER_KEYS = Hyper._fields
+_PLAN_KEYS = tuple(dict.fromkeys(_RULE_KEYS + _HYPER_KEYS))
 
 
 @lru_cache(maxsize=256)
@@ -227,6 +228,7 @@ class RMSprop(Optimizer):
         self.record_update = False
         """When True, the next step keeps a copy of the parameters (for update/param ratios)."""
         self._spaces: list[FlatSpace] = []
+        self._plans: dict[int, tuple[tuple[Any, ...], tuple[Rule, Hyper, Coeffs | None]]] = {}
         super().__init__(params, defaults)
         self._build()
 
@@ -298,20 +300,22 @@ class RMSprop(Optimizer):
     step.hooked = True  # tells torch.optim.Optimizer not to wrap it again
 
     def _hooked_step(self, closure: Callable[[], float] | None) -> float | None:
+        pre_hooks = (_optim_module._global_optimizer_pre_hooks, self._optimizer_step_pre_hooks)
+        post_hooks = (self._optimizer_step_post_hooks, _optim_module._global_optimizer_post_hooks)
+        if not any(pre_hooks) and not any(post_hooks):
+            with torch.no_grad():
+                return self._step(closure)
         args, kwargs = (self,), {"closure": closure}
-        pre = [*_optim_module._global_optimizer_pre_hooks.values()]
-        pre += self._optimizer_step_pre_hooks.values()
-        for hook in pre:
-            result = hook(self, args, kwargs)
-            if result is not None:
-                args, kwargs = result
+        for hooks in pre_hooks:
+            for hook in list(hooks.values()):
+                result = hook(self, args, kwargs)
+                if result is not None:
+                    args, kwargs = result
         with torch.no_grad():
             loss = self._step(kwargs.get("closure"))
-        self._optimizer_step_code()
-        post = [*self._optimizer_step_post_hooks.values()]
-        post += _optim_module._global_optimizer_post_hooks.values()
-        for hook in post:
-            hook(self, args, kwargs)
+        for hooks in post_hooks:
+            for hook in list(hooks.values()):
+                hook(self, args, kwargs)
         return loss
 
     def _step(self, closure: Callable[[], float] | None) -> float | None:
@@ -319,8 +323,10 @@ class RMSprop(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        if any(space.params_moved() for space in self._spaces):
-            self._build()
+        for space in self._spaces:
+            if space.params_moved():
+                self._build()
+                break
         plans = []
         for space in self._spaces:
             active = space.sync_grads()
@@ -331,13 +337,12 @@ class RMSprop(Optimizer):
         for space, active, segments in plans:
             if not segments:
                 continue
-            group = self.param_groups[space.group]
-            rule, hyper = rule_of(group), hyper_of(group)
+            rule, hyper, t_free = self._plan(space)
             space.ensure_state(rule)
             if self.record_update:
                 space.prev_data = space.data.clone()
             for seg in segments:
-                c = coefficients(rule, hyper, seg.t)
+                c = t_free or coefficients(rule, hyper, seg.t)
                 p, g, state = space.slice(seg.start, seg.stop)
                 if space.impl == "compiled":
                     run_compiled(p, g, state, rule, c)
@@ -346,6 +351,23 @@ class RMSprop(Optimizer):
             space.advance(active)
         self.record_update = False
         return loss
+
+    def _plan(self, space: FlatSpace) -> tuple[Rule, Hyper, Coeffs | None]:
+        """Rule, hyperparameters and (when they do not depend on t) coefficients of a buffer.
+
+        Cached while the group's values stay the same: rebuilding them costs ~8 us a step,
+        a noticeable share of a small network's step.
+        """
+        group = self.param_groups[space.group]
+        key = tuple(map(group.__getitem__, _PLAN_KEYS))
+        cached = self._plans.get(space.group)
+        if cached is not None and cached[0] == key and not isinstance(group["lr"], Tensor):
+            return cached[1]
+        rule, hyper = rule_of(group), hyper_of(group)
+        depends_on_t = rule.use_beta1 or rule.bias_correction or rule.use_dampening
+        t_free = None if depends_on_t or hyper.lr_decay else coefficients(rule, hyper, 2)
+        self._plans[space.group] = (key, (rule, hyper, t_free))
+        return rule, hyper, t_free
 
     def zero_grad(self, set_to_none: bool = False) -> None:
         """Zero the gradients: one fill of each flat buffer (the gradient views stay attached).
