@@ -1,0 +1,57 @@
+"""A2C: the synchronous advantage actor-critic loss over one rollout.
+
+Matches Stable-Baselines3's A2C: n-step returns (GAE with lambda = 1 by default), no advantage
+normalisation, loss = policy_loss + vf_coef * value_loss - ent_coef * entropy.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from .returns import compute_gae, masked_mean
+from .rollout import Rollout
+
+
+class A2CHyper(Protocol):
+    """The A2C settings the loss reads (``rl_rmsprop.config.A2CConfig`` has them)."""
+
+    gamma: float
+    gae_lambda: float
+    ent_coef: float
+    vf_coef: float
+
+
+def a2c_loss(model: nn.Module, rollout: Rollout, hp: A2CHyper) -> tuple[Tensor, dict[str, Tensor]]:
+    """The A2C loss of one rollout and its metrics (``losses/*`` tags).
+
+    One forward pass over all ``T + 1`` observations gives the values of the inputs and,
+    detached, of the successors (for bootstrapping, including at truncation). Autoreset steps
+    (``rollout.valid`` False) are left out of every mean.
+    """
+    logits, values = model(rollout.obs)
+    v, next_v = values[:-1], values[1:].detach()
+    advantages, returns = compute_gae(
+        rollout.rewards,
+        v.detach(),
+        next_v,
+        rollout.terminated,
+        rollout.truncated,
+        rollout.valid,
+        hp.gamma,
+        hp.gae_lambda,
+    )
+    dist = torch.distributions.Categorical(logits=logits[:-1], validate_args=False)
+    valid = rollout.valid
+    policy_loss = -masked_mean(advantages * dist.log_prob(rollout.actions), valid)
+    value_loss = masked_mean((returns - v).square(), valid)
+    entropy = masked_mean(dist.entropy(), valid)
+    loss = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
+    metrics = {
+        "losses/policy_loss": policy_loss.detach(),
+        "losses/value_loss": value_loss.detach(),
+        "losses/entropy": entropy.detach(),
+    }
+    return loss, metrics

@@ -1,0 +1,114 @@
+"""The shared rollout collector: steps a Gymnasium vector env with a policy.
+
+Gymnasium >= 1.0 vector envs reset a finished sub-environment on the NEXT call to ``step``: that
+call ignores the action and returns the reset observation with reward 0. Such a transition is
+marked ``valid = False`` and must never be learned from. Truncation is not termination: the
+observation returned with ``truncated = True`` is the episode's real last observation, so value
+targets can bootstrap from it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+class Rollout(NamedTuple):
+    """``n_steps`` steps of ``E`` environments, time-major."""
+
+    obs: Tensor
+    """``[T + 1, E, *obs_shape]``: obs[t] is the input of step t, obs[t + 1] what it returned."""
+    actions: Tensor
+    """``[T, E]``."""
+    rewards: Tensor
+    """``[T, E]`` (float32)."""
+    terminated: Tensor
+    """``[T, E]`` bool: the episode ended in a terminal state at step t."""
+    truncated: Tensor
+    """``[T, E]`` bool: the episode was cut by a time limit at step t (bootstrap)."""
+    valid: Tensor
+    """``[T, E]`` bool: False for autoreset steps, which carry no transition."""
+
+
+class Episode(NamedTuple):
+    """A finished episode, as recorded by the env's RecordEpisodeStatistics."""
+
+    step: int
+    """Global env step at which it finished."""
+    episodic_return: float
+    length: int
+
+
+class Collector:
+    """Keeps a vector env's current observation, autoreset flags and finished episodes.
+
+    Args:
+        env: a Gymnasium vector env with RecordEpisodeStatistics (``envs.make_vector_env``).
+        seed: seed of the first reset.
+        device: where observation tensors go.
+    """
+
+    def __init__(self, env: Any, seed: int, device: torch.device) -> None:
+        self.env = env
+        self.device = device
+        obs, _ = env.reset(seed=seed)
+        self.obs = obs
+        self.num_envs = env.num_envs
+        self.prev_done = np.zeros(self.num_envs, dtype=bool)
+        self.global_step = 0
+        self.finished: list[Episode] = []
+        self.recent: deque[float] = deque(maxlen=100)
+
+    def _tensor(self, x: np.ndarray, dtype: torch.dtype | None = None) -> Tensor:
+        return torch.as_tensor(x, dtype=dtype, device=self.device)
+
+    def collect(self, policy: Callable[[Tensor], Tensor], n_steps: int) -> Rollout:
+        """Step every environment ``n_steps`` times with ``policy`` (observations -> actions)."""
+        obs_buf = [self.obs]
+        acts, rews, terms, truncs, valids = [], [], [], [], []
+        for _ in range(n_steps):
+            actions = policy(self._tensor(self.obs, torch.float32))
+            obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
+            valids.append(~self.prev_done)
+            self.prev_done = terminated | truncated
+            self.global_step += self.num_envs
+            self._record(info)
+            obs_buf.append(obs)
+            acts.append(actions)
+            rews.append(reward)
+            terms.append(terminated)
+            truncs.append(truncated)
+            self.obs = obs
+        return Rollout(
+            obs=self._tensor(np.stack(obs_buf), torch.float32),
+            actions=torch.stack(acts),
+            rewards=self._tensor(np.stack(rews), torch.float32),
+            terminated=self._tensor(np.stack(terms)),
+            truncated=self._tensor(np.stack(truncs)),
+            valid=self._tensor(np.stack(valids)),
+        )
+
+    def _record(self, info: dict[str, Any]) -> None:
+        if "episode" not in info:
+            return
+        done = info["_episode"]
+        for r, length in zip(info["episode"]["r"][done], info["episode"]["l"][done], strict=True):
+            self.finished.append(Episode(self.global_step, float(r), int(length)))
+            self.recent.append(float(r))
+
+    def pop_finished(self) -> list[Episode]:
+        """Episodes finished since the last call."""
+        out, self.finished = self.finished, []
+        return out
+
+    def mean_recent(self, n: int = 100) -> float | None:
+        """Mean return of the last ``n`` (at most 100) finished episodes; None before any."""
+        if not self.recent:
+            return None
+        last = list(self.recent)[-n:]
+        return float(np.mean(last))

@@ -1,0 +1,284 @@
+"""Build seeded, vectorized Gymnasium environments with episode statistics.
+
+``make_vector_env`` is the only way the rest of the project creates environments. It turns
+every user mistake it can detect (unknown id, continuous actions, missing Atari extra, bad
+vectorization mode) into an ``EnvError`` whose one-line message names the fix, and it
+returns an environment whose conventions the agents rely on:
+
+* autoreset is Gymnasium's ``NEXT_STEP`` mode (see ``make_vector_env``);
+* ``info["episode"]`` reports every finished episode (``RecordEpisodeStatistics``);
+* the action spaces are seeded, the environment itself is not reset.
+
+Requires Gymnasium >= 1.1 (``AutoresetMode`` and ``metadata["autoreset_mode"]``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium
+import numpy as np
+from gymnasium.envs.registration import EnvSpec, VectorizeMode
+from gymnasium.spaces import Discrete
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+__all__ = ["VECTORIZATION_MODES", "EnvError", "env_reward_threshold", "make_vector_env"]
+
+VECTORIZATION_MODES = ("auto", "sync", "async", "native")
+"""Accepted values of ``make_vector_env(vectorization=...)``."""
+
+_ATARI_INSTALL = 'pip install -e ".[atari]"'
+_MODES = {
+    "sync": VectorizeMode.SYNC,
+    "async": VectorizeMode.ASYNC,
+    "native": VectorizeMode.VECTOR_ENTRY_POINT,
+}
+
+
+class EnvError(ValueError):
+    """A user mistake about the environment.
+
+    The message is always one line that names the problem and the fix, so the command line
+    can print it without a traceback. Whitespace (newlines included) is collapsed to single
+    spaces to keep that promise even when a message embeds a multi-line ``repr``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+def make_vector_env(
+    env_id: str,
+    num_envs: int,
+    seed: int,
+    *,
+    vectorization: str = "auto",
+    env_kwargs: dict[str, Any] | None = None,
+    wrappers: Sequence[Callable[[gymnasium.Env], gymnasium.Env]] | None = None,
+) -> VectorEnv:
+    """Create ``num_envs`` copies of ``env_id`` as one vector environment.
+
+    Autoreset (Gymnasium's ``NEXT_STEP`` mode, checked here): when sub-environment ``i``
+    returns ``terminated[i] or truncated[i]``, the observation of that step is the true
+    final observation. The *next* ``step`` ignores ``actions[i]``, resets ``i`` and returns
+    the first observation of the new episode with ``reward[i] == 0`` and
+    ``terminated[i] == truncated[i] == False``. That transition (last obs -> reset obs)
+    does not exist in the environment and must not be learned from; mask it out with the
+    previous step's ``terminated | truncated``.
+
+    Episode statistics (``gymnasium.wrappers.vector.RecordEpisodeStatistics``): on a step
+    where at least one sub-environment ends, ``info`` holds::
+
+        info["episode"] = {
+            "r": float64 array [num_envs],  # return of the finished episode, 0.0 elsewhere
+            "l": int64 array [num_envs],    # its length in steps, 0 elsewhere
+            "t": float64 array [num_envs],  # its wall time in seconds, 0.0 elsewhere
+        }
+        info["_episode"] = bool array [num_envs]  # which entries of "r", "l", "t" are real
+
+    On other steps neither key is present. The return sums the episode's rewards exactly
+    once: the zero-reward reset step is not counted in the next episode. The wrapper also
+    keeps the last 100 returns and lengths in ``env.return_queue`` and ``env.length_queue``.
+
+    Seeding: the action spaces (``env.action_space`` and ``env.single_action_space``) are
+    seeded with ``seed`` here; the environment is *not* reset. The caller starts with
+    ``obs, info = env.reset(seed=seed)``. Two environments built and reset with the same
+    seed and stepped with the same actions produce the same observations. Modes are not
+    interchangeable: sync/async seed sub-environment ``i`` with ``seed + i``, a native
+    vector environment draws all sub-environments from one generator, so the streams of
+    ``"sync"`` and ``"native"`` differ for the same seed.
+
+    Example:
+        >>> env = make_vector_env("CartPole-v1", num_envs=4, seed=0)
+        >>> obs, info = env.reset(seed=0)
+        >>> obs.shape
+        (4, 4)
+        >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        >>> env.close()
+
+    Args:
+        env_id: A registered Gymnasium id (``"CartPole-v1"``), an Atari id (``"ALE/Pong-v5"``,
+            ``"PongNoFrameskip-v4"``, needs the ``atari`` extra) or ``"module:Id-v0"`` to
+            import ``module`` (which registers ``Id-v0``) first.
+        num_envs: Number of sub-environments, >= 1.
+        seed: Non-negative seed for the action spaces; pass the same value to ``reset``.
+        vectorization: ``"auto"`` uses the environment's native vectorized implementation
+            (its spec's ``vector_entry_point``, e.g. CartPole-v1's ``CartPoleVectorEnv``)
+            when it has one and no ``wrappers`` are given, otherwise ``"sync"``.
+            ``"sync"`` (``SyncVectorEnv``, one process), ``"async"`` (``AsyncVectorEnv``,
+            one worker process per sub-environment) and ``"native"`` force a mode.
+        env_kwargs: Keyword arguments for the environment constructor (for a native vector
+            environment, for its constructor, e.g. ``max_episode_steps``).
+        wrappers: Single-environment wrappers applied to each sub-environment before
+            vectorization (e.g. Atari preprocessing); only with ``"auto"`` (which then
+            means ``"sync"``), ``"sync"`` or ``"async"``.
+
+    Returns:
+        The vector environment wrapped in ``RecordEpisodeStatistics``, not yet reset.
+
+    Raises:
+        EnvError: For an unknown id, a missing dependency or Atari extra, rejected
+            ``env_kwargs``, ``num_envs < 1``, a bad ``seed`` or ``vectorization``, a
+            non-``Discrete`` action space, or a native environment whose autoreset mode
+            is not ``NEXT_STEP``.
+    """
+    if vectorization not in VECTORIZATION_MODES:
+        choices = ", ".join(repr(mode) for mode in VECTORIZATION_MODES)
+        raise EnvError(f"unknown vectorization {vectorization!r}; choose one of {choices}")
+    if not _is_int(num_envs) or num_envs < 1:
+        raise EnvError(
+            f"num_envs must be an integer >= 1, got {num_envs!r}; pass num_envs=1 or more"
+        )
+    if not _is_int(seed) or seed < 0:
+        raise EnvError(f"seed must be a non-negative integer, got {seed!r}; pass e.g. seed=0")
+    if wrappers and vectorization == "native":
+        raise EnvError(
+            "wrappers cannot be applied inside a native vector environment; "
+            'use vectorization="sync" or "async"'
+        )
+
+    spec = _find_spec(env_id)
+    if vectorization == "auto":
+        native = spec.vector_entry_point is not None and not wrappers
+        mode = VectorizeMode.VECTOR_ENTRY_POINT if native else VectorizeMode.SYNC
+    else:
+        mode = _MODES[vectorization]
+        if mode is VectorizeMode.VECTOR_ENTRY_POINT and spec.vector_entry_point is None:
+            raise EnvError(
+                f"{spec.id} has no native vector implementation (no vector_entry_point); "
+                'use vectorization="auto" or "sync"'
+            )
+
+    env = _build(spec, num_envs, mode, env_kwargs, wrappers)
+    if env.metadata.get("autoreset_mode") is not AutoresetMode.NEXT_STEP:
+        found = env.metadata.get("autoreset_mode")
+        env.close()
+        if vectorization != "auto":
+            raise EnvError(
+                f"{spec.id} ({vectorization}) autoresets in mode {found}, the agents need "
+                f'{AutoresetMode.NEXT_STEP}; use vectorization="sync"'
+            )
+        # A native implementation with another autoreset convention: the sync fallback
+        # always uses NEXT_STEP (Gymnasium's default), so "auto" never fails for this reason.
+        env = _build(spec, num_envs, VectorizeMode.SYNC, env_kwargs, wrappers)
+
+    if not isinstance(env.single_action_space, Discrete):
+        space = env.single_action_space
+        env.close()
+        raise EnvError(
+            f"DQN/A2C here need a discrete action space; {spec.id} has {space}. "
+            "Choose an environment with Discrete actions (e.g. CartPole-v1)"
+        )
+
+    env = RecordEpisodeStatistics(env)
+    env.action_space.seed(seed)
+    env.single_action_space.seed(seed)
+    return env
+
+
+def env_reward_threshold(env_id: str) -> float | None:
+    """Return the return at which ``env_id`` counts as solved, or ``None`` if it has none.
+
+    Args:
+        env_id: An id accepted by ``make_vector_env``.
+
+    Returns:
+        ``gymnasium.spec(env_id).reward_threshold`` (475.0 for CartPole-v1).
+
+    Raises:
+        EnvError: For an unknown id or a missing Atari extra.
+    """
+    threshold = _find_spec(env_id).reward_threshold
+    return None if threshold is None else float(threshold)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _is_atari(env_id: str) -> bool:
+    return env_id.startswith("ALE/") or env_id.endswith(("NoFrameskip-v4", "NoFrameskip-v0"))
+
+
+def _find_spec(env_id: str) -> EnvSpec:
+    """Return the registered spec of ``env_id``, importing what registers it first."""
+    if not isinstance(env_id, str) or not env_id:
+        raise EnvError(f"env_id must be a non-empty string, got {env_id!r}; pass e.g. CartPole-v1")
+    module, _, name = env_id.rpartition(":")
+    if module:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise EnvError(
+                f"cannot import module {module!r} that should register {name!r} ({exc}); "
+                "install it or fix the module part of the id"
+            ) from None
+    if _is_atari(name):
+        _register_atari(name)
+
+    spec = gymnasium.registry.get(name)
+    if spec is None:
+        raise EnvError(_unknown_id_message(name))
+    return spec
+
+
+def _register_atari(env_id: str) -> None:
+    # Since Gymnasium 1.0 nothing registers ALE ids implicitly: ale_py must be imported.
+    if importlib.util.find_spec("ale_py") is None:
+        raise EnvError(f"{env_id} is an Atari game and needs the Atari extra: {_ATARI_INSTALL}")
+    ale_py = importlib.import_module("ale_py")
+    gymnasium.register_envs(ale_py)
+
+
+def _unknown_id_message(env_id: str) -> str:
+    ids = list(gymnasium.registry.keys())
+    close = difflib.get_close_matches(env_id, ids, n=3, cutoff=0.6)
+    # difflib is case-sensitive; "cartpole-v1" should still find CartPole-v1 first.
+    exact = [i for i in ids if i.lower() == env_id.lower()]
+    close = exact + [i for i in close if i not in exact]
+    if close:
+        guess = close[0] if len(close) == 1 else ", ".join(close[:-1]) + " or " + close[-1]
+        return (
+            f"unknown environment {env_id!r}; did you mean {guess}? "
+            "(see gymnasium.registry for all ids)"
+        )
+    return (
+        f"unknown environment {env_id!r}; pass a registered id such as CartPole-v1 "
+        "(see gymnasium.registry for all ids)"
+    )
+
+
+def _build(
+    spec: EnvSpec,
+    num_envs: int,
+    mode: VectorizeMode,
+    env_kwargs: dict[str, Any] | None,
+    wrappers: Sequence[Callable[[gymnasium.Env], gymnasium.Env]] | None,
+) -> VectorEnv:
+    """Call ``gymnasium.make_vec``, turning construction failures into ``EnvError``."""
+    kwargs = dict(env_kwargs or {})
+    try:
+        return gymnasium.make_vec(
+            spec.id,
+            num_envs=num_envs,
+            vectorization_mode=mode,
+            wrappers=list(wrappers) if wrappers else None,
+            **kwargs,
+        )
+    except ImportError as exc:
+        # e.g. Box2D, MuJoCo or jax (phys2d/*) not installed; Gymnasium names the package.
+        raise EnvError(
+            f"{spec.id} needs a package that is not installed ({exc}); "
+            "install it or choose another environment"
+        ) from None
+    except TypeError as exc:
+        if not kwargs or "unexpected keyword argument" not in str(exc):
+            raise
+        raise EnvError(
+            f"{spec.id} rejected env_kwargs {kwargs!r} ({exc}); fix or remove those keys"
+        ) from None

@@ -1,0 +1,264 @@
+"""Run configuration: frozen dataclasses with a docstring under each field, and the CLI from them.
+
+The command line is generated from these classes (flag names, types, defaults and help text),
+so ``--help``, ``config.json`` and the code cannot drift apart. Defaults for A2C on CartPole are
+rl-baselines3-zoo's tuned A2C, so a run is directly comparable with Stable-Baselines3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import itertools
+import json
+import textwrap
+import types
+import typing
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+
+def flag(name: str, **metadata: Any) -> dict[str, Any]:
+    """Field metadata giving a field a CLI flag other than ``--<field-name>``."""
+    return {"flag": name, **metadata}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What to run, where, and how it reports."""
+
+    algo: str = field(default="a2c", metadata={"choices": ("a2c",)})
+    """Algorithm (DQN comes next)."""
+    seed: int = 1
+    """Seed of the network, the action sampling and the environments."""
+    total_steps: int = 200_000
+    """Environment steps to train for (summed over the vector env's copies)."""
+    device: str = field(default="auto", metadata={"choices": ("auto", "cpu", "cuda")})
+    """auto: CPU for MLPs (faster than a GPU at this size), CUDA for CNNs when available."""
+    threads: int = 1
+    """torch CPU threads (0: torch's default); one is fastest for small MLPs."""
+    logdir: str = "runs"
+    """Folder that receives the run folder."""
+    run_name: str | None = None
+    """Name of the run folder (default: <env>__<algo>__<optimizer>__<seed>__<time>)."""
+    eval_episodes: int = 10
+    """Greedy evaluation episodes after training (0: none)."""
+    log_every: int = 100
+    """Write losses and optimizer telemetry every this many updates (0: never)."""
+    histogram_every: int = 1000
+    """Write the optim/sq_avg and grad/values histograms every this many updates (0: never)."""
+    quiet: bool = False
+    """Print only the final summary line."""
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """The vectorized Gymnasium environment."""
+
+    id: str = field(default="CartPole-v1", metadata=flag("--env"))
+    """Registered Gymnasium id with a discrete action space."""
+    num_envs: int = 8
+    """Environment copies stepped together."""
+    vectorization: str = field(
+        default="auto", metadata={"choices": ("auto", "native", "sync", "async")}
+    )
+    """auto: Gymnasium's native vectorized env where one exists, sync otherwise."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """The optimizer: a preset from rl_rmsprop.optim.PRESETS plus overrides (None: preset's)."""
+
+    name: str = field(default="rmsprop", metadata=flag("--optimizer"))
+    """Optimizer spec, e.g. rmsprop, rmsprop:tf, rmsprop:dqn-nature, adagrad, adam, sgd."""
+    lr: float | None = 7e-4
+    """Learning rate (A2C's 7e-4 for every optimizer, as in SB3)."""
+    alpha: float | None = None
+    """Square-average decay (Adam: beta2); None: the preset's (0.99 for RMSprop)."""
+    eps: float | None = 1e-5
+    """Denominator epsilon, inside or outside the sqrt as the preset says (SB3 A2C: 1e-5)."""
+    momentum: float | None = None
+    """Heavy-ball momentum after normalisation."""
+    centered: bool | None = None
+    """Divide by the running variance (Graves, DQN)."""
+    weight_decay: float | None = None
+    """L2 weight decay."""
+    eps_in_sqrt: bool | None = None
+    """sqrt(v + eps) (TF1, DeepMind) instead of sqrt(v) + eps (PyTorch)."""
+    initial_square_avg: float | None = None
+    """Initial square average v0 (TF1 and SB3's RMSpropTFLike use 1)."""
+    beta1: float | None = None
+    """Adam's first-moment decay."""
+    impl: str | None = field(default=None, metadata={"choices": ("auto", "eager", "compiled")})
+    """Optimizer kernel: auto, eager or compiled (torch.compile)."""
+
+    def overrides(self) -> dict[str, Any]:
+        """Keyword overrides for make_optimizer: every field that is set, except the name."""
+        values = dataclasses.asdict(self)
+        values.pop("name")
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class A2CConfig:
+    """Advantage actor-critic (synchronous A3C)."""
+
+    n_steps: int = 5
+    """Steps per environment in each rollout (one update per rollout)."""
+    gamma: float = 0.99
+    """Discount factor."""
+    gae_lambda: float = 1.0
+    """GAE lambda; 1.0 gives n-step returns as in Stable-Baselines3's A2C."""
+    ent_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    vf_coef: float = 0.5
+    """Value loss coefficient."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip (0: off)."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layer widths of the separate policy and value MLPs (tanh)."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run, fully resolved (written to config.json)."""
+
+    run: RunConfig = RunConfig()
+    env: EnvConfig = EnvConfig()
+    optim: OptimConfig = OptimConfig()
+    a2c: A2CConfig = A2CConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """The resolved configuration as indented JSON."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Config:
+        """Rebuild a Config from :meth:`to_dict` output."""
+        parts = {}
+        for f in dataclasses.fields(Config):
+            cls = _section_class(f.name)
+            values = dict(data.get(f.name, {}))
+            for sub in dataclasses.fields(cls):
+                if sub.name in values and isinstance(values[sub.name], list):
+                    values[sub.name] = tuple(values[sub.name])
+            parts[f.name] = cls(**values)
+        return Config(**parts)
+
+
+def _section_class(name: str) -> type:
+    return typing.get_type_hints(Config)[name]
+
+
+@cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The string literal under each field of a dataclass (its help text)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _flag_name(f: dataclasses.Field) -> str:
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(element type, is_tuple) of a field annotation such as ``float | None``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return _base_type(args[0])
+    if origin is tuple:
+        return args[0], True
+    return annotation, False
+
+
+def build_parser(prog: str = "python -m rl_rmsprop.train") -> argparse.ArgumentParser:
+    """The argument parser, generated from the dataclasses (every option shows its default)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train an agent with an exact, observable optimizer; logs to TensorBoard.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for section in dataclasses.fields(Config):
+        cls = _section_class(section.name)
+        group = parser.add_argument_group(section.name, (cls.__doc__ or "").strip())
+        hints = typing.get_type_hints(cls)
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            kind, is_tuple = _base_type(hints[f.name])
+            kwargs: dict[str, Any] = {
+                "dest": f"{section.name}.{f.name}",
+                "default": f.default,
+                "help": docs.get(f.name, ""),
+            }
+            if "choices" in f.metadata:
+                kwargs["choices"] = f.metadata["choices"]
+            if kind is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["type"] = kind
+                kwargs["metavar"] = kind.__name__.upper()
+                if is_tuple:
+                    kwargs["nargs"] = "+"
+            group.add_argument(_flag_name(f), **kwargs)
+    return parser
+
+
+def parse_config(argv: list[str] | None = None) -> Config:
+    """Parse command-line arguments into a validated :class:`Config`.
+
+    Raises:
+        SystemExit: status 2 with a one-line message for a malformed or out-of-range option.
+    """
+    parser = build_parser()
+    ns = vars(parser.parse_args(argv))
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in ns.items():
+        section, name = key.split(".")
+        sections.setdefault(section, {})[name] = tuple(value) if isinstance(value, list) else value
+    cfg = Config(**{name: _section_class(name)(**vals) for name, vals in sections.items()})
+    problem = validate(cfg)
+    if problem:
+        parser.exit(2, f"error: {problem}\n")
+    return cfg
+
+
+def validate(cfg: Config) -> str | None:
+    """Return a one-line description of the first invalid value, or None if all are valid."""
+    checks = [
+        (cfg.run.total_steps > 0, "--total-steps must be > 0"),
+        (cfg.run.threads >= 0, "--threads must be >= 0"),
+        (cfg.run.eval_episodes >= 0, "--eval-episodes must be >= 0"),
+        (cfg.run.log_every >= 0, "--log-every must be >= 0"),
+        (cfg.run.histogram_every >= 0, "--histogram-every must be >= 0"),
+        (cfg.env.num_envs >= 1, "--num-envs must be >= 1"),
+        (cfg.a2c.n_steps >= 1, "--n-steps must be >= 1"),
+        (0.0 <= cfg.a2c.gamma <= 1.0, "--gamma must be in [0, 1]"),
+        (0.0 <= cfg.a2c.gae_lambda <= 1.0, "--gae-lambda must be in [0, 1]"),
+        (cfg.a2c.ent_coef >= 0, "--ent-coef must be >= 0"),
+        (cfg.a2c.vf_coef >= 0, "--vf-coef must be >= 0"),
+        (cfg.a2c.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 turns clipping off)"),
+        (all(h >= 1 for h in cfg.a2c.hidden), "--hidden widths must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            return message
+    return None
