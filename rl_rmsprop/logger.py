@@ -43,6 +43,7 @@ class Logger:
         self.live = self.stream.isatty()
         self._next_line = 0
         self._last_draw = 0.0
+        self._hparams: dict[str, Any] = {}
 
     def scalars(self, metrics: Mapping[str, Any], step: int) -> None:
         """Write each metric (float or 0-d tensor) under its tag."""
@@ -70,7 +71,7 @@ class Logger:
     def final(self, metrics: Mapping[str, float | None]) -> None:
         """Write hparams with the run's final metrics into the run's own event file."""
         values = {f"hparams/{k}": v for k, v in metrics.items() if v is not None}
-        for summary in hparams_summary(getattr(self, "_hparams", {}), values):
+        for summary in hparams_summary(self._hparams, values):
             self.writer.file_writer.add_summary(summary)
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, 0)
