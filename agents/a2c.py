@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import torch
 from torch import Tensor, nn
 
 from .returns import compute_gae, masked_mean
@@ -43,11 +42,12 @@ def a2c_loss(model: nn.Module, rollout: Rollout, hp: A2CHyper) -> tuple[Tensor, 
         hp.gamma,
         hp.gae_lambda,
     )
-    dist = torch.distributions.Categorical(logits=logits[:-1], validate_args=False)
+    log_probs = logits[:-1].log_softmax(-1)
+    taken = log_probs.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
     valid = rollout.valid
-    policy_loss = -masked_mean(advantages * dist.log_prob(rollout.actions), valid)
+    policy_loss = -masked_mean(advantages * taken, valid)
     value_loss = masked_mean((returns - v).square(), valid)
-    entropy = masked_mean(dist.entropy(), valid)
+    entropy = masked_mean(-(log_probs.exp() * log_probs).sum(-1), valid)
     loss = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
     metrics = {
         "losses/policy_loss": policy_loss.detach(),

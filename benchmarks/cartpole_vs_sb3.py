@@ -148,8 +148,8 @@ def _steps(value: float | None) -> str:
     return "never" if value is None else f"{value:,.0f}"
 
 
-def _secs(value: float | None) -> str:
-    return "never" if value is None else f"{value:.1f}"
+def _secs(value: float | None, unit: str = "") -> str:
+    return "never" if value is None else f"{value:.1f}{unit}"
 
 
 def _median(values: list[float]) -> float | None:
@@ -201,7 +201,8 @@ def report(seeds: list[int], sb3: list[Result], on: list[Result], off: list[Resu
     s_step = _median([r.solved_at_step for r in s_ok])
     o_step = _median([r.solved_at_step for r in o_ok])
     print(
-        f"median time-to-solve (solved runs only): SB3 {_secs(s_time)} s, ours {_secs(o_time)} s; "
+        f"median time-to-solve (solved runs only): SB3 {_secs(s_time, ' s')}, "
+        f"ours {_secs(o_time, ' s')}; "
         f"ours / SB3 = {_ratio(o_time, s_time)} (target <= 0.33)"
     )
     print(

@@ -23,3 +23,14 @@ def test_actor_critic_shapes_and_greedy_actions():
     obs = torch.randn(10, 4)
     assert torch.equal(model.act(obs, greedy=True), model.policy(obs).argmax(-1))
     assert model.act(obs).shape == (10,)
+
+
+def test_sample_categorical_has_the_right_distribution():
+    from agents.networks import sample_categorical
+
+    torch.manual_seed(0)
+    logits = torch.tensor([[0.0, 1.0, 2.0], [5.0, -5.0, 0.0]]).log_softmax(-1)
+    draws = torch.stack([sample_categorical(logits) for _ in range(20000)])
+    for row in range(2):
+        freq = torch.bincount(draws[:, row], minlength=3).float() / len(draws)
+        torch.testing.assert_close(freq, logits[row].exp(), atol=0.015, rtol=0)
