@@ -21,6 +21,7 @@ import argparse
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -144,6 +145,24 @@ def machine() -> str:
     return f"{cpu or platform.machine()} | {platform.platform()} | os.cpu_count()={os.cpu_count()}"
 
 
+def revision() -> str:
+    """The project's git commit, ``+dirty`` when code outside benchmarks/ has changes."""
+    here = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!benchmarks"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (sha or "unknown") + ("+dirty" if dirty else "")
+
+
 def _steps(value: float | None) -> str:
     return "never" if value is None else f"{value:,.0f}"
 
@@ -239,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         f"python {platform.python_version()}"
     )
     print(f"machine: {machine()}")
+    print(f"code: git {revision()}")
     print(
         f"{args.algo} on {ENV_ID} x{NUM_ENVS}, {args.total_steps:,} steps, seeds 1..{args.seeds}, "
         f"solve threshold {threshold} (mean of last {SOLVE_WINDOW} training episodes)\n"
