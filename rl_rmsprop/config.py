@@ -190,9 +190,17 @@ def _base_type(annotation: Any) -> tuple[type, bool]:
     return annotation, False
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage dump), exit status 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        """Print ``error: <message>`` and a pointer to ``--help``, then exit 2."""
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def build_parser(prog: str = "python -m rl_rmsprop.train") -> argparse.ArgumentParser:
     """The argument parser, generated from the dataclasses (every option shows its default)."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog=prog,
         description="Train an agent with an exact, observable optimizer; logs to TensorBoard.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
