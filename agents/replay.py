@@ -1,0 +1,207 @@
+"""Circular replay storage for DQN, fed by ``E`` parallel environments.
+
+Gymnasium >= 1.1 vector envs autoreset in ``NEXT_STEP`` mode: when sub-environment ``i``
+returns ``terminated[i] or truncated[i]``, the observation of that step is the episode's true
+last observation. The *next* ``step`` ignores ``actions[i]``, resets ``i`` and returns the first
+observation of the new episode with reward 0. That step (last obs -> reset obs) is not a
+transition of the environment: the collector marks it ``valid = False`` (``valid = ~prev_done``,
+see ``agents.rollout``) and :meth:`ReplayBuffer.add` never stores it.
+
+Truncation is not termination. A time limit cuts the episode without reaching a terminal state,
+so the TD target must bootstrap from the next state. The buffer therefore stores ``terminated``
+only: a truncated transition goes in with ``terminated = False`` and ``next_obs`` equal to what
+``step`` returned together with ``truncated = True``, which under ``NEXT_STEP`` autoreset is the
+real last observation (no ``final_obs`` lookup in ``info`` is needed, unlike ``SAME_STEP``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["ReplayBuffer", "ReplaySample"]
+
+
+class ReplaySample(NamedTuple):
+    """A batch of ``B`` transitions drawn from a :class:`ReplayBuffer`."""
+
+    obs: Tensor
+    """``[B, *obs_shape]`` in the buffer's ``obs_dtype``."""
+    actions: Tensor
+    """``[B]`` int64."""
+    rewards: Tensor
+    """``[B]`` float32."""
+    next_obs: Tensor
+    """``[B, *obs_shape]``: the observation ``step`` returned (the true last one on truncation)."""
+    terminated: Tensor
+    """``[B]`` bool: True only for terminal states; the target does not bootstrap there."""
+
+
+class ReplayBuffer:
+    """Fixed-capacity, circular store of transitions from a vector env, preallocated on a device.
+
+    Each row is one transition ``(obs, action, reward, next_obs, terminated)``. When full, new
+    rows overwrite the oldest ones. ``next_obs`` is stored explicitly rather than derived from
+    the following row: with ``E`` interleaved environments and autoreset steps dropped, the
+    following row belongs to another env or another episode. That doubles observation memory
+    (see :attr:`nbytes`), the price of never mixing episodes.
+
+    Args:
+        capacity: number of transitions (rows) kept, >= 1.
+        obs_shape: shape of one observation.
+        num_envs: number of parallel environments ``E`` (the leading dim of :meth:`add`), >= 1.
+        device: where the storage lives and samples are returned.
+        obs_dtype: dtype of stored observations (``torch.uint8`` for Atari frames).
+
+    Raises:
+        ValueError: if ``capacity`` or ``num_envs`` is < 1.
+
+    Example::
+
+        buffer = ReplayBuffer(10_000, (4,), num_envs=4, device=torch.device("cpu"))
+        next_obs, reward, terminated, truncated, _ = env.step(actions)
+        buffer.add(obs, next_obs, actions, reward, terminated, valid=~prev_done)
+        prev_done, obs = terminated | truncated, next_obs
+        batch = buffer.sample(32)
+    """
+
+    def __init__(
+        self,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        num_envs: int,
+        device: torch.device,
+        obs_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.capacity = int(capacity)
+        self.obs_shape = tuple(obs_shape)
+        self.num_envs = int(num_envs)
+        self.device = torch.device(device)
+        self.obs_dtype = obs_dtype
+        self.obs = torch.zeros((capacity, *self.obs_shape), dtype=obs_dtype, device=self.device)
+        self.next_obs = torch.zeros_like(self.obs)
+        self.actions = torch.zeros(capacity, dtype=torch.int64, device=self.device)
+        self.rewards = torch.zeros(capacity, dtype=torch.float32, device=self.device)
+        self.terminated = torch.zeros(capacity, dtype=torch.bool, device=self.device)
+        self.pos = 0
+        """Row the next transition is written to."""
+        self.size = 0
+        """Number of filled rows (at most ``capacity``)."""
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the preallocated storage (all rows, filled or not).
+
+        ``capacity * (2 * obs_bytes + 8 + 4 + 1)``: obs and next_obs, int64 action, float32
+        reward, bool terminated. Constant over the buffer's life, so it can be checked against
+        device memory before training starts.
+        """
+        tensors = (self.obs, self.next_obs, self.actions, self.rewards, self.terminated)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def _as_tensor(self, x: Tensor | np.ndarray, dtype: torch.dtype, name: str) -> Tensor:
+        out = torch.as_tensor(x, dtype=dtype, device=self.device)
+        if out.ndim == 0 or out.shape[0] != self.num_envs:
+            raise ValueError(
+                f"{name} must have leading dimension num_envs={self.num_envs}, "
+                f"got shape {tuple(out.shape)}"
+            )
+        return out
+
+    def add(
+        self,
+        obs: Tensor | np.ndarray,
+        next_obs: Tensor | np.ndarray,
+        actions: Tensor | np.ndarray,
+        rewards: Tensor | np.ndarray,
+        terminated: Tensor | np.ndarray,
+        valid: Tensor | np.ndarray,
+    ) -> None:
+        """Store the valid transitions of one vector-env step.
+
+        Args:
+            obs: ``[E, *obs_shape]`` observations the actions were taken in.
+            next_obs: ``[E, *obs_shape]`` observations ``step`` returned (on truncation, the
+                true last observation: under ``NEXT_STEP`` autoreset it is what ``step`` gave).
+            actions: ``[E]`` discrete actions.
+            rewards: ``[E]`` rewards.
+            terminated: ``[E]`` terminal flags. Pass ``terminated`` only, never
+                ``terminated | truncated``: a truncated transition must bootstrap.
+            valid: ``[E]`` bool, ``~prev_done``; False rows (autoreset steps) are dropped.
+
+        Raises:
+            ValueError: if an input's leading dimension is not ``num_envs`` or an observation
+                does not have ``obs_shape``.
+        """
+        valid_t = self._as_tensor(valid, torch.bool, "valid")
+        obs_t = self._as_tensor(obs, self.obs_dtype, "obs")
+        next_obs_t = self._as_tensor(next_obs, self.obs_dtype, "next_obs")
+        for name, t in (("obs", obs_t), ("next_obs", next_obs_t)):
+            if tuple(t.shape[1:]) != self.obs_shape:
+                raise ValueError(
+                    f"{name} must have shape [num_envs, *{self.obs_shape}], got {tuple(t.shape)}"
+                )
+        # Boolean masking costs one device sync (the number of valid rows decides where the
+        # write pointer goes); it is once per env step, not per env.
+        columns = (
+            (self.obs, obs_t[valid_t]),
+            (self.next_obs, next_obs_t[valid_t]),
+            (self.actions, self._as_tensor(actions, torch.int64, "actions")[valid_t]),
+            (self.rewards, self._as_tensor(rewards, torch.float32, "rewards")[valid_t]),
+            (self.terminated, self._as_tensor(terminated, torch.bool, "terminated")[valid_t]),
+        )
+        n = columns[0][1].shape[0]
+        if n == 0:
+            return
+        # More valid rows than capacity (tiny buffers): only the newest ``capacity`` survive,
+        # placed where writing all ``n`` in order would have left them.
+        kept = min(n, self.capacity)
+        start = (self.pos + n - kept) % self.capacity
+        first = min(kept, self.capacity - start)
+        for storage, rows in columns:
+            rows = rows[n - kept :]
+            storage[start : start + first] = rows[:first]
+            if kept > first:  # wrap-around: the rest goes to the front
+                storage[: kept - first] = rows[first:]
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplaySample:
+        """Draw ``batch_size`` transitions uniformly, with replacement, from the filled rows.
+
+        Args:
+            batch_size: number of transitions, >= 1.
+            generator: source of randomness for reproducible draws. Indices are drawn on the
+                generator's device (a CPU generator with a CUDA buffer works) and then moved.
+
+        Returns:
+            A :class:`ReplaySample` on the buffer's device.
+
+        Raises:
+            ValueError: if the buffer is empty or ``batch_size`` < 1.
+        """
+        if self.size == 0:
+            raise ValueError("cannot sample from an empty ReplayBuffer; add transitions first")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        index_device = self.device if generator is None else generator.device
+        idx = torch.randint(
+            self.size, (batch_size,), generator=generator, device=index_device
+        ).to(self.device)
+        return ReplaySample(
+            obs=self.obs[idx],
+            actions=self.actions[idx],
+            rewards=self.rewards[idx],
+            next_obs=self.next_obs[idx],
+            terminated=self.terminated[idx],
+        )
