@@ -195,9 +195,8 @@ class ReplayBuffer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         index_device = self.device if generator is None else generator.device
-        idx = torch.randint(
-            self.size, (batch_size,), generator=generator, device=index_device
-        ).to(self.device)
+        idx = torch.randint(self.size, (batch_size,), generator=generator, device=index_device)
+        idx = idx.to(self.device)
         return ReplaySample(
             obs=self.obs[idx],
             actions=self.actions[idx],
