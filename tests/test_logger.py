@@ -24,3 +24,20 @@ def test_plain_progress_lines_every_tenth_and_quiet(tmp_path):
     logger.message("hello")
     logger.close()
     assert quiet.getvalue() == ""
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_terminal_gets_one_live_line_with_a_bar(tmp_path):
+    out = FakeTerminal()
+    logger = Logger(tmp_path / "tty", total_steps=100, stream=out)
+    logger.progress(50, 1000.0, 12.5)
+    logger.progress(100, 1000.0, 20.0)  # the last step is always drawn
+    logger.close()
+    text = out.getvalue()
+    assert text.count("\r") == 2 and text.endswith("\n")
+    assert "[##########          ]" in text and "[####################]" in text
+    assert "20.0" in text and "SPS" in text
