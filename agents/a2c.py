@@ -17,13 +17,14 @@ from .rollout import Rollout
 class A2CHyper(Protocol):
     """The A2C settings the loss reads (``rl_rmsprop.config.A2CConfig`` has them)."""
 
-    gamma: float
     gae_lambda: float
     ent_coef: float
     vf_coef: float
 
 
-def a2c_loss(model: nn.Module, rollout: Rollout, hp: A2CHyper) -> tuple[Tensor, dict[str, Tensor]]:
+def a2c_loss(
+    model: nn.Module, rollout: Rollout, hp: A2CHyper, gamma: float
+) -> tuple[Tensor, dict[str, Tensor]]:
     """The A2C loss of one rollout and its metrics (``losses/*`` tags).
 
     One forward pass over all ``T + 1`` observations gives the values of the inputs and,
@@ -39,7 +40,7 @@ def a2c_loss(model: nn.Module, rollout: Rollout, hp: A2CHyper) -> tuple[Tensor, 
         rollout.terminated,
         rollout.truncated,
         rollout.valid,
-        hp.gamma,
+        gamma,
         hp.gae_lambda,
     )
     log_probs = logits[:-1].log_softmax(-1)

@@ -30,8 +30,8 @@ def flag(name: str, **metadata: Any) -> dict[str, Any]:
 class RunConfig:
     """What to run, where, and how it reports."""
 
-    algo: str = field(default="a2c", metadata={"choices": ("a2c",)})
-    """Algorithm (DQN comes next)."""
+    algo: str = field(default="a2c", metadata={"choices": ("a2c", "dqn")})
+    """Algorithm: a2c (actor-critic) or dqn (deep Q-learning)."""
     seed: int = 1
     """Seed of the network, the action sampling and the environments."""
     total_steps: int = 200_000
@@ -60,8 +60,8 @@ class EnvConfig:
 
     id: str = field(default="CartPole-v1", metadata=flag("--env"))
     """Registered Gymnasium id with a discrete action space."""
-    num_envs: int = 8
-    """Environment copies stepped together."""
+    num_envs: int | None = None
+    """Environment copies stepped together (None: 8 for a2c, 1 for dqn)."""
     vectorization: str = field(
         default="auto", metadata={"choices": ("auto", "native", "sync", "async")}
     )
@@ -74,12 +74,13 @@ class OptimConfig:
 
     name: str = field(default="rmsprop", metadata=flag("--optimizer"))
     """Optimizer spec, e.g. rmsprop, rmsprop:tf, rmsprop:dqn-nature, adagrad, adam, sgd."""
-    lr: float | None = 7e-4
-    """Learning rate (A2C's 7e-4 for every optimizer, as in SB3)."""
+    lr: float | None = None
+    """Learning rate (None: 7e-4 for a2c, 2.3e-3 for dqn, for every optimizer, as in the zoo)."""
     alpha: float | None = None
     """Square-average decay (Adam: beta2); None: the preset's (0.99 for RMSprop)."""
-    eps: float | None = 1e-5
-    """Denominator epsilon, inside or outside the sqrt as the preset says (SB3 A2C: 1e-5)."""
+    eps: float | None = None
+    """Denominator epsilon, inside or outside the sqrt as the preset says (None: 1e-5 for a2c
+    as in SB3, the preset's for dqn)."""
     momentum: float | None = None
     """Heavy-ball momentum after normalisation."""
     centered: bool | None = None
@@ -103,23 +104,77 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class LearnConfig:
+    """Settings every algorithm has (None: the algorithm's default)."""
+
+    gamma: float | None = None
+    """Discount factor (0.99)."""
+    max_grad_norm: float | None = None
+    """Global gradient-norm clip, 0 turns it off (a2c 0.5, dqn 10)."""
+    hidden: tuple[int, ...] | None = None
+    """Hidden layer widths (a2c: 64 64 tanh policy and value MLPs; dqn: 256 256 ReLU)."""
+
+
+@dataclass(frozen=True)
 class A2CConfig:
     """Advantage actor-critic (synchronous A3C)."""
 
     n_steps: int = 5
     """Steps per environment in each rollout (one update per rollout)."""
-    gamma: float = 0.99
-    """Discount factor."""
     gae_lambda: float = 1.0
     """GAE lambda; 1.0 gives n-step returns as in Stable-Baselines3's A2C."""
     ent_coef: float = 0.0
     """Entropy bonus coefficient."""
     vf_coef: float = 0.5
     """Value loss coefficient."""
-    max_grad_norm: float = 0.5
-    """Global gradient-norm clip (0: off)."""
-    hidden: tuple[int, ...] = (64, 64)
-    """Hidden layer widths of the separate policy and value MLPs (tanh)."""
+
+
+@dataclass(frozen=True)
+class DQNConfig:
+    """Deep Q-learning (flag names as in Stable-Baselines3; defaults: the zoo's CartPole DQN)."""
+
+    buffer_size: int = 100_000
+    """Replay capacity in transitions."""
+    learning_starts: int = 1000
+    """Env steps collected before the first update."""
+    batch_size: int = 64
+    """Transitions per gradient step."""
+    train_freq: int = 256
+    """Env steps (summed over envs) between training rounds."""
+    gradient_steps: int = 128
+    """Gradient steps per training round."""
+    target_update_interval: int = 10
+    """Env steps between target-network updates, counted as SB3 does (only while collecting,
+    so the target is fixed during a training round's gradient steps)."""
+    tau: float = 1.0
+    """Target update: 1 copies (hard update), < 1 is Polyak averaging."""
+    exploration_fraction: float = 0.16
+    """Share of --total-steps over which epsilon decays linearly."""
+    exploration_initial_eps: float = 1.0
+    """Epsilon at the start."""
+    exploration_final_eps: float = 0.04
+    """Epsilon after the decay."""
+    double_dqn: bool = False
+    """Double DQN targets (online net picks, target net evaluates)."""
+    loss: str = field(default="huber", metadata={"choices": ("huber", "mse")})
+    """TD loss."""
+    loss_reduction: str = field(default="mean", metadata={"choices": ("mean", "sum")})
+    """mean, or sum as DeepMind's Nature DQN (whose optimizer preset assumes it)."""
+
+
+ALGO_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
+    "a2c": {
+        "env": {"num_envs": 8},
+        "optim": {"lr": 7e-4, "eps": 1e-5},
+        "learn": {"gamma": 0.99, "max_grad_norm": 0.5, "hidden": (64, 64)},
+    },
+    "dqn": {
+        "env": {"num_envs": 1},
+        "optim": {"lr": 2.3e-3},
+        "learn": {"gamma": 0.99, "max_grad_norm": 10.0, "hidden": (256, 256)},
+    },
+}
+"""What an unset (None) option means for each algorithm."""
 
 
 @dataclass(frozen=True)
@@ -129,7 +184,18 @@ class Config:
     run: RunConfig = RunConfig()
     env: EnvConfig = EnvConfig()
     optim: OptimConfig = OptimConfig()
+    learn: LearnConfig = LearnConfig()
     a2c: A2CConfig = A2CConfig()
+    dqn: DQNConfig = DQNConfig()
+
+    def resolved(self) -> Config:
+        """The config with every unset option replaced by the algorithm's default."""
+        parts = {}
+        for section, defaults in ALGO_DEFAULTS[self.run.algo].items():
+            current = getattr(self, section)
+            unset = {k: v for k, v in defaults.items() if getattr(current, k) is None}
+            parts[section] = dataclasses.replace(current, **unset)
+        return dataclasses.replace(self, **parts)
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict (JSON-ready)."""
@@ -243,6 +309,7 @@ def parse_config(argv: list[str] | None = None) -> Config:
         section, name = key.split(".")
         sections.setdefault(section, {})[name] = tuple(value) if isinstance(value, list) else value
     cfg = Config(**{name: _section_class(name)(**vals) for name, vals in sections.items()})
+    cfg = cfg.resolved()
     problem = validate(cfg)
     if problem:
         parser.exit(2, f"error: {problem}\n")
@@ -258,13 +325,23 @@ def validate(cfg: Config) -> str | None:
         (cfg.run.log_every >= 0, "--log-every must be >= 0"),
         (cfg.run.histogram_every >= 0, "--histogram-every must be >= 0"),
         (cfg.env.num_envs >= 1, "--num-envs must be >= 1"),
+        (0.0 <= cfg.learn.gamma <= 1.0, "--gamma must be in [0, 1]"),
+        (cfg.learn.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 turns clipping off)"),
+        (all(h >= 1 for h in cfg.learn.hidden), "--hidden widths must be >= 1"),
         (cfg.a2c.n_steps >= 1, "--n-steps must be >= 1"),
-        (0.0 <= cfg.a2c.gamma <= 1.0, "--gamma must be in [0, 1]"),
         (0.0 <= cfg.a2c.gae_lambda <= 1.0, "--gae-lambda must be in [0, 1]"),
         (cfg.a2c.ent_coef >= 0, "--ent-coef must be >= 0"),
         (cfg.a2c.vf_coef >= 0, "--vf-coef must be >= 0"),
-        (cfg.a2c.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 turns clipping off)"),
-        (all(h >= 1 for h in cfg.a2c.hidden), "--hidden widths must be >= 1"),
+        (cfg.dqn.buffer_size >= 1, "--buffer-size must be >= 1"),
+        (cfg.dqn.learning_starts >= 0, "--learning-starts must be >= 0"),
+        (cfg.dqn.batch_size >= 1, "--batch-size must be >= 1"),
+        (cfg.dqn.train_freq >= 1, "--train-freq must be >= 1"),
+        (cfg.dqn.gradient_steps >= 0, "--gradient-steps must be >= 0"),
+        (cfg.dqn.target_update_interval >= 1, "--target-update-interval must be >= 1"),
+        (0.0 < cfg.dqn.tau <= 1.0, "--tau must be in (0, 1]"),
+        (0.0 <= cfg.dqn.exploration_fraction <= 1.0, "--exploration-fraction must be in [0, 1]"),
+        (0.0 <= cfg.dqn.exploration_initial_eps <= 1.0, "--exploration-initial-eps: [0, 1]"),
+        (0.0 <= cfg.dqn.exploration_final_eps <= 1.0, "--exploration-final-eps: [0, 1]"),
     ]
     for ok, message in checks:
         if not ok:

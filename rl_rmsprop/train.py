@@ -6,19 +6,22 @@ evaluation, ``summary.json``. Tests call :func:`main` in process.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from agents.a2c import a2c_loss
+from agents.dqn import QNetwork, dqn_loss, epsilon_greedy, linear_epsilon, polyak_update, td_targets
 from agents.networks import ActorCritic
+from agents.replay import ReplayBuffer
 from agents.rollout import Collector
 from envs import EnvError, env_reward_threshold, make_vector_env
 from rl_rmsprop.checkpoint import save_atomic, write_json_atomic
@@ -34,13 +37,71 @@ class UserError(Exception):
     """A mistake in the user's input: reported as one line, exit status 2."""
 
 
-@dataclass
-class Progress:
-    """What the loop tracks for the summary."""
+class Tracker:
+    """What every run loop shares: episodes, solved-at, telemetry cadence, progress, summary.
 
-    solved_at_step: int | None = None
-    solved_at_time_s: float | None = None
-    updates: int = 0
+    Args:
+        cfg: the run's configuration.
+        collector: the rollout collector (owns the env step count and finished episodes).
+        opt: the optimizer (for telemetry).
+        logger: where everything is written.
+    """
+
+    def __init__(self, cfg: Config, collector: Collector, opt: Any, logger: Logger) -> None:
+        self.run, self.collector, self.opt, self.logger = cfg.run, collector, opt, logger
+        self.max_norm = cfg.learn.max_grad_norm
+        self.threshold = env_reward_threshold(cfg.env.id)
+        self.window: list[float] = []
+        self.solved_at_step: int | None = None
+        self.solved_at_time_s: float | None = None
+        self.updates = 0
+        self.start = time.perf_counter()
+
+    def clip_and_step(self, metrics: dict[str, Any]) -> None:
+        """Clip, step the optimizer and write telemetry every ``--log-every`` updates."""
+        preclip = clip_grad_norm_(self.opt, self.max_norm) if self.max_norm > 0 else None
+        log_now = self.run.log_every > 0 and self.updates % self.run.log_every == 0
+        self.opt.record_update = log_now
+        self.opt.step()
+        self.updates += 1
+        step = self.collector.global_step
+        if log_now:
+            figures = statistics(self.opt, preclip, self.max_norm or None)
+            self.logger.scalars({**metrics, **figures, "charts/SPS": self.sps()}, step)
+            mean100 = self.collector.mean_recent()
+            if mean100 is not None:
+                self.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
+        if self.run.histogram_every and self.updates % self.run.histogram_every == 1:
+            self.logger.histograms(histograms(self.opt), step)
+
+    def sps(self) -> float:
+        """Env steps per second since the loop started."""
+        return self.collector.global_step / max(time.perf_counter() - self.start, 1e-9)
+
+    def record_episodes(self) -> None:
+        """Log finished episodes, note when the env is first solved, update the progress."""
+        for ep in self.collector.pop_finished():
+            self.logger.episode(ep.episodic_return, ep.length, ep.step)
+            self.window = [*self.window[-(SOLVE_WINDOW - 1) :], ep.episodic_return]
+            full = len(self.window) == SOLVE_WINDOW and self.threshold is not None
+            if full and self.solved_at_step is None and np.mean(self.window) >= self.threshold:
+                self.solved_at_step = ep.step
+                self.solved_at_time_s = time.perf_counter() - self.start
+        recent = self.collector.mean_recent(SOLVE_WINDOW)
+        self.logger.progress(self.collector.global_step, self.sps(), recent)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures of ``summary.json`` that the loop knows."""
+        wall = time.perf_counter() - self.start
+        return {
+            "total_steps": self.collector.global_step,
+            "updates": self.updates,
+            "wall_time_s": wall,
+            "sps": self.collector.global_step / wall,
+            "episodic_return_mean100": self.collector.mean_recent(),
+            "solved_at_step": self.solved_at_step,
+            "solved_at_time_s": self.solved_at_time_s,
+        }
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -82,55 +143,75 @@ def make_run_dir(cfg: Config) -> Path:
 
 
 def train_a2c(cfg: Config, env: Any, model: ActorCritic, opt: Any, logger: Logger) -> dict:
-    """The run loop for A2C: collect -> loss -> backward -> clip -> step -> metrics."""
-    a2c, run = cfg.a2c, cfg.run
-    collector = Collector(env, run.seed, next(model.parameters()).device)
-    threshold = env_reward_threshold(cfg.env.id)
-    progress = Progress()
-    window: list[float] = []
-    start = time.perf_counter()
-    while collector.global_step < run.total_steps:
-        rollout = collector.collect(model.act, a2c.n_steps)
-        loss, metrics = a2c_loss(model, rollout, a2c)
+    """The A2C run loop: collect a rollout -> loss -> backward -> clip -> step -> metrics."""
+    collector = Collector(env, cfg.run.seed, next(model.parameters()).device)
+    tracker = Tracker(cfg, collector, opt, logger)
+    while collector.global_step < cfg.run.total_steps:
+        rollout = collector.collect(model.act, cfg.a2c.n_steps)
+        loss, metrics = a2c_loss(model, rollout, cfg.a2c, cfg.learn.gamma)
         opt.zero_grad()
         loss.backward()
-        preclip = clip_grad_norm_(opt, a2c.max_grad_norm) if a2c.max_grad_norm > 0 else None
-        log_now = run.log_every > 0 and progress.updates % run.log_every == 0
-        opt.record_update = log_now
-        opt.step()
-        progress.updates += 1
-        step = collector.global_step
-        for ep in collector.pop_finished():
-            logger.episode(ep.episodic_return, ep.length, ep.step)
-            window = [*window[-(SOLVE_WINDOW - 1) :], ep.episodic_return]
-            solved = len(window) == SOLVE_WINDOW and threshold is not None
-            if solved and progress.solved_at_step is None and np.mean(window) >= threshold:
-                progress.solved_at_step = ep.step
-                progress.solved_at_time_s = time.perf_counter() - start
-        sps = step / (time.perf_counter() - start)
-        if log_now:
-            figures = statistics(opt, preclip, a2c.max_grad_norm or None)
-            logger.scalars({**metrics, **figures, "charts/SPS": sps}, step)
-            mean100 = collector.mean_recent()
-            if mean100 is not None:
-                logger.scalars({"charts/episodic_return_mean100": mean100}, step)
-        if run.histogram_every and progress.updates % run.histogram_every == 1:
-            logger.histograms(histograms(opt), step)
-        logger.progress(step, sps, collector.mean_recent(SOLVE_WINDOW))
-    wall = time.perf_counter() - start
-    return {
-        "total_steps": collector.global_step,
-        "updates": progress.updates,
-        "wall_time_s": wall,
-        "sps": collector.global_step / wall,
-        "episodic_return_mean100": collector.mean_recent(),
-        "solved_at_step": progress.solved_at_step,
-        "solved_at_time_s": progress.solved_at_time_s,
-    }
+        tracker.clip_and_step(metrics)
+        tracker.record_episodes()
+    return tracker.summary()
+
+
+def train_dqn(cfg: Config, env: Any, q_net: QNetwork, opt: Any, logger: Logger) -> dict:
+    """The DQN run loop: act epsilon-greedily -> store valid transitions -> gradient steps."""
+    dqn, run = cfg.dqn, cfg.run
+    device = next(q_net.parameters()).device
+    target = copy.deepcopy(q_net).requires_grad_(False)
+    buffer = ReplayBuffer(dqn.buffer_size, env.single_observation_space.shape, env.num_envs, device)
+    collector = Collector(env, run.seed, device)
+    tracker = Tracker(cfg, collector, opt, logger)
+    steps_per_round = max(1, dqn.train_freq // env.num_envs)
+    target_updates = 0
+    while collector.global_step < run.total_steps:
+        for _ in range(steps_per_round):
+            eps = linear_epsilon(
+                collector.global_step,
+                run.total_steps,
+                dqn.exploration_fraction,
+                dqn.exploration_initial_eps,
+                dqn.exploration_final_eps,
+            )
+            r = collector.collect(lambda obs, e=eps: epsilon_greedy(q_net(obs).detach(), e), 1)
+            buffer.add(r.obs[0], r.obs[1], r.actions[0], r.rewards[0], r.terminated[0], r.valid[0])
+            tracker.record_episodes()
+            # SB3 counts the target interval in env steps and updates only while collecting,
+            # so the target stays fixed through a training round's gradient steps.
+            if collector.global_step // dqn.target_update_interval > target_updates:
+                target_updates = collector.global_step // dqn.target_update_interval
+                polyak_update(target, q_net, dqn.tau)
+        if collector.global_step < dqn.learning_starts or len(buffer) == 0:
+            continue
+        for _ in range(dqn.gradient_steps):
+            batch = buffer.sample(dqn.batch_size)
+            targets = td_targets(
+                batch.rewards,
+                batch.next_obs,
+                batch.terminated,
+                target,
+                q_net,
+                cfg.learn.gamma,
+                double=dqn.double_dqn,
+            )
+            loss, metrics = dqn_loss(q_net, batch, targets, dqn.loss, dqn.loss_reduction)
+            opt.zero_grad()
+            loss.backward()
+            tracker.clip_and_step({**metrics, "charts/epsilon": eps})
+    return tracker.summary()
+
+
+def greedy_policy(model: nn.Module) -> Any:
+    """Observations -> the model's best actions (argmax of logits or of Q-values)."""
+    if isinstance(model, ActorCritic):
+        return lambda obs: model.act(obs, greedy=True)
+    return lambda obs: model(obs).detach().argmax(-1)
 
 
 def evaluate(
-    model: ActorCritic, cfg: Config, device: torch.device
+    model: nn.Module, cfg: Config, device: torch.device
 ) -> tuple[float | None, float | None]:
     """Mean and std of ``--eval-episodes`` greedy episodes on a separately seeded env."""
     episodes = cfg.run.eval_episodes
@@ -140,7 +221,7 @@ def evaluate(
     collector = Collector(env, cfg.run.seed + 10_000, device)
     returns: list[float] = []
     while len(returns) < episodes:
-        collector.collect(lambda obs: model.act(obs, greedy=True), 1)
+        collector.collect(greedy_policy(model), 1)
         returns += [ep.episodic_return for ep in collector.pop_finished()]
     env.close()
     return float(np.mean(returns[:episodes])), float(np.std(returns[:episodes]))
@@ -157,7 +238,9 @@ def run(cfg: Config) -> dict:
     )
     try:
         obs_dim = math.prod(env.single_observation_space.shape)
-        model = ActorCritic(obs_dim, int(env.single_action_space.n), cfg.a2c.hidden).to(device)
+        n_actions = int(env.single_action_space.n)
+        network = ActorCritic if cfg.run.algo == "a2c" else QNetwork
+        model = network(obs_dim, n_actions, cfg.learn.hidden).to(device)
         try:
             opt = make_optimizer(cfg.optim.name, model.named_parameters(), **cfg.optim.overrides())
         except ValueError as e:
@@ -172,7 +255,8 @@ def run(cfg: Config) -> dict:
             f"{cfg.optim.name} ({opt.impl}), device {device}"
             + (" (auto: an MLP is faster on the CPU)" if cfg.run.device == "auto" else "")
         )
-        summary = train_a2c(cfg, env, model, opt, logger)
+        loop = train_a2c if cfg.run.algo == "a2c" else train_dqn
+        summary = loop(cfg, env, model, opt, logger)
     finally:
         env.close()
     summary["eval_return_mean"], summary["eval_return_std"] = evaluate(model, cfg, device)

@@ -27,7 +27,7 @@ def test_loss_ignores_the_autoreset_step_and_has_gradients():
     model = ActorCritic(4, 2, (8, 8))
     hp = A2CConfig(ent_coef=0.01)
     rollout = make_rollout()
-    loss, metrics = a2c_loss(model, rollout, hp)
+    loss, metrics = a2c_loss(model, rollout, hp, 0.99)
     loss.backward()
     assert set(metrics) == {"losses/policy_loss", "losses/value_loss", "losses/entropy"}
     assert all(p.grad is not None for p in model.parameters())
@@ -40,7 +40,7 @@ def test_loss_ignores_the_autoreset_step_and_has_gradients():
             (torch.tensor(3), torch.tensor(0)), torch.tensor(-100.0)
         ),
     )
-    loss2, _ = a2c_loss(model, changed, hp)
+    loss2, _ = a2c_loss(model, changed, hp, 0.99)
     assert torch.equal(loss.detach(), loss2.detach())
 
 
@@ -49,6 +49,6 @@ def test_loss_combines_terms_with_their_coefficients():
     model = ActorCritic(4, 2, (8, 8))
     rollout = make_rollout()
     hp = A2CConfig(vf_coef=0.25, ent_coef=0.1)
-    loss, m = a2c_loss(model, rollout, hp)
+    loss, m = a2c_loss(model, rollout, hp, 0.99)
     expected = m["losses/policy_loss"] + 0.25 * m["losses/value_loss"] - 0.1 * m["losses/entropy"]
     torch.testing.assert_close(loss.detach(), expected)

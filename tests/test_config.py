@@ -6,8 +6,9 @@ from rl_rmsprop.config import Config, RunConfig, build_parser, field_docs, parse
 def test_defaults_are_the_zoo_a2c_cartpole_settings():
     cfg = parse_config([])
     assert cfg.env.id == "CartPole-v1" and cfg.env.num_envs == 8
-    assert cfg.a2c.n_steps == 5 and cfg.a2c.gamma == 0.99 and cfg.a2c.gae_lambda == 1.0
-    assert cfg.a2c.ent_coef == 0.0 and cfg.a2c.vf_coef == 0.5 and cfg.a2c.max_grad_norm == 0.5
+    assert cfg.a2c.n_steps == 5 and cfg.learn.gamma == 0.99 and cfg.a2c.gae_lambda == 1.0
+    assert cfg.a2c.ent_coef == 0.0 and cfg.a2c.vf_coef == 0.5 and cfg.learn.max_grad_norm == 0.5
+    assert cfg.learn.hidden == (64, 64)
     assert cfg.optim.name == "rmsprop" and cfg.optim.lr == 7e-4 and cfg.optim.eps == 1e-5
     assert cfg.optim.overrides() == {"lr": 7e-4, "eps": 1e-5}
 
@@ -30,7 +31,7 @@ def test_flags_types_and_overrides():
             "--no-quiet",
         ]
     )
-    assert cfg.env.id == "Acrobot-v1" and cfg.run.seed == 7 and cfg.a2c.hidden == (32, 16)
+    assert cfg.env.id == "Acrobot-v1" and cfg.run.seed == 7 and cfg.learn.hidden == (32, 16)
     assert cfg.optim.overrides() == {"lr": 7e-4, "eps": 1e-5, "momentum": 0.9, "centered": True}
 
 
@@ -66,6 +67,15 @@ def test_field_docs_come_from_the_dataclass():
     assert field_docs(RunConfig)["total_steps"].startswith("Environment steps to train for")
 
 
+def test_unset_options_take_the_algorithm_defaults():
+    dqn = parse_config(["--algo", "dqn"])
+    assert dqn.env.num_envs == 1 and dqn.optim.lr == 2.3e-3 and dqn.optim.eps is None
+    assert dqn.learn.hidden == (256, 256) and dqn.learn.max_grad_norm == 10.0
+    assert dqn.dqn.batch_size == 64 and dqn.dqn.train_freq == 256 and dqn.dqn.gradient_steps == 128
+    mine = parse_config(["--algo", "dqn", "--num-envs", "4", "--max-grad-norm", "1"])
+    assert mine.env.num_envs == 4 and mine.learn.max_grad_norm == 1.0
+
+
 def test_json_round_trip():
     cfg = parse_config(["--hidden", "8", "8", "--lr", "0.01"])
     assert Config.from_dict(cfg.to_dict()) == cfg
@@ -93,4 +103,4 @@ def test_bad_values_exit_2_with_one_line(argv, needle, capsys):
 def test_parser_is_generated_for_every_field():
     parser = build_parser()
     dests = {a.dest for a in parser._actions}
-    assert "optim.lr" in dests and "a2c.hidden" in dests and "env.id" in dests
+    assert {"optim.lr", "learn.hidden", "env.id", "dqn.buffer_size", "a2c.n_steps"} <= dests

@@ -143,3 +143,58 @@ def test_a2c_with_default_rmsprop_solves_cartpole_within_200k_steps(tmp_path):
     )
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["solved_at_step"] is not None and summary["solved_at_step"] <= 200_000
+
+
+def test_a_short_dqn_run_writes_the_schema(tmp_path):
+    run_dir = short_run(
+        tmp_path,
+        "dqn",
+        "--algo",
+        "dqn",
+        "--total-steps",
+        "1500",
+        "--learning-starts",
+        "500",
+        "--train-freq",
+        "100",
+        "--gradient-steps",
+        "20",
+        "--buffer-size",
+        "1000",
+    )
+    acc = events(run_dir)
+    tags = set(acc.Tags()["scalars"])
+    dqn_tags = ["charts/epsilon", "losses/td_loss", "losses/q_values", "grad/norm/layers.0.weight"]
+    schema = [t for t in SCHEMA_TAGS if not t.startswith(("losses/", "grad/norm/"))]
+    missing = [t for t in schema + dqn_tags if t not in tags]
+    assert not missing, missing
+    eps = [e.value for e in acc.Scalars("charts/epsilon")]
+    assert eps == sorted(eps, reverse=True) and eps[-1] < 1.0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # Rounds of 100 env steps end at steps 100, 200, ..., 1500; those ending at 500 or later
+    # (11 of them) train, 20 gradient steps each.
+    assert summary["updates"] == 220
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["run"]["algo"] == "dqn" and config["learn"]["hidden"] == [256, 256]
+
+
+@pytest.mark.slow
+def test_dqn_with_default_rmsprop_solves_cartpole_within_100k_steps(tmp_path):
+    argv = [
+        "--algo",
+        "dqn",
+        "--seed",
+        "1",
+        "--total-steps",
+        "100000",
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "learn",
+        "--quiet",
+        "--eval-episodes",
+        "0",
+    ]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "learn" / "summary.json").read_text())
+    assert summary["solved_at_step"] is not None and summary["solved_at_step"] <= 100_000
