@@ -29,6 +29,9 @@ from rl_rmsprop.config import Config, parse_config
 from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim import clip_grad_norm_, histograms, make_optimizer, statistics
 
+no_grad = torch.no_grad()
+"""Decorator for the acting policies: acting needs no autograd graph."""
+
 SOLVE_WINDOW = 20
 """solved_at_step: the mean of this many last training episodes reaches the env's threshold."""
 
@@ -175,7 +178,7 @@ def train_dqn(cfg: Config, env: Any, q_net: QNetwork, opt: Any, logger: Logger) 
                 dqn.exploration_initial_eps,
                 dqn.exploration_final_eps,
             )
-            r = collector.collect(lambda obs, e=eps: epsilon_greedy(q_net(obs).detach(), e), 1)
+            r = collector.collect(no_grad(lambda obs, e=eps: epsilon_greedy(q_net(obs), e)), 1)
             buffer.add(r.obs[0], r.obs[1], r.actions[0], r.rewards[0], r.terminated[0], r.valid[0])
             tracker.record_episodes()
             # SB3 counts the target interval in env steps and updates only while collecting,
@@ -207,7 +210,7 @@ def greedy_policy(model: nn.Module) -> Any:
     """Observations -> the model's best actions (argmax of logits or of Q-values)."""
     if isinstance(model, ActorCritic):
         return lambda obs: model.act(obs, greedy=True)
-    return lambda obs: model(obs).detach().argmax(-1)
+    return no_grad(lambda obs: model(obs).argmax(-1))
 
 
 def evaluate(
