@@ -143,7 +143,12 @@ class ReplayBuffer:
             ValueError: if an input's leading dimension is not ``num_envs`` or an observation
                 does not have ``obs_shape``.
         """
-        valid_t = self._as_tensor(valid, torch.bool, "valid")
+        valid_np = valid.cpu().numpy() if isinstance(valid, Tensor) else np.asarray(valid)
+        if valid_np.ndim != 1 or valid_np.shape[0] != self.num_envs:
+            raise ValueError(
+                f"valid must have leading dimension num_envs={self.num_envs}, "
+                f"got shape {tuple(valid_np.shape)}"
+            )
         obs_t = self._as_tensor(obs, self.obs_dtype, "obs")
         next_obs_t = self._as_tensor(next_obs, self.obs_dtype, "next_obs")
         for name, t in (("obs", obs_t), ("next_obs", next_obs_t)):
@@ -151,28 +156,39 @@ class ReplayBuffer:
                 raise ValueError(
                     f"{name} must have shape [num_envs, *{self.obs_shape}], got {tuple(t.shape)}"
                 )
-        # Boolean masking costs one device sync (the number of valid rows decides where the
-        # write pointer goes); it is once per env step, not per env.
-        columns = (
-            (self.obs, obs_t[valid_t]),
-            (self.next_obs, next_obs_t[valid_t]),
-            (self.actions, self._as_tensor(actions, torch.int64, "actions")[valid_t]),
-            (self.rewards, self._as_tensor(rewards, torch.float32, "rewards")[valid_t]),
-            (self.terminated, self._as_tensor(terminated, torch.bool, "terminated")[valid_t]),
-        )
-        n = columns[0][1].shape[0]
+        # The valid mask is read on the host (the collector keeps it there; a device tensor
+        # costs one sync per env step, not per env). Usually every row is valid: no gather.
+        valid_np = valid_np.astype(bool, copy=False)
+        n = int(valid_np.sum())
         if n == 0:
             return
+        rows_idx = None
+        if n < self.num_envs:
+            rows_idx = torch.as_tensor(np.flatnonzero(valid_np), device=self.device)
+
+        def rows(x: Tensor) -> Tensor:
+            return x if rows_idx is None else x[rows_idx]
+
+        columns = (
+            (self.obs, rows(obs_t)),
+            (self.next_obs, rows(next_obs_t)),
+            (self.actions, rows(self._as_tensor(actions, torch.int64, "actions"))),
+            (self.rewards, rows(self._as_tensor(rewards, torch.float32, "rewards"))),
+            (self.terminated, rows(self._as_tensor(terminated, torch.bool, "terminated"))),
+        )
         # More valid rows than capacity (tiny buffers): only the newest ``capacity`` survive,
         # placed where writing all ``n`` in order would have left them.
         kept = min(n, self.capacity)
         start = (self.pos + n - kept) % self.capacity
         first = min(kept, self.capacity - start)
-        for storage, rows in columns:
-            rows = rows[n - kept :]
-            storage[start : start + first] = rows[:first]
-            if kept > first:  # wrap-around: the rest goes to the front
-                storage[: kept - first] = rows[first:]
+        for storage, new in columns:
+            if kept < n:
+                new = new[n - kept :]
+            if kept == first:
+                storage[start : start + kept] = new
+            else:  # wrap-around: the rest goes to the front
+                storage[start : start + first] = new[:first]
+                storage[: kept - first] = new[first:]
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 

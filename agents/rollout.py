@@ -35,6 +35,25 @@ class Rollout(NamedTuple):
     """``[T, E]`` bool: False for autoreset steps, which carry no transition."""
 
 
+class Step(NamedTuple):
+    """One step of ``E`` environments (what :meth:`Collector.step` returns)."""
+
+    obs: np.ndarray
+    """``[E, *obs_shape]``: the observations the actions were taken in."""
+    actions: Tensor
+    """``[E]``: the policy's actions, on its device."""
+    rewards: np.ndarray
+    """``[E]``."""
+    terminated: np.ndarray
+    """``[E]`` bool."""
+    truncated: np.ndarray
+    """``[E]`` bool."""
+    valid: np.ndarray
+    """``[E]`` bool: False for autoreset steps."""
+    next_obs: np.ndarray
+    """``[E, *obs_shape]``: what ``step`` returned (the true last observation on truncation)."""
+
+
 class Episode(NamedTuple):
     """A finished episode, as recorded by the env's RecordEpisodeStatistics."""
 
@@ -67,30 +86,28 @@ class Collector:
     def _tensor(self, x: np.ndarray, dtype: torch.dtype | None = None) -> Tensor:
         return torch.as_tensor(x, dtype=dtype, device=self.device)
 
+    def step(self, policy: Callable[[Tensor], Tensor]) -> Step:
+        """Step every environment once with ``policy`` (observations -> actions)."""
+        obs = self.obs
+        actions = policy(self._tensor(obs, torch.float32))
+        next_obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
+        valid = ~self.prev_done
+        self.prev_done = terminated | truncated
+        self.global_step += self.num_envs
+        self._record(info)
+        self.obs = next_obs
+        return Step(obs, actions, reward, terminated, truncated, valid, next_obs)
+
     def collect(self, policy: Callable[[Tensor], Tensor], n_steps: int) -> Rollout:
-        """Step every environment ``n_steps`` times with ``policy`` (observations -> actions)."""
-        obs_buf = [self.obs]
-        acts, rews, terms, truncs, valids = [], [], [], [], []
-        for _ in range(n_steps):
-            actions = policy(self._tensor(self.obs, torch.float32))
-            obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
-            valids.append(~self.prev_done)
-            self.prev_done = terminated | truncated
-            self.global_step += self.num_envs
-            self._record(info)
-            obs_buf.append(obs)
-            acts.append(actions)
-            rews.append(reward)
-            terms.append(terminated)
-            truncs.append(truncated)
-            self.obs = obs
+        """Step every environment ``n_steps`` times; the steps stacked time-major."""
+        steps = [self.step(policy) for _ in range(n_steps)]
         return Rollout(
-            obs=self._tensor(np.stack(obs_buf), torch.float32),
-            actions=torch.stack(acts),
-            rewards=self._tensor(np.stack(rews), torch.float32),
-            terminated=self._tensor(np.stack(terms)),
-            truncated=self._tensor(np.stack(truncs)),
-            valid=self._tensor(np.stack(valids)),
+            obs=self._tensor(np.stack([steps[0].obs, *(s.next_obs for s in steps)]), torch.float32),
+            actions=torch.stack([s.actions for s in steps]),
+            rewards=self._tensor(np.stack([s.rewards for s in steps]), torch.float32),
+            terminated=self._tensor(np.stack([s.terminated for s in steps])),
+            truncated=self._tensor(np.stack([s.truncated for s in steps])),
+            valid=self._tensor(np.stack([s.valid for s in steps])),
         )
 
     def _record(self, info: dict[str, Any]) -> None:

@@ -1,18 +1,26 @@
-"""A2C on CartPole-v1: Stable-Baselines3 versus rl_rmsprop, same hyperparameters, same seeds.
+"""CartPole-v1: Stable-Baselines3 versus rl_rmsprop, same hyperparameters, same seeds.
 
-Both sides use rl-baselines3-zoo's tuned CartPole A2C (8 envs, n_steps 5, lr 7e-4, RMSprop
+``--algo a2c``: rl-baselines3-zoo's tuned CartPole A2C (8 envs, n_steps 5, lr 7e-4, RMSprop
 alpha 0.99 eps 1e-5, ent_coef 0, vf_coef 0.5, max_grad_norm 0.5, gamma 0.99, gae_lambda 1,
 64-64 tanh MLPs, no advantage normalisation), which are our trainer's defaults and SB3's A2C
-defaults. For every seed the three runs (SB3, ours with the default telemetry, ours with
-telemetry off) take turns in one process, rotating their order, so machine noise hits them alike;
-torch is single-threaded for all.
+defaults. Sides: SB3, ours with the default telemetry, ours with telemetry off.
+
+``--algo dqn``: rl-baselines3-zoo's tuned CartPole DQN (1 env, 256-256 ReLU MLP, lr 2.3e-3,
+batch 64, buffer 100k, learning_starts 1000, target update every 10 env steps, train_freq 256
+with 128 gradient steps, exploration 1.0 -> 0.04 over 16% of the run, gamma 0.99, gradient
+clip 10, Huber loss), which are our DQN defaults. SB3 trains it with Adam (eps 1e-8). Sides:
+SB3, ours with ``--optimizer adam`` (like for like), ours with the project's default RMSprop.
+
+For every seed the sides take turns in one process, rotating their order, so machine noise hits
+them alike; torch is single-threaded for all.
 
 Measured: env steps per second over the whole training loop, and time-to-solve: the first env
 step (and wall time) at which the mean return of the last 20 finished training episodes reaches
-the env's reward threshold (475), the rule of ``rl_rmsprop.train``. Targets: our SPS >= 3x SB3's,
-our time-to-solve <= 1/3 of SB3's, telemetry cost <= 10%.
+the env's reward threshold (475), the rule of ``rl_rmsprop.train``. Targets: our SPS >= 3x SB3's
+(like for like), our time-to-solve <= 1/3 of SB3's; for A2C, telemetry cost <= 10%.
 
     python benchmarks/cartpole_vs_sb3.py --algo a2c --seeds 5 [--total-steps 200000] [--quick]
+    python benchmarks/cartpole_vs_sb3.py --algo dqn --seeds 5 [--total-steps 100000] [--quick]
 """
 
 from __future__ import annotations
@@ -28,12 +36,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gymnasium
 import numpy as np
 import stable_baselines3
 import torch
-from stable_baselines3 import A2C
+from stable_baselines3 import A2C, DQN
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 
@@ -41,7 +50,7 @@ from rl_rmsprop.config import parse_config
 from rl_rmsprop.train import SOLVE_WINDOW, run
 
 ENV_ID = "CartPole-v1"
-NUM_ENVS = 8
+NUM_ENVS = {"a2c": 8, "dqn": 1}
 
 
 @dataclass
@@ -88,30 +97,56 @@ class SolveTracker(BaseCallback):
         return True
 
 
-def run_sb3(seed: int, total_steps: int, threshold: float) -> Result:
-    """SB3's A2C with its defaults (= the zoo's CartPole A2C), CPU, verbose off, no TensorBoard."""
-    env = make_vec_env(ENV_ID, n_envs=NUM_ENVS, seed=seed)
-    model = A2C(
+def _sb3_model(algo: str, env: Any, seed: int) -> Any:
+    """SB3's A2C or DQN with the zoo's CartPole hyperparameters, CPU, verbose off."""
+    if algo == "a2c":
+        return A2C(
+            "MlpPolicy",
+            env,
+            learning_rate=7e-4,
+            n_steps=5,
+            gamma=0.99,
+            gae_lambda=1.0,
+            ent_coef=0.0,
+            vf_coef=0.5,
+            max_grad_norm=0.5,
+            rms_prop_eps=1e-5,
+            use_rms_prop=True,
+            normalize_advantage=False,
+            policy_kwargs={
+                "net_arch": {"pi": [64, 64], "vf": [64, 64]},
+                "activation_fn": torch.nn.Tanh,
+            },
+            verbose=0,
+            seed=seed,
+            device="cpu",
+        )
+    return DQN(
         "MlpPolicy",
         env,
-        learning_rate=7e-4,
-        n_steps=5,
+        learning_rate=2.3e-3,
+        batch_size=64,
+        buffer_size=100_000,
+        learning_starts=1000,
         gamma=0.99,
-        gae_lambda=1.0,
-        ent_coef=0.0,
-        vf_coef=0.5,
-        max_grad_norm=0.5,
-        rms_prop_eps=1e-5,
-        use_rms_prop=True,
-        normalize_advantage=False,
-        policy_kwargs={
-            "net_arch": {"pi": [64, 64], "vf": [64, 64]},
-            "activation_fn": torch.nn.Tanh,
-        },
+        target_update_interval=10,
+        train_freq=256,
+        gradient_steps=128,
+        exploration_fraction=0.16,
+        exploration_initial_eps=1.0,
+        exploration_final_eps=0.04,
+        max_grad_norm=10,
+        policy_kwargs={"net_arch": [256, 256]},
         verbose=0,
         seed=seed,
         device="cpu",
     )
+
+
+def run_sb3(algo: str, seed: int, total_steps: int, threshold: float) -> Result:
+    """One SB3 training run, no TensorBoard, no progress bar."""
+    env = make_vec_env(ENV_ID, n_envs=NUM_ENVS[algo], seed=seed)
+    model = _sb3_model(algo, env, seed)
     tracker = SolveTracker(threshold)
     start = time.perf_counter()
     model.learn(total_timesteps=total_steps, callback=tracker, progress_bar=False)
@@ -120,17 +155,23 @@ def run_sb3(seed: int, total_steps: int, threshold: float) -> Result:
     return Result(model.num_timesteps / wall, tracker.solved_at_step, tracker.solved_at_time_s)
 
 
-def run_ours(seed: int, total_steps: int, logdir: str, name: str, telemetry: bool) -> Result:
-    """Our trainer in process, with its default telemetry cadence or with telemetry off."""
+def run_ours(algo: str, seed: int, total_steps: int, logdir: str, name: str, *extra: str) -> Result:
+    """Our trainer in process, with its defaults for ``algo`` plus ``extra`` options."""
     argv = [
-        *("--seed", str(seed), "--total-steps", str(total_steps)),
+        *("--algo", algo, "--seed", str(seed), "--total-steps", str(total_steps)),
         *("--logdir", logdir, "--run-name", name),
         *("--quiet", "--eval-episodes", "0", "--threads", "1"),
+        *extra,
     ]
-    if not telemetry:
-        argv += ["--log-every", "0", "--histogram-every", "0"]
     summary = run(parse_config(argv))
     return Result(summary["sps"], summary["solved_at_step"], summary["solved_at_time_s"])
+
+
+SIDES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
+    "a2c": (("ours", ()), ("ours no-tel", ("--log-every", "0", "--histogram-every", "0"))),
+    "dqn": (("ours adam", ("--optimizer", "adam")), ("ours rmsprop", ())),
+}
+"""Per algorithm, our sides after SB3: (label, extra train options). The first is like-for-like."""
 
 
 def machine() -> str:
@@ -179,77 +220,68 @@ def _ratio(num: float | None, den: float | None) -> str:
     return "n/a" if num is None or not den else f"{num / den:.2f}"
 
 
-def report(seeds: list[int], sb3: list[Result], on: list[Result], off: list[Result]) -> None:
-    """Per-seed table, then medians and the side-by-side ratios."""
-    head = (
-        f"{'seed':>4} | {'SB3 SPS':>8} | {'ours SPS':>8} | {'ours no-tel':>11} | "
-        f"{'SB3 solved@':>11} | {'ours solved@':>12} | {'SB3 solve s':>11} | {'ours solve s':>12}"
-    )
+def report(algo: str, seeds: list[int], results: dict[str, list[Result]]) -> None:
+    """Per-seed table, then medians and each of our sides' ratios to SB3."""
+    labels = list(results)
+    cols = [f"{lab} {what}" for lab in labels for what in ("SPS", "solved@", "solve s")]
+    widths = [max(len(c), 8) for c in cols]
+    head = f"{'seed':>4} | " + " | ".join(f"{c:>{w}}" for c, w in zip(cols, widths, strict=True))
     print(head)
     print("-" * len(head))
-    for seed, s, o, f in zip(seeds, sb3, on, off, strict=True):
-        print(
-            f"{seed:>4} | {s.sps:>8,.0f} | {o.sps:>8,.0f} | {f.sps:>11,.0f} | "
-            f"{_steps(s.solved_at_step):>11} | {_steps(o.solved_at_step):>12} | "
-            f"{_secs(s.solved_at_time_s):>11} | {_secs(o.solved_at_time_s):>12}"
-        )
+    for i, seed in enumerate(seeds):
+        cells = []
+        for lab in labels:
+            r = results[lab][i]
+            cells += [f"{r.sps:,.0f}", _steps(r.solved_at_step), _secs(r.solved_at_time_s)]
+        print(f"{seed:>4} | " + " | ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)))
     n = len(seeds)
-    sps = {
-        k: statistics.median(r.sps for r in v) for k, v in (("sb3", sb3), ("on", on), ("off", off))
-    }
+    sps = {lab: statistics.median(r.sps for r in rs) for lab, rs in results.items()}
     print()
+    print("median SPS: " + ", ".join(f"{lab} {v:,.0f}" for lab, v in sps.items()))
+    sb3 = results["SB3"]
+    solved = {lab: [r for r in rs if r.solved_at_time_s is not None] for lab, rs in results.items()}
     print(
-        f"median SPS: SB3 {sps['sb3']:,.0f}, ours {sps['on']:,.0f}, "
-        f"ours no-telemetry {sps['off']:,.0f}"
+        f"solved (last-{SOLVE_WINDOW} mean >= threshold): "
+        + ", ".join(f"{lab} {len(v)}/{n}" for lab, v in solved.items())
     )
-    per_seed = statistics.median(o.sps / s.sps for o, s in zip(on, sb3, strict=True))
-    print(
-        f"our SPS / SB3 SPS: {sps['on'] / sps['sb3']:.2f}x "
-        f"(median of per-seed ratios {per_seed:.2f}x; target >= 3x)"
-    )
-
-    def solved(results: list[Result]) -> list[Result]:
-        return [r for r in results if r.solved_at_time_s is not None]
-
-    s_ok, o_ok = solved(sb3), solved(on)
-    print(
-        f"solved (last-{SOLVE_WINDOW} mean >= threshold): SB3 {len(s_ok)}/{n}, ours {len(o_ok)}/{n}"
-    )
-    s_time = _median([r.solved_at_time_s for r in s_ok])
-    o_time = _median([r.solved_at_time_s for r in o_ok])
-    s_step = _median([r.solved_at_step for r in s_ok])
-    o_step = _median([r.solved_at_step for r in o_ok])
-    print(
-        f"median time-to-solve (solved runs only): SB3 {_secs(s_time, ' s')}, "
-        f"ours {_secs(o_time, ' s')}; "
-        f"ours / SB3 = {_ratio(o_time, s_time)} (target <= 0.33)"
-    )
-    print(
-        f"median steps-to-solve (solved runs only): SB3 {_steps(s_step)}, "
-        f"ours {_steps(o_step)}; ours / SB3 = {_ratio(o_step, s_step)}"
-    )
-    cost = 1 - sps["on"] / sps["off"]
-    cost_seed = statistics.median(1 - o.sps / f.sps for o, f in zip(on, off, strict=True))
-    print(
-        f"telemetry cost 1 - SPS_on / SPS_off: {cost:.1%} "
-        f"(median of per-seed {cost_seed:.1%}; target <= 10%)"
-    )
-    same = sum(o.solved_at_step == f.solved_at_step for o, f in zip(on, off, strict=True))
-    print(f"ours solved_at_step identical with and without telemetry: {same}/{n} seeds")
+    times = {lab: _median([r.solved_at_time_s for r in v]) for lab, v in solved.items()}
+    steps = {lab: _median([r.solved_at_step for r in v]) for lab, v in solved.items()}
+    for lab in labels[1:]:
+        per_seed = statistics.median(o.sps / s.sps for o, s in zip(results[lab], sb3, strict=True))
+        print(
+            f"{lab}: SPS / SB3 SPS {sps[lab] / sps['SB3']:.2f}x (median of per-seed ratios "
+            f"{per_seed:.2f}x; target >= 3x); median time-to-solve {_secs(times[lab], ' s')} vs "
+            f"SB3 {_secs(times['SB3'], ' s')} = {_ratio(times[lab], times['SB3'])} "
+            f"(target <= 0.33); median steps-to-solve {_steps(steps[lab])} "
+            f"vs SB3 {_steps(steps['SB3'])} "
+            f"= {_ratio(steps[lab], steps['SB3'])}"
+        )
+    if algo == "a2c":
+        on, off = results["ours"], results["ours no-tel"]
+        cost = 1 - sps["ours"] / sps["ours no-tel"]
+        cost_seed = statistics.median(1 - o.sps / f.sps for o, f in zip(on, off, strict=True))
+        print(
+            f"telemetry cost 1 - SPS_on / SPS_off: {cost:.1%} "
+            f"(median of per-seed {cost_seed:.1%}; target <= 10%)"
+        )
+        same = sum(o.solved_at_step == f.solved_at_step for o, f in zip(on, off, strict=True))
+        print(f"ours solved_at_step identical with and without telemetry: {same}/{n} seeds")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run every seed's sides interleaved, then print the report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--algo", choices=("a2c", "dqn"), default="a2c")
     parser.add_argument("--seeds", type=int, default=5, help="seeds 1..N")
-    parser.add_argument("--total-steps", type=int, default=200_000)
+    parser.add_argument(
+        "--total-steps", type=int, default=None, help="default 200000 (a2c), 100000 (dqn)"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 seed, 20k steps")
     args = parser.parse_args(argv)
-    if args.algo == "dqn":
-        print("--algo dqn: not yet implemented (DQN lands with its own issue)", file=sys.stderr)
-        return 2
     if args.quick:
-        args.seeds, args.total_steps = 1, 20_000
+        args.seeds = 1
+    default_total = 20_000 if args.quick else {"a2c": 200_000, "dqn": 100_000}[args.algo]
+    total = args.total_steps or default_total
     torch.set_num_threads(1)
     threshold = gymnasium.spec(ENV_ID).reward_threshold
     print(
@@ -260,30 +292,34 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(f"code: git {revision()}")
     print(
-        f"{args.algo} on {ENV_ID} x{NUM_ENVS}, {args.total_steps:,} steps, seeds 1..{args.seeds}, "
-        f"solve threshold {threshold} (mean of last {SOLVE_WINDOW} training episodes)\n"
+        f"{args.algo} on {ENV_ID} x{NUM_ENVS[args.algo]}, {total:,} steps, "
+        f"seeds 1..{args.seeds}, solve threshold {threshold} "
+        f"(mean of last {SOLVE_WINDOW} training episodes)\n"
     )
     seeds = list(range(1, args.seeds + 1))
-    sb3: list[Result] = []
-    on: list[Result] = []
-    off: list[Result] = []
+    results: dict[str, list[Result]] = {"SB3": [], **{lab: [] for lab, _ in SIDES[args.algo]}}
     with tempfile.TemporaryDirectory(prefix="cartpole_vs_sb3_") as logdir:
         for i, seed in enumerate(seeds):
             jobs: list[Callable[[], None]] = [
-                lambda s=seed: sb3.append(run_sb3(s, args.total_steps, threshold)),
-                lambda s=seed: on.append(run_ours(s, args.total_steps, logdir, f"on{s}", True)),
-                lambda s=seed: off.append(run_ours(s, args.total_steps, logdir, f"off{s}", False)),
+                lambda s=seed: results["SB3"].append(run_sb3(args.algo, s, total, threshold))
             ]
+            for k, (lab, extra) in enumerate(SIDES[args.algo]):
+                jobs.append(
+                    lambda s=seed, lab=lab, extra=extra, k=k: results[lab].append(
+                        run_ours(args.algo, s, total, logdir, f"{k}-{s}", *extra)
+                    )
+                )
             # Rotate who goes first, so no side always runs on a cold (or warm) machine.
-            for job in jobs[i % 3 :] + jobs[: i % 3]:
+            r = i % len(jobs)
+            for job in jobs[r:] + jobs[:r]:
                 job()
             print(
-                f"seed {seed} done: SPS SB3 {sb3[-1].sps:,.0f}, ours {on[-1].sps:,.0f}, "
-                f"ours no-telemetry {off[-1].sps:,.0f}",
+                f"seed {seed} done: SPS "
+                + ", ".join(f"{lab} {rs[-1].sps:,.0f}" for lab, rs in results.items()),
                 flush=True,
             )
     print()
-    report(seeds, sb3, on, off)
+    report(args.algo, seeds, results)
     return 0
 
 

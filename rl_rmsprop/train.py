@@ -11,17 +11,18 @@ import math
 import random
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from agents.a2c import a2c_loss
 from agents.dqn import QNetwork, dqn_loss, epsilon_greedy, linear_epsilon, polyak_update, td_targets
 from agents.networks import ActorCritic
-from agents.replay import ReplayBuffer
+from agents.replay import ReplayBuffer, ReplaySample
 from agents.rollout import Collector
 from envs import EnvError, env_reward_threshold, make_vector_env
 from rl_rmsprop.checkpoint import save_atomic, write_json_atomic
@@ -159,6 +160,41 @@ def train_a2c(cfg: Config, env: Any, model: ActorCritic, opt: Any, logger: Logge
     return tracker.summary()
 
 
+def training_batches(
+    buffer: ReplayBuffer, target: nn.Module, q_net: nn.Module, cfg: Config
+) -> Iterator[tuple[ReplaySample, Tensor]]:
+    """A training round's ``gradient_steps`` minibatches with their TD targets.
+
+    The target network is fixed during a round (it changes only while collecting), so without
+    Double DQN every minibatch is drawn at once and all targets come from one forward pass:
+    the same distribution as drawing them one by one, for one large matrix product instead of
+    ``gradient_steps`` small ones. Double DQN's targets use the online network, which changes
+    after each gradient step, so they are computed per minibatch.
+    """
+    dqn, gamma = cfg.dqn, cfg.learn.gamma
+    size, steps = dqn.batch_size, dqn.gradient_steps
+    if dqn.double_dqn:
+        for _ in range(steps):
+            batch = buffer.sample(size)
+            yield (
+                batch,
+                td_targets(
+                    batch.rewards,
+                    batch.next_obs,
+                    batch.terminated,
+                    target,
+                    q_net,
+                    gamma,
+                    double=True,
+                ),
+            )
+        return
+    big = buffer.sample(size * steps)
+    targets = td_targets(big.rewards, big.next_obs, big.terminated, target, None, gamma)
+    for i in range(0, size * steps, size):
+        yield ReplaySample(*(t[i : i + size] for t in big)), targets[i : i + size]
+
+
 def train_dqn(cfg: Config, env: Any, q_net: QNetwork, opt: Any, logger: Logger) -> dict:
     """The DQN run loop: act epsilon-greedily -> store valid transitions -> gradient steps."""
     dqn, run = cfg.dqn, cfg.run
@@ -178,8 +214,8 @@ def train_dqn(cfg: Config, env: Any, q_net: QNetwork, opt: Any, logger: Logger) 
                 dqn.exploration_initial_eps,
                 dqn.exploration_final_eps,
             )
-            r = collector.collect(no_grad(lambda obs, e=eps: epsilon_greedy(q_net(obs), e)), 1)
-            buffer.add(r.obs[0], r.obs[1], r.actions[0], r.rewards[0], r.terminated[0], r.valid[0])
+            s = collector.step(no_grad(lambda obs, e=eps: epsilon_greedy(q_net(obs), e)))
+            buffer.add(s.obs, s.next_obs, s.actions, s.rewards, s.terminated, s.valid)
             tracker.record_episodes()
             # SB3 counts the target interval in env steps and updates only while collecting,
             # so the target stays fixed through a training round's gradient steps.
@@ -188,17 +224,7 @@ def train_dqn(cfg: Config, env: Any, q_net: QNetwork, opt: Any, logger: Logger) 
                 polyak_update(target, q_net, dqn.tau)
         if collector.global_step < dqn.learning_starts or len(buffer) == 0:
             continue
-        for _ in range(dqn.gradient_steps):
-            batch = buffer.sample(dqn.batch_size)
-            targets = td_targets(
-                batch.rewards,
-                batch.next_obs,
-                batch.terminated,
-                target,
-                q_net,
-                cfg.learn.gamma,
-                double=dqn.double_dqn,
-            )
+        for batch, targets in training_batches(buffer, target, q_net, cfg):
             loss, metrics = dqn_loss(q_net, batch, targets, dqn.loss, dqn.loss_reduction)
             opt.zero_grad()
             loss.backward()

@@ -1,3 +1,4 @@
+import numpy as np
 import torch
 
 from agents.rollout import Collector
@@ -24,3 +25,26 @@ def test_autoreset_steps_are_marked_invalid_and_episodes_recorded():
     # Each episode's return is the sum of its valid rewards (1 per step in CartPole).
     assert all(ep.episodic_return == ep.length for ep in episodes)
     assert collector.mean_recent() == sum(ep.episodic_return for ep in episodes) / len(episodes)
+
+
+def test_step_by_step_matches_collect():
+    def policy(obs):
+        return (obs[:, 2] > 0).long()  # push toward the pole's lean: long episodes
+
+    runs = []
+    for use_step in (False, True):
+        env = make_vector_env("CartPole-v1", 3, seed=5)
+        collector = Collector(env, seed=5, device=torch.device("cpu"))
+        if use_step:
+            steps = [collector.step(policy) for _ in range(30)]
+            obs = torch.tensor(np.stack([steps[0].obs, *(s.next_obs for s in steps)]))
+            valid = torch.tensor(np.stack([s.valid for s in steps]))
+            actions = torch.stack([s.actions for s in steps])
+        else:
+            rollout = collector.collect(policy, 30)
+            obs, valid, actions = rollout.obs, rollout.valid, rollout.actions
+        env.close()
+        runs.append((obs, valid, actions, collector.global_step, collector.pop_finished()))
+    (o1, v1, a1, g1, e1), (o2, v2, a2, g2, e2) = runs
+    assert torch.equal(o1, o2) and torch.equal(v1, v2) and torch.equal(a1, a2)
+    assert g1 == g2 == 90 and e1 == e2

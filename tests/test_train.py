@@ -198,3 +198,30 @@ def test_dqn_with_default_rmsprop_solves_cartpole_within_100k_steps(tmp_path):
     assert main(argv) == 0
     summary = json.loads((tmp_path / "learn" / "summary.json").read_text())
     assert summary["solved_at_step"] is not None and summary["solved_at_step"] <= 100_000
+
+
+def test_batched_targets_equal_minibatch_by_minibatch_targets():
+    import copy
+
+    import torch
+
+    from agents.dqn import QNetwork, td_targets
+    from agents.replay import ReplayBuffer
+    from rl_rmsprop.config import parse_config
+    from rl_rmsprop.train import training_batches
+
+    torch.manual_seed(0)
+    q_net = QNetwork(4, 2, (32, 32))
+    target = copy.deepcopy(q_net)
+    buffer = ReplayBuffer(500, (4,), 1, torch.device("cpu"))
+    for i in range(300):
+        buffer.add(torch.randn(1, 4), torch.randn(1, 4), [i % 2], [1.0], [i % 7 == 0], [True])
+    cfg = parse_config(["--algo", "dqn", "--gradient-steps", "5", "--batch-size", "16"])
+    batches = list(training_batches(buffer, target, q_net, cfg))
+    assert len(batches) == 5
+    for batch, targets in batches:
+        assert batch.obs.shape == (16, 4) and targets.shape == (16,)
+        expected = td_targets(batch.rewards, batch.next_obs, batch.terminated, target)
+        torch.testing.assert_close(targets, expected)
+    # The minibatches differ from one another (drawn independently, not one batch repeated).
+    assert not torch.equal(batches[0][0].obs, batches[1][0].obs)
