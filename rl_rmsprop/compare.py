@@ -1,0 +1,662 @@
+"""``python -m rl_rmsprop.compare``: optimizer x seed studies, statistics, plots, a dashboard.
+
+Every (optimizer, seed) pair is an ordinary ``train`` run (same code path, same outputs) in
+``<logdir>/compare-<name>/<optimizer>/seed-<k>/``, run by a pool of worker processes. The same
+seed gives every optimizer the same initial network and environment stream. A finished pair has
+a ``summary.json``; re-running the same command skips it and redoes unfinished ones.
+
+The study folder then holds ``summary.csv`` / ``summary.json`` (one row per optimizer: final
+return IQM with a 95% stratified bootstrap interval, mean and std, steps and time to solve, area
+under the learning curve, SPS), ``curves.png``, ``optim.png`` and a TensorBoard custom-scalars
+layout that overlays every run's returns and telemetry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import multiprocessing
+import re
+import shutil
+import sys
+import time
+import warnings
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from envs import EnvError, env_reward_threshold, make_vector_env
+from rl_rmsprop.aggregate import RunCurves, bootstrap_ci, iqm, normalized_auc, step_grid
+from rl_rmsprop.checkpoint import write_json_atomic
+from rl_rmsprop.config import Config, OneLineErrorParser, OptimConfig, parse_config, validate
+from rl_rmsprop.optim import make_optimizer
+
+GRID_POINTS = 100
+"""Points of the env-step grid the learning curves are put on."""
+CURVE_WINDOW = 20
+"""A curve's value at a grid step: the mean return of the last this many finished episodes."""
+OPTIM_TAGS = {
+    "grad/norm_preclip": "gradient norm (before clipping)",
+    "optim/effective_lr/p50": "effective learning rate (median lr / denominator)",
+    "optim/update_to_param_ratio": "update-to-parameter ratio",
+}
+"""The telemetry optim.png shows, with its axis labels."""
+RESERVED = {
+    "--optimizer": "--optimizers",
+    "--seed": "--seeds",
+    "--run-name": "--name",
+}
+"""Train options that compare sets itself, with the compare option to use instead."""
+
+
+class StudyError(Exception):
+    """A mistake in the study's definition: one line, exit status 2."""
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """One optimizer of a study: a preset name and its overrides."""
+
+    name: str
+    """A key of ``rl_rmsprop.optim.PRESETS``."""
+    overrides: tuple[tuple[str, Any], ...] = ()
+    """(OptimConfig field, value) pairs, in the order given."""
+
+    @property
+    def label(self) -> str:
+        """How the spec is shown: ``name`` or ``name(k=v,...)``."""
+        if not self.overrides:
+            return self.name
+        return f"{self.name}({','.join(f'{k}={v!r}' for k, v in self.overrides)})"
+
+    @property
+    def folder(self) -> str:
+        """The study sub-folder: the label, file-name safe (``rmsprop:tf`` -> ``rmsprop-tf``)."""
+        text = self.name.replace(":", "-")
+        for k, v in self.overrides:
+            text += f"__{k}={v!r}"
+        return re.sub(r"[^A-Za-z0-9_.=+-]", "_", text)
+
+
+_SETTABLE = tuple(f.name for f in dataclasses.fields(OptimConfig) if f.name not in ("name",))
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are not inside parentheses."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                raise StudyError(f"unbalanced ')' in --optimizers {text!r}")
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth != 0:
+        raise StudyError(f"unbalanced '(' in --optimizers {text!r}")
+    parts.append(text[start:])
+    return [p.strip() for p in parts]
+
+
+def _value(text: str, key: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if key == "impl":
+        return text.strip()
+    try:
+        number = float(text)
+    except ValueError:
+        raise StudyError(f"--optimizers: {key}={text!r} is not a number") from None
+    return (
+        int(number) if number.is_integer() and re.fullmatch(r"[+-]?\d+", text.strip()) else number
+    )
+
+
+def parse_specs(text: str) -> list[OptimizerSpec]:
+    """Parse ``--optimizers``: comma-separated specs, each ``name`` or ``name(key=value,...)``.
+
+    Keys are the optimizer options of ``train`` (``lr``, ``alpha``, ``eps``, ``momentum``,
+    ``centered``, ``weight_decay``, ``eps_in_sqrt``, ``initial_square_avg``, ``beta1``, ``impl``;
+    dashes may stand for underscores). Values are numbers or true/false.
+
+    Raises:
+        StudyError: on a malformed spec, an unknown key, a non-number value or a duplicate.
+    """
+    specs: list[OptimizerSpec] = []
+    for part in _split_top_level(text):
+        match = re.fullmatch(r"([A-Za-z0-9_:\-]+)\s*(?:\((.*)\))?", part, flags=re.S)
+        if not part or match is None:
+            raise StudyError(
+                f"--optimizers: cannot parse {part!r}; write name or name(key=value,...), "
+                'e.g. "rmsprop(lr=7e-4),adam(lr=1e-3,eps=1e-5)"'
+            )
+        name, args = match.group(1), match.group(2)
+        overrides: list[tuple[str, Any]] = []
+        for item in _split_top_level(args) if args and args.strip() else []:
+            key, eq, value = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if not eq or not value.strip():
+                raise StudyError(f"--optimizers: {item!r} in {part!r} is not key=value")
+            if key not in _SETTABLE:
+                raise StudyError(
+                    f"--optimizers: unknown option {key!r} in {part!r}; "
+                    f"choose from {', '.join(_SETTABLE)}"
+                )
+            overrides.append((key, _value(value, key)))
+        spec = OptimizerSpec(name, tuple(overrides))
+        if any(s.folder == spec.folder for s in specs):
+            raise StudyError(f"--optimizers: {spec.label} is given twice")
+        specs.append(spec)
+    return specs
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"8"`` -> seeds 0..7; ``"3,7,11"`` -> that list.
+
+    Raises:
+        StudyError: on anything else, or a count below 1.
+    """
+    try:
+        if "," in text:
+            seeds = [int(s) for s in text.split(",") if s.strip()]
+        else:
+            seeds = list(range(int(text)))
+    except ValueError:
+        raise StudyError(
+            f"--seeds {text!r}: give a count (8 = seeds 0..7) or a list (3,7,11)"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise StudyError(f"--seeds {text!r}: need at least one seed, no repeats, none negative")
+    return seeds
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One (optimizer, seed) run of a study."""
+
+    spec: OptimizerSpec
+    seed: int
+    cfg: Config
+
+    @property
+    def run_dir(self) -> Path:
+        """The run's folder."""
+        return Path(self.cfg.run.logdir) / self.cfg.run.run_name
+
+
+def build_pairs(
+    specs: list[OptimizerSpec], seeds: list[int], train_args: list[str], study: Path
+) -> list[Pair]:
+    """Each (optimizer, seed) pair's validated train configuration.
+
+    Raises:
+        StudyError: if an optimizer spec does not build (unknown preset, bad value).
+        SystemExit: status 2 with one line for a bad train option (from ``parse_config``).
+    """
+    pairs = []
+    for spec in specs:
+        base = parse_config([*train_args, "--optimizer", spec.name, "--quiet"])
+        optim = dataclasses.replace(base.optim, **dict(spec.overrides))
+        try:  # the optimizer must build, as in train, before anything is written
+            make_optimizer(optim.name, [torch.nn.Parameter(torch.zeros(1))], **optim.overrides())
+        except ValueError as e:
+            raise StudyError(f"--optimizers {spec.label}: {e}") from None
+        for seed in seeds:
+            run = dataclasses.replace(
+                base.run, seed=seed, logdir=str(study / spec.folder), run_name=f"seed-{seed}"
+            )
+            cfg = dataclasses.replace(base, optim=optim, run=run)
+            problem = validate(cfg)
+            if problem:
+                raise StudyError(f"--optimizers {spec.label}: {problem}")
+            pairs.append(Pair(spec, seed, cfg))
+    return pairs
+
+
+def _train_pair(cfg: Config) -> dict[str, Any]:
+    """Worker: one ordinary train run; its summary, or ``{"error": ...}`` for a user error."""
+    from rl_rmsprop.train import UserError, run
+
+    try:
+        return run(cfg)
+    except (UserError, EnvError) as e:
+        return {"error": str(e)}
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+    filled = int(width * done / max(total, 1))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+def _clock(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def run_pairs(pairs: list[Pair], workers: int, out: Any = None) -> dict[Pair, dict]:
+    """Run the pairs that have no ``summary.json`` on a pool of ``workers`` processes.
+
+    A pair's folder without ``summary.json`` (an interrupted run) is removed and redone. Each
+    finished run prints one line with the overall progress bar and ETA. Ctrl-C cancels what
+    has not started; finished pairs are kept for the next invocation.
+
+    Returns:
+        Every pair's summary (read back for skipped pairs) or ``{"error": message}``.
+    """
+    out = out or sys.stdout
+    results: dict[Pair, dict] = {}
+    todo = []
+    for pair in pairs:
+        summary_file = pair.run_dir / "summary.json"
+        if summary_file.exists():
+            results[pair] = json.loads(summary_file.read_text())
+            continue
+        if pair.run_dir.exists():
+            shutil.rmtree(pair.run_dir)
+        todo.append(pair)
+    skipped = len(pairs) - len(todo)
+    if skipped:
+        print(f"skipping {skipped} finished run(s); {len(todo)} to run", file=out, flush=True)
+    if not todo:
+        return results
+    start = time.perf_counter()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
+        pending: dict[Future, Pair] = {pool.submit(_train_pair, p.cfg): p for p in todo}
+        try:
+            while pending:
+                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    pair = pending.pop(future)
+                    try:
+                        results[pair] = future.result()
+                    except Exception as e:  # a crashed worker: report it, keep the study going
+                        results[pair] = {"error": f"{type(e).__name__}: {e}"}
+                    done = len(todo) - len(pending)
+                    elapsed = time.perf_counter() - start
+                    eta = elapsed / done * (len(todo) - done)
+                    line = _describe(pair, results[pair])
+                    print(
+                        f"{_bar(done, len(todo))} {done}/{len(todo)} {line}"
+                        f" | elapsed {_clock(elapsed)}, ETA {_clock(eta)}",
+                        file=out,
+                        flush=True,
+                    )
+        except KeyboardInterrupt:
+            for future in pending:
+                future.cancel()
+            raise
+    return results
+
+
+def _describe(pair: Pair, summary: dict) -> str:
+    head = f"{pair.spec.label} seed {pair.seed}:"
+    if "error" in summary:
+        return f"{head} FAILED ({summary['error']})"
+    ret = summary.get("episodic_return_mean100")
+    solved = summary.get("solved_at_step")
+    ret_text = "n/a" if ret is None else f"{ret:.1f}"
+    solved_text = "not solved" if solved is None else f"solved at step {solved:,}"
+    return f"{head} return {ret_text}, {solved_text}, {summary['wall_time_s']:.1f} s"
+
+
+@dataclass
+class OptimizerResult:
+    """The aggregated figures of one optimizer over its seeds."""
+
+    label: str
+    runs: int
+    failed: int
+    final_iqm: float | None
+    final_ci: tuple[float, float] | None
+    final_mean: float | None
+    final_std: float | None
+    solved: int
+    steps_to_solve: float | None
+    time_to_solve_s: float | None
+    auc: float | None
+    sps: float | None
+
+
+def _median(values: list[float]) -> float | None:
+    return float(np.median(values)) if values else None
+
+
+def aggregate(
+    specs: list[OptimizerSpec], pairs: list[Pair], results: dict[Pair, dict], curves: dict
+) -> list[OptimizerResult]:
+    """One :class:`OptimizerResult` per spec from the runs' summaries and return curves."""
+    rows = []
+    for spec in specs:
+        mine = [p for p in pairs if p.spec == spec]
+        ok = [results[p] for p in mine if "error" not in results[p]]
+        finals = [
+            s["episodic_return_mean100"] for s in ok if s["episodic_return_mean100"] is not None
+        ]
+        solved = [s for s in ok if s["solved_at_step"] is not None]
+        aucs = [curves[p]["auc"] for p in mine if p in curves]
+        rows.append(
+            OptimizerResult(
+                label=spec.label,
+                runs=len(mine),
+                failed=len(mine) - len(ok),
+                final_iqm=iqm(finals) if finals else None,
+                final_ci=bootstrap_ci(finals) if finals else None,
+                final_mean=float(np.mean(finals)) if finals else None,
+                final_std=float(np.std(finals)) if finals else None,
+                solved=len(solved),
+                steps_to_solve=_median([s["solved_at_step"] for s in solved]),
+                time_to_solve_s=_median([s["solved_at_time_s"] for s in solved]),
+                auc=float(np.mean(aucs)) if aucs else None,
+                sps=_median([s["sps"] for s in ok]),
+            )
+        )
+    return rows
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return (
+        "n/a"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, spec)
+    )
+
+
+def format_table(rows: list[OptimizerResult]) -> str:
+    """The console table: one line per optimizer."""
+    width = max(9, *(len(r.label) for r in rows))
+    head = (
+        f"{'optimizer':<{width}} | final return IQM [95% CI]  | mean +- std     | solved | "
+        f"steps to solve | time to solve |   AUC |    SPS"
+    )
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        ci = "" if r.final_ci is None else f"[{r.final_ci[0]:6.1f}, {r.final_ci[1]:6.1f}]"
+        mean_std = "n/a" if r.final_mean is None else f"{r.final_mean:6.1f} +- {r.final_std:5.1f}"
+        lines.append(
+            f"{r.label:<{width}} | {_fmt(r.final_iqm, '6.1f'):>6} {ci:<19} | {mean_std:<15} | "
+            f"{r.solved:>2}/{r.runs - r.failed:<3} | {_fmt(r.steps_to_solve, ',.0f'):>14} | "
+            f"{_fmt(r.time_to_solve_s, '.1f') + ' s':>13} | {_fmt(r.auc, '.3f'):>5} | "
+            f"{_fmt(r.sps, ',.0f'):>6}"
+        )
+    return "\n".join(lines)
+
+
+def significance(rows: list[OptimizerResult]) -> str:
+    """Which pairs of optimizers differ: non-overlapping 95% intervals of the final-return IQM."""
+    better, unclear = [], []
+    with_ci = [r for r in rows if r.final_ci is not None]
+    for i, a in enumerate(with_ci):
+        for b in with_ci[i + 1 :]:
+            if a.final_ci[0] > b.final_ci[1]:
+                better.append(f"{a.label} > {b.label}")
+            elif b.final_ci[0] > a.final_ci[1]:
+                better.append(f"{b.label} > {a.label}")
+            else:
+                unclear.append(f"{a.label} ~ {b.label}")
+    return (
+        "significant (non-overlapping 95% CIs of the final-return IQM): "
+        + (", ".join(better) or "none")
+        + "; not significant: "
+        + (", ".join(unclear) or "none")
+    )
+
+
+def read_run_curves(
+    pairs: list[Pair], results: dict[Pair, dict], grid: np.ndarray, scale: float
+) -> dict[Pair, dict[str, Any]]:
+    """Each finished run's return curve and telemetry on ``grid``, and its normalized AUC."""
+    out: dict[Pair, dict[str, Any]] = {}
+    for pair in pairs:
+        if "error" in results[pair]:
+            continue
+        series = RunCurves(pair.run_dir, ["charts/episodic_return", *OPTIM_TAGS])
+        ret = series.on_grid("charts/episodic_return", grid, CURVE_WINDOW)
+        out[pair] = {
+            "return": ret,
+            "auc": normalized_auc(ret, scale),
+            **{tag: series.interpolated(tag, grid) for tag in OPTIM_TAGS},
+        }
+    return out
+
+
+def plot_curves(
+    specs: list[OptimizerSpec],
+    curves: dict[Pair, dict],
+    grid: np.ndarray,
+    path: Path,
+    title: str,
+    threshold: float | None,
+) -> None:
+    """``curves.png``: return vs env steps, IQM over seeds with its 95% bootstrap band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for spec in specs:
+        runs = np.array([c["return"] for p, c in curves.items() if p.spec == spec])
+        if len(runs) == 0:
+            continue
+        runs = np.nan_to_num(runs, nan=0.0)
+        centre = iqm(runs, axis=0)
+        low, high = bootstrap_ci(runs[:, None, :], reps=1000)
+        (line,) = ax.plot(grid, centre, label=f"{spec.label} ({len(runs)} seeds)")
+        ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    if threshold is not None:
+        ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="solved threshold")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel(f"episodic return (mean of last {CURVE_WINDOW} episodes)")
+    ax.set_title(title + "\nIQM over seeds, shaded: 95% stratified bootstrap CI")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_optim(
+    specs: list[OptimizerSpec], curves: dict[Pair, dict], grid: np.ndarray, path: Path, title: str
+) -> None:
+    """``optim.png``: gradient norm, effective learning rate and update ratio vs env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(OPTIM_TAGS), figsize=(15, 4.5), dpi=110)
+    for ax, (tag, label) in zip(axes, OPTIM_TAGS.items(), strict=True):
+        for spec in specs:
+            runs = np.array([c[tag] for p, c in curves.items() if p.spec == spec])
+            if len(runs) == 0 or np.isnan(runs).all():
+                continue
+            with warnings.catch_warnings():  # all-NaN columns (before the first log) are fine
+                warnings.simplefilter("ignore", RuntimeWarning)
+                median = np.nanmedian(runs, axis=0)
+            ax.plot(grid, median, label=spec.label)
+        ax.set_yscale("log")
+        ax.set_xlabel("environment steps")
+        ax.set_title(label, fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle(title + " (median over seeds)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_layout(study: Path, specs: list[OptimizerSpec]) -> None:
+    """A TensorBoard custom-scalars layout in the study folder: all runs on shared charts."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    charts = {
+        "episodic return (mean of last 100)": ["charts/episodic_return_mean100"],
+        "episodic return": ["charts/episodic_return"],
+        "gradient norm before clipping": ["grad/norm_preclip"],
+        "effective learning rate (median)": ["optim/effective_lr/p50"],
+        "update-to-parameter ratio": ["optim/update_to_param_ratio"],
+        "square average (mean)": ["optim/sq_avg/mean"],
+        "losses": ["losses/.*"],
+    }
+    layout = {
+        f"compare: {', '.join(s.label for s in specs)}": {
+            title: ["Multiline", [f"^{tag}$" if ".*" not in tag else tag for tag in tags]]
+            for title, tags in charts.items()
+        }
+    }
+    for old in study.glob("events.out.tfevents.*"):
+        old.unlink()  # one layout per study folder: the latest
+    writer = SummaryWriter(log_dir=str(study))
+    writer.add_custom_scalars(layout)
+    writer.close()
+
+
+def write_summary(study: Path, rows: list[OptimizerResult], meta: dict[str, Any]) -> None:
+    """``summary.csv`` and ``summary.json`` (atomically) in the study folder."""
+    records = []
+    for r in rows:
+        rec = dataclasses.asdict(r)
+        ci = rec.pop("final_ci")
+        rec["final_ci_low"], rec["final_ci_high"] = (None, None) if ci is None else ci
+        records.append(rec)
+    write_json_atomic({**meta, "optimizers": records}, study / "summary.json")
+    tmp = study / "summary.csv.tmp"
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    tmp.replace(study / "summary.csv")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of compare itself; every other option goes to ``train`` unchanged."""
+    parser = OneLineErrorParser(
+        prog="python -m rl_rmsprop.compare",
+        description=(
+            "Train every optimizer x seed pair (each an ordinary train run) and report them with "
+            "IQM, bootstrap confidence intervals, plots and a TensorBoard layout. Any option of "
+            "python -m rl_rmsprop.train (--algo, --env, --total-steps, --lr, ...) passes through "
+            "to every run."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        allow_abbrev=False,  # --seed and --optimizer are train's, not --seeds / --optimizers
+    )
+    parser.add_argument(
+        "--optimizers",
+        default="rmsprop,rmsprop:tf,adagrad,adam",
+        help='comma-separated specs, each name or name(key=value,...), e.g. "rmsprop(lr=7e-4),'
+        'adam(lr=1e-3,eps=1e-5)"',
+    )
+    parser.add_argument("--seeds", default="5", help="a count (8 = seeds 0..7) or a list (3,7,11)")
+    parser.add_argument("--workers", type=int, default=2, help="runs trained at once")
+    parser.add_argument("--logdir", default="runs", help="folder that receives the study folder")
+    parser.add_argument(
+        "--name", default=None, help="study folder compare-<name> (default: a timestamp)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 for a user mistake, with a one-line message)."""
+    parser = build_parser()
+    args, train_args = parser.parse_known_args(argv)
+    try:
+        return _study(args, train_args)
+    except (StudyError, EnvError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: finished runs are kept; run the same command with "
+            f"--name {args.name} to continue",
+            file=sys.stderr,
+        )
+        return 130
+
+
+def _study(args: argparse.Namespace, train_args: list[str]) -> int:
+    for token in train_args:
+        flag = token.split("=", 1)[0]
+        if flag in RESERVED:
+            raise StudyError(f"{flag} is set per run by compare; use {RESERVED[flag]}")
+    if args.workers < 1:
+        raise StudyError("--workers must be >= 1")
+    specs = parse_specs(args.optimizers)
+    seeds = parse_seeds(args.seeds)
+    args.name = args.name or time.strftime("%Y%m%d-%H%M%S")
+    study = Path(args.logdir) / f"compare-{args.name}"
+    pairs = build_pairs(specs, seeds, train_args, study)
+    base = pairs[0].cfg
+    make_vector_env(base.env.id, 1, 0, vectorization=base.env.vectorization).close()  # exists?
+    definition = {"train_args": train_args}
+    meta_file = study / "study.json"
+    if meta_file.exists():
+        previous = json.loads(meta_file.read_text())
+        if previous.get("train_args") != train_args:
+            other = " ".join(previous["train_args"]) or "train defaults"
+            raise StudyError(
+                f"{study} holds a study with other train options ({other}); use another --name"
+            )
+    try:
+        study.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(definition, meta_file)
+    except OSError as e:
+        raise StudyError(f"cannot write {study} ({e.strerror}); choose a writable --logdir") from e
+    print(
+        f"study {study}: {base.run.algo} on {base.env.id}, {len(specs)} optimizer(s) x "
+        f"{len(seeds)} seed(s) = {len(pairs)} runs of {base.run.total_steps:,} steps, "
+        f"{args.workers} worker(s)",
+        flush=True,
+    )
+    start = time.perf_counter()
+    results = run_pairs(pairs, args.workers)
+    wall = time.perf_counter() - start
+    threshold = env_reward_threshold(base.env.id)
+    grid = step_grid(base.run.total_steps, GRID_POINTS)
+    finished = {p: s for p, s in results.items() if "error" not in s}
+    scale = threshold or max(
+        (s["episodic_return_mean100"] or 0.0 for s in finished.values()), default=1.0
+    )
+    curves = read_run_curves(pairs, results, grid, scale or 1.0)
+    rows = aggregate(specs, pairs, results, curves)
+    title = f"{base.run.algo} on {base.env.id}, {len(seeds)} seeds"
+    plot_curves(specs, curves, grid, study / "curves.png", title, threshold)
+    plot_optim(specs, curves, grid, study / "optim.png", title)
+    write_layout(study, specs)
+    meta = {
+        "algo": base.run.algo,
+        "env": base.env.id,
+        "seeds": seeds,
+        "total_steps": base.run.total_steps,
+        "train_args": train_args,
+        "reward_threshold": threshold,
+        "wall_time_s": wall,
+        "workers": args.workers,
+    }
+    write_summary(study, rows, meta)
+    print()
+    print(format_table(rows))
+    print(significance(rows))
+    failed = [(p, s["error"]) for p, s in results.items() if "error" in s]
+    for pair, error in failed:
+        print(f"failed: {pair.spec.label} seed {pair.seed}: {error}")
+    print(
+        f"done in {_clock(wall)}: {study}/summary.csv, curves.png, optim.png; "
+        f"tensorboard --logdir {study}"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

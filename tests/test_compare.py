@@ -1,0 +1,134 @@
+import json
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.custom_scalar import layout_pb2
+
+from rl_rmsprop.compare import OptimizerSpec, StudyError, main, parse_seeds, parse_specs
+
+
+def test_parse_specs_with_overrides():
+    specs = parse_specs("rmsprop, rmsprop:tf ,adam(lr=1e-3, eps=1e-5),rmsprop(centered=true)")
+    assert specs == [
+        OptimizerSpec("rmsprop"),
+        OptimizerSpec("rmsprop:tf"),
+        OptimizerSpec("adam", (("lr", 1e-3), ("eps", 1e-5))),
+        OptimizerSpec("rmsprop", (("centered", True),)),
+    ]
+    assert specs[2].label == "adam(lr=0.001,eps=1e-05)"
+    assert specs[1].folder == "rmsprop-tf"
+    assert specs[2].folder == "adam__lr=0.001__eps=1e-05"
+    assert parse_specs("sgd(momentum=0.9,initial-square-avg=1)")[0].overrides == (
+        ("momentum", 0.9),
+        ("initial_square_avg", 1),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("adam(lr=1e-3", "unbalanced '('"),
+        ("adam)", "unbalanced ')'"),
+        ("adam(lr)", "is not key=value"),
+        ("adam(learning_rate=1)", "unknown option 'learning_rate'"),
+        ("adam(lr=fast)", "is not a number"),
+        ("rmsprop,rmsprop", "given twice"),
+        ("rmsprop,,adam", "cannot parse ''"),
+        ("rms prop", "cannot parse"),
+    ],
+)
+def test_bad_specs_name_the_problem(text, needle):
+    with pytest.raises(StudyError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        parse_specs(text)
+
+
+def test_parse_seeds():
+    assert parse_seeds("3") == [0, 1, 2]
+    assert parse_seeds("3,7,11") == [3, 7, 11]
+    for bad in ("0", "x", "1,1", "-1,2"):
+        with pytest.raises(StudyError):
+            parse_seeds(bad)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--optimizers", "rmsporp"], "unknown optimizer spec 'rmsporp'"),
+        (["--optimizers", "adam(lr=-1)"], "adam(lr=-1)"),
+        (["--optimizers", "adam(lr=1"], "unbalanced"),
+        (["--seeds", "two"], "--seeds 'two'"),
+        (["--seed", "3"], "use --seeds"),
+        (["--optimizer", "adam"], "use --optimizers"),
+        (["--env", "CartPol-v1"], "CartPole-v1"),
+        (["--workers", "0"], "--workers must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, needle):
+    assert main([*argv, "--logdir", str(tmp_path / "runs"), "--total-steps", "100"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and needle in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_train_option_exits_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--total-steps", "-5", "--logdir", str(tmp_path)])
+    assert exc.value.code == 2
+    assert "--total-steps must be > 0" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_small_study_end_to_end_and_rerun_skips_finished_pairs(tmp_path, capsys):
+    argv = [
+        *("--optimizers", "rmsprop,adam(lr=1e-3)", "--seeds", "2", "--workers", "2"),
+        *("--logdir", str(tmp_path), "--name", "t", "--total-steps", "2000"),
+        *("--eval-episodes", "1", "--log-every", "5"),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    study = tmp_path / "compare-t"
+    assert "4/4" in out and "ETA" in out
+    assert "rmsprop" in out and "adam(lr=0.001)" in out and "significant" in out
+    for folder in ("rmsprop", "adam__lr=0.001"):
+        for seed in (0, 1):
+            run = study / folder / f"seed-{seed}"
+            summary = json.loads((run / "summary.json").read_text())
+            assert summary["total_steps"] >= 2000
+            config = json.loads((run / "config.json").read_text())
+            assert config["run"]["seed"] == seed
+            assert config["optim"]["name"] == folder.split("__")[0]
+    config = json.loads((study / "adam__lr=0.001" / "seed-0" / "config.json").read_text())
+    assert config["optim"]["lr"] == 1e-3
+
+    report = json.loads((study / "summary.json").read_text())
+    rows = {r["label"]: r for r in report["optimizers"]}
+    assert set(rows) == {"rmsprop", "adam(lr=0.001)"}
+    for row in rows.values():
+        assert row["runs"] == 2 and row["failed"] == 0
+        assert row["final_ci_low"] <= row["final_iqm"] <= row["final_ci_high"]
+        assert 0 < row["auc"] < 1 and row["sps"] > 0
+    csv_lines = (study / "summary.csv").read_text().splitlines()
+    assert len(csv_lines) == 3 and csv_lines[0].startswith("label,")
+    for png in ("curves.png", "optim.png"):
+        data = (study / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+    acc = EventAccumulator(str(study))
+    acc.Reload()
+    (event,) = acc.Tensors("custom_scalars__config__")
+    layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
+    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
+    assert charts["episodic return (mean of last 100)"] == ["^charts/episodic_return_mean100$"]
+    assert "gradient norm before clipping" in charts
+
+    # Re-running skips the finished pairs; a pair whose run did not finish is redone.
+    unfinished = study / "rmsprop" / "seed-1"
+    (unfinished / "summary.json").unlink()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "skipping 3 finished run(s); 1 to run" in out and "1/1 rmsprop seed 1" in out
+    assert (unfinished / "summary.json").exists()
+
+    # The same name with other train options is refused.
+    assert main([*argv, "--gamma", "0.9"]) == 2
+    assert "other train options" in capsys.readouterr().err
