@@ -192,6 +192,33 @@ class ReplayBuffer:
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
+    _COLUMNS = ("obs", "next_obs", "actions", "rewards", "terminated")
+
+    def state_dict(self) -> dict:
+        """The filled rows and the write position (for checkpoints)."""
+        rows = {name: getattr(self, name)[: self.size].cpu() for name in self._COLUMNS}
+        return {"capacity": self.capacity, "pos": self.pos, "size": self.size, **rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output into a buffer of the same capacity and shapes.
+
+        Raises:
+            ValueError: if the capacity or a column's shape or dtype differs.
+        """
+        if state["capacity"] != self.capacity:
+            raise ValueError(
+                f"replay buffer capacity {state['capacity']} in the checkpoint, "
+                f"{self.capacity} in this run"
+            )
+        size = state["size"]
+        for name in self._COLUMNS:
+            mine, saved = getattr(self, name), state[name]
+            if saved.shape[1:] != mine.shape[1:] or saved.dtype != mine.dtype or len(saved) != size:
+                raise ValueError(f"replay buffer column {name} does not match this run")
+        for name in self._COLUMNS:
+            getattr(self, name)[:size] = state[name].to(self.device)
+        self.pos, self.size = state["pos"], size
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplaySample:
         """Draw ``batch_size`` transitions uniformly, with replacement, from the filled rows.
 

@@ -118,6 +118,23 @@ class Collector:
             self.finished.append(Episode(self.global_step, float(r), int(length)))
             self.recent.append(float(r))
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the env: current observations, autoreset flags, counts, episodes."""
+        return {
+            "obs": self.obs,
+            "prev_done": self.prev_done,
+            "global_step": self.global_step,
+            "finished": list(self.finished),
+            "recent": list(self.recent),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (the env is restored separately)."""
+        self.obs, self.prev_done = state["obs"], state["prev_done"]
+        self.global_step = state["global_step"]
+        self.finished = [Episode(*e) for e in state["finished"]]
+        self.recent = deque(state["recent"], maxlen=100)
+
     def pop_finished(self) -> list[Episode]:
         """Episodes finished since the last call."""
         out, self.finished = self.finished, []

@@ -231,7 +231,13 @@ def _register_atari(env_id: str) -> None:
     # Since Gymnasium 1.0 nothing registers ALE ids implicitly: ale_py must be imported.
     if importlib.util.find_spec("ale_py") is None:
         raise EnvError(f"{env_id} is an Atari game and needs the Atari extra: {_ATARI_INSTALL}")
-    ale_py = importlib.import_module("ale_py")
+    try:
+        ale_py = importlib.import_module("ale_py")
+    except ImportError as e:
+        raise EnvError(
+            f"{env_id} needs ale-py, which is installed but does not import ({e}); "
+            f"reinstall it: {_ATARI_INSTALL}"
+        ) from None
     gymnasium.register_envs(ale_py)
 
 

@@ -562,7 +562,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=2, help="runs trained at once")
     parser.add_argument("--logdir", default="runs", help="folder that receives the study folder")
     parser.add_argument(
-        "--name", default=None, help="study folder compare-<name> (default: a timestamp)"
+        "--name",
+        default=None,
+        help="study folder compare-<name> (default: a timestamp; give the same --name to resume "
+        "a study)%(default).0s",
     )
     return parser
 

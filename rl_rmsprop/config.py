@@ -52,6 +52,19 @@ class RunConfig:
     """Write the optim/sq_avg and grad/values histograms every this many updates (0: never)."""
     quiet: bool = False
     """Print only the final summary line."""
+    checkpoint_every: int = 50_000
+    """Write a full-state checkpoint every this many env steps (0: only the final one)."""
+    keep_checkpoints: int = 3
+    """Periodic checkpoints kept in <run>/checkpoints (0: all)."""
+    save_replay: bool = False
+    """Put the DQN replay buffer in checkpoints (needed for an exact DQN resume)."""
+    max_nonfinite: int = 100
+    """Stop the run after this many updates in a row with non-finite gradients (skipped)."""
+    force: bool = False
+    """Replace an existing run folder of the same name."""
+    resume: str | None = None
+    """Continue the run in this folder from its newest readable checkpoint (with its own
+    config.json; only --total-steps, --threads and --quiet may be given too)."""
 
 
 @dataclass(frozen=True)
@@ -304,16 +317,47 @@ def parse_config(argv: list[str] | None = None) -> Config:
     """
     parser = build_parser()
     ns = vars(parser.parse_args(argv))
+    given = _given_options(parser, argv)
     sections: dict[str, dict[str, Any]] = {}
     for key, value in ns.items():
         section, name = key.split(".")
         sections.setdefault(section, {})[name] = tuple(value) if isinstance(value, list) else value
     cfg = Config(**{name: _section_class(name)(**vals) for name, vals in sections.items()})
     cfg = cfg.resolved()
-    problem = validate(cfg)
+    problem = contradiction(cfg.run.algo, given) or validate(cfg)
     if problem:
         parser.exit(2, f"error: {problem}\n")
     return cfg
+
+
+_UNSET = object()
+
+
+def _given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The ``section.field`` destinations the command line set explicitly."""
+    saved = {a.dest: a.default for a in parser._actions}
+    parser.set_defaults(**{dest: _UNSET for dest in saved if dest != "help"})
+    try:
+        ns = vars(parser.parse_args(argv))
+    finally:
+        parser.set_defaults(**saved)
+    return {dest for dest, value in ns.items() if value is not _UNSET}
+
+
+OTHER_ALGO_OPTIONS = {"a2c": ("dqn", "run.save_replay"), "dqn": ("a2c",)}
+"""Per algorithm, the option sections (or single options) that belong to the other one."""
+
+
+def contradiction(algo: str, given: set[str]) -> str | None:
+    """A one-line message if an option of the other algorithm was given, else None."""
+    for dest in sorted(given):
+        section = dest.split(".")[0]
+        if section in OTHER_ALGO_OPTIONS[algo] or dest in OTHER_ALGO_OPTIONS[algo]:
+            cls = _section_class(section)
+            f = next(f for f in dataclasses.fields(cls) if f.name == dest.split(".")[1])
+            other = "dqn" if algo == "a2c" else "a2c"
+            return f"{_flag_name(f)} belongs to --algo {other} and does nothing with --algo {algo}"
+    return None
 
 
 def validate(cfg: Config) -> str | None:
@@ -324,6 +368,9 @@ def validate(cfg: Config) -> str | None:
         (cfg.run.eval_episodes >= 0, "--eval-episodes must be >= 0"),
         (cfg.run.log_every >= 0, "--log-every must be >= 0"),
         (cfg.run.histogram_every >= 0, "--histogram-every must be >= 0"),
+        (cfg.run.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0: final only)"),
+        (cfg.run.keep_checkpoints >= 0, "--keep-checkpoints must be >= 0 (0: all)"),
+        (cfg.run.max_nonfinite >= 1, "--max-nonfinite must be >= 1"),
         (cfg.env.num_envs >= 1, "--num-envs must be >= 1"),
         (0.0 <= cfg.learn.gamma <= 1.0, "--gamma must be in [0, 1]"),
         (cfg.learn.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 turns clipping off)"),

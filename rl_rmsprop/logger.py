@@ -31,12 +31,19 @@ class Logger:
         quiet: print nothing but the final summary line.
         stream: console stream (a terminal gets a live progress line, anything else plain
             lines every 10% of the budget).
+        purge_step: on a resumed run, the step it resumes at: TensorBoard then hides what
+            earlier event files logged from that step on.
     """
 
     def __init__(
-        self, run_dir: Path, total_steps: int, quiet: bool = False, stream: TextIO | None = None
+        self,
+        run_dir: Path,
+        total_steps: int,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        purge_step: int | None = None,
     ) -> None:
-        self.writer = SummaryWriter(str(run_dir))
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
         self.total_steps = total_steps
         self.quiet = quiet
         self.stream = stream or sys.stderr

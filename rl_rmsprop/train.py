@@ -7,14 +7,22 @@ evaluation, ``summary.json``. Tests call :func:`main` in process.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 import math
+import pickle
 import random
+import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -25,7 +33,16 @@ from agents.networks import ActorCritic
 from agents.replay import ReplayBuffer, ReplaySample
 from agents.rollout import Collector
 from envs import EnvError, env_reward_threshold, make_vector_env
-from rl_rmsprop.checkpoint import save_atomic, write_json_atomic
+from rl_rmsprop.checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    write_json_atomic,
+)
 from rl_rmsprop.config import Config, parse_config
 from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim import clip_grad_norm_, histograms, make_optimizer, statistics
@@ -77,6 +94,24 @@ class Tracker:
                 self.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
         if self.run.histogram_every and self.updates % self.run.histogram_every == 1:
             self.logger.histograms(histograms(self.opt), step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters and the solved-at bookkeeping (for checkpoints)."""
+        return {
+            "window": list(self.window),
+            "solved_at_step": self.solved_at_step,
+            "solved_at_time_s": self.solved_at_time_s,
+            "updates": self.updates,
+            "elapsed_s": time.perf_counter() - self.start,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output; wall time continues from the saved elapsed time."""
+        self.window = list(state["window"])
+        self.solved_at_step = state["solved_at_step"]
+        self.solved_at_time_s = state["solved_at_time_s"]
+        self.updates = state["updates"]
+        self.start = time.perf_counter() - state["elapsed_s"]
 
     def sps(self) -> float:
         """Env steps per second since the loop started."""
@@ -135,21 +170,146 @@ def run_name(cfg: Config) -> str:
 
 
 def make_run_dir(cfg: Config) -> Path:
-    """Create the run folder, refusing an existing one or an unwritable log folder."""
+    """Create the run folder, refusing an existing one (unless ``--force``) or an unwritable one."""
     path = Path(cfg.run.logdir) / run_name(cfg)
-    if path.exists():
-        raise UserError(f"run folder {path} already exists; choose another --run-name")
+    if path.exists() and not cfg.run.force:
+        raise UserError(
+            f"run folder {path} already exists; choose another --run-name, continue it with "
+            f"--resume {path}, or replace it with --force"
+        )
     try:
+        if path.exists():
+            shutil.rmtree(path)
         path.mkdir(parents=True)
     except OSError as e:
         raise UserError(f"cannot create {path} ({e.strerror}); choose a writable --logdir") from e
     return path
 
 
-def train_a2c(cfg: Config, env: Any, model: ActorCritic, opt: Any, logger: Logger) -> dict:
+class Interrupted(Exception):  # noqa: N818 (a stop, not an error)
+    """The run stopped on SIGINT or SIGTERM after writing a checkpoint."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path) -> None:
+        super().__init__(signum)
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+
+
+class StopSignals:
+    """SIGINT/SIGTERM handling for the run loop, as a context manager.
+
+    The first signal only sets :attr:`signum`; the loop finishes its current update, writes a
+    checkpoint and raises :class:`Interrupted`. A second signal raises ``KeyboardInterrupt`` at
+    once. Outside the main thread (where handlers cannot be installed) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class DQNParts:
+    """What DQN keeps besides the online network: target network, replay, target count."""
+
+    target: nn.Module
+    buffer: ReplayBuffer
+    target_updates: int = 0
+
+
+@dataclass
+class Session:
+    """One run's live objects; the loops advance it, :meth:`state` checkpoints it."""
+
+    cfg: Config
+    run_dir: Path
+    env: Any
+    model: nn.Module
+    opt: Any
+    logger: Logger
+    collector: Collector
+    tracker: Tracker
+    stop: StopSignals
+    dqn: DQNParts | None = None
+    next_checkpoint: int = 0
+    env_restored: bool = True
+
+    def state(self) -> dict[str, Any]:
+        """The full training state: everything an exact continuation needs."""
+        try:
+            env_bytes: bytes | None = cloudpickle.dumps(self.env)
+        except Exception:  # async workers (pipes, processes) and some native envs do not pickle
+            env_bytes = None
+        rng = {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        }
+        dqn = None
+        if self.dqn is not None:
+            dqn = {
+                "target": self.dqn.target.state_dict(),
+                "target_updates": self.dqn.target_updates,
+                "buffer": self.dqn.buffer.state_dict() if self.cfg.run.save_replay else None,
+            }
+        return {
+            "format": 1,
+            "identity": identity(self.cfg, self.env),
+            "config": self.cfg.to_dict(),
+            "global_step": self.collector.global_step,
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "collector": self.collector.state_dict(),
+            "tracker": self.tracker.state_dict(),
+            "env": env_bytes,
+            "rng": rng,
+            "dqn": dqn,
+        }
+
+    def checkpoint(self) -> None:
+        """Write a periodic checkpoint now and prune old ones."""
+        step = self.collector.global_step
+        (self.run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
+        save_checkpoint(self.state(), checkpoint_path(self.run_dir, step))
+        prune_checkpoints(self.run_dir, self.cfg.run.keep_checkpoints)
+        every = self.cfg.run.checkpoint_every
+        self.next_checkpoint = (step // every + 1) * every if every else 0
+
+    def boundary(self) -> None:
+        """Called where the loop can be resumed: checkpoint when due, stop when signalled."""
+        step = self.collector.global_step
+        if self.stop.signum is not None:
+            self.checkpoint()
+            raise Interrupted(self.stop.signum, step, self.run_dir)
+        due = self.cfg.run.checkpoint_every and step >= self.next_checkpoint
+        if due and step < self.cfg.run.total_steps:  # the final checkpoint follows anyway
+            self.checkpoint()
+
+
+def train_a2c(sess: Session) -> dict:
     """The A2C run loop: collect a rollout -> loss -> backward -> clip -> step -> metrics."""
-    collector = Collector(env, cfg.run.seed, next(model.parameters()).device)
-    tracker = Tracker(cfg, collector, opt, logger)
+    cfg, collector, tracker, model, opt = (
+        sess.cfg,
+        sess.collector,
+        sess.tracker,
+        sess.model,
+        sess.opt,
+    )
     while collector.global_step < cfg.run.total_steps:
         rollout = collector.collect(model.act, cfg.a2c.n_steps)
         loss, metrics = a2c_loss(model, rollout, cfg.a2c, cfg.learn.gamma)
@@ -157,6 +317,7 @@ def train_a2c(cfg: Config, env: Any, model: ActorCritic, opt: Any, logger: Logge
         loss.backward()
         tracker.clip_and_step(metrics)
         tracker.record_episodes()
+        sess.boundary()
     return tracker.summary()
 
 
@@ -195,16 +356,18 @@ def training_batches(
         yield ReplaySample(*(t[i : i + size] for t in big)), targets[i : i + size]
 
 
-def train_dqn(cfg: Config, env: Any, q_net: QNetwork, opt: Any, logger: Logger) -> dict:
+def train_dqn(sess: Session) -> dict:
     """The DQN run loop: act epsilon-greedily -> store valid transitions -> gradient steps."""
-    dqn, run = cfg.dqn, cfg.run
-    device = next(q_net.parameters()).device
-    target = copy.deepcopy(q_net).requires_grad_(False)
-    buffer = ReplayBuffer(dqn.buffer_size, env.single_observation_space.shape, env.num_envs, device)
-    collector = Collector(env, run.seed, device)
-    tracker = Tracker(cfg, collector, opt, logger)
-    steps_per_round = max(1, dqn.train_freq // env.num_envs)
-    target_updates = 0
+    cfg, collector, tracker, q_net, opt = (
+        sess.cfg,
+        sess.collector,
+        sess.tracker,
+        sess.model,
+        sess.opt,
+    )
+    assert sess.dqn is not None
+    dqn, run, parts = cfg.dqn, cfg.run, sess.dqn
+    steps_per_round = max(1, dqn.train_freq // collector.num_envs)
     while collector.global_step < run.total_steps:
         for _ in range(steps_per_round):
             eps = linear_epsilon(
@@ -215,20 +378,20 @@ def train_dqn(cfg: Config, env: Any, q_net: QNetwork, opt: Any, logger: Logger) 
                 dqn.exploration_final_eps,
             )
             s = collector.step(no_grad(lambda obs, e=eps: epsilon_greedy(q_net(obs), e)))
-            buffer.add(s.obs, s.next_obs, s.actions, s.rewards, s.terminated, s.valid)
+            parts.buffer.add(s.obs, s.next_obs, s.actions, s.rewards, s.terminated, s.valid)
             tracker.record_episodes()
             # SB3 counts the target interval in env steps and updates only while collecting,
             # so the target stays fixed through a training round's gradient steps.
-            if collector.global_step // dqn.target_update_interval > target_updates:
-                target_updates = collector.global_step // dqn.target_update_interval
-                polyak_update(target, q_net, dqn.tau)
-        if collector.global_step < dqn.learning_starts or len(buffer) == 0:
-            continue
-        for batch, targets in training_batches(buffer, target, q_net, cfg):
-            loss, metrics = dqn_loss(q_net, batch, targets, dqn.loss, dqn.loss_reduction)
-            opt.zero_grad()
-            loss.backward()
-            tracker.clip_and_step({**metrics, "charts/epsilon": eps})
+            if collector.global_step // dqn.target_update_interval > parts.target_updates:
+                parts.target_updates = collector.global_step // dqn.target_update_interval
+                polyak_update(parts.target, q_net, dqn.tau)
+        if collector.global_step >= dqn.learning_starts and len(parts.buffer) > 0:
+            for batch, targets in training_batches(parts.buffer, parts.target, q_net, cfg):
+                loss, metrics = dqn_loss(q_net, batch, targets, dqn.loss, dqn.loss_reduction)
+                opt.zero_grad()
+                loss.backward()
+                tracker.clip_and_step({**metrics, "charts/epsilon": eps})
+        sess.boundary()
     return tracker.summary()
 
 
@@ -256,15 +419,101 @@ def evaluate(
     return float(np.mean(returns[:episodes])), float(np.std(returns[:episodes]))
 
 
-def run(cfg: Config) -> dict:
-    """Train one configuration; returns the summary written to ``summary.json``."""
+def identity(cfg: Config, env: Any) -> dict[str, Any]:
+    """What a checkpoint must agree on with the run that loads it."""
+    return {
+        "algo": cfg.run.algo,
+        "env": cfg.env.id,
+        "num_envs": cfg.env.num_envs,
+        "obs_shape": list(env.single_observation_space.shape),
+        "n_actions": int(env.single_action_space.n),
+        "hidden": list(cfg.learn.hidden),
+    }
+
+
+def find_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The newest readable checkpoint of a run folder (final first, then periodic, newest first).
+
+    Unreadable ones are reported on stderr and skipped; the previous one is used.
+
+    Raises:
+        UserError: if the folder is not a run folder or holds no readable checkpoint.
+    """
+    if not (run_dir / "config.json").is_file():
+        raise UserError(f"{run_dir} is not a run folder (no config.json); check the --resume path")
+    candidates = [run_dir / "checkpoint.pt", *reversed(list_checkpoints(run_dir))]
+    candidates = [c for c in candidates if c.exists()]
+    if not candidates:
+        raise UserError(f"{run_dir} has no checkpoint to resume from; start a new run instead")
+    problems = []
+    for path in candidates:
+        try:
+            return path, load_checkpoint(path)
+        except CheckpointError as e:
+            problems.append(str(e))
+            print(f"warning: {e}; trying an older one", file=sys.stderr)
+    raise UserError(f"no readable checkpoint in {run_dir} ({problems[-1]}); start a new run")
+
+
+def restore(sess: Session, state: dict[str, Any], path: Path) -> None:
+    """Load a checkpoint's state into a freshly built session, checking it belongs to it.
+
+    Raises:
+        UserError: if the checkpoint is from another algorithm, env or network shape.
+    """
+    mine, theirs = identity(sess.cfg, sess.env), state.get("identity", {})
+    if mine != theirs:
+        diff = ", ".join(
+            f"{k} {theirs.get(k)!r} in the checkpoint vs {v!r} here"
+            for k, v in mine.items()
+            if theirs.get(k) != v
+        )
+        raise UserError(f"checkpoint {path} belongs to another run ({diff}); resume its own folder")
+    try:
+        sess.model.load_state_dict(state["model"])
+        sess.opt.load_state_dict(state["optimizer"])
+        if sess.dqn is not None:
+            sess.dqn.target.load_state_dict(state["dqn"]["target"])
+            sess.dqn.target_updates = state["dqn"]["target_updates"]
+            if state["dqn"]["buffer"] is not None:
+                sess.dqn.buffer.load_state_dict(state["dqn"]["buffer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"checkpoint {path} does not fit this run ({first})") from None
+    sess.collector.load_state_dict(state["collector"])
+    sess.tracker.load_state_dict(state["tracker"])
+    if state["env"] is not None:
+        sess.env.close()
+        sess.env = sess.collector.env = pickle.loads(state["env"])
+    else:
+        sess.env_restored = False
+        obs, _ = sess.env.reset(seed=sess.cfg.run.seed + sess.collector.global_step)
+        sess.collector.obs = obs
+        sess.collector.prev_done = np.zeros(sess.collector.num_envs, dtype=bool)
+    rng = state["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    every = sess.cfg.run.checkpoint_every
+    step = sess.collector.global_step
+    sess.next_checkpoint = (step // every + 1) * every if every else 0
+
+
+def run(cfg: Config, resume: Path | None = None) -> dict:
+    """Train one configuration (or continue the run in ``resume``); returns the summary."""
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device)
     seed_everything(cfg.run.seed)
+    state, ckpt_path = None, None
+    if resume is not None:
+        ckpt_path, state = find_checkpoint(resume)
     env = make_vector_env(
         cfg.env.id, cfg.env.num_envs, cfg.run.seed, vectorization=cfg.env.vectorization
     )
+    sess = None
     try:
         obs_dim = math.prod(env.single_observation_space.shape)
         n_actions = int(env.single_action_space.n)
@@ -274,30 +523,60 @@ def run(cfg: Config) -> dict:
             opt = make_optimizer(cfg.optim.name, model.named_parameters(), **cfg.optim.overrides())
         except ValueError as e:
             raise UserError(f"{e} (see --optimizer and its options in --help)") from e
-        run_dir = make_run_dir(cfg)
-        write_json_atomic(cfg.to_dict(), run_dir / "config.json")
-        logger = Logger(run_dir, cfg.run.total_steps, cfg.run.quiet)
-        flat = flatten(cfg.to_dict())
-        logger.config(flat, markdown_table(flat))
-        logger.message(
+        dqn = None
+        if cfg.run.algo == "dqn":
+            shape = env.single_observation_space.shape
+            buffer = ReplayBuffer(cfg.dqn.buffer_size, shape, env.num_envs, device)
+            dqn = DQNParts(copy.deepcopy(model).requires_grad_(False), buffer)
+        collector = Collector(env, cfg.run.seed, device)
+        if resume is None:
+            run_dir = make_run_dir(cfg)
+            write_json_atomic(cfg.to_dict(), run_dir / "config.json")
+            logger = Logger(run_dir, cfg.run.total_steps, cfg.run.quiet)
+        else:
+            run_dir = resume
+            logger = None  # opened after the checks below, with the resume step
+        sess = Session(cfg, run_dir, env, model, opt, logger, collector, None, StopSignals(), dqn)
+        sess.tracker = Tracker(cfg, collector, opt, logger)
+        if state is not None:
+            restore(sess, state, ckpt_path)
+            step = sess.collector.global_step
+            # purge_step: TensorBoard drops what the interrupted run logged after the
+            # checkpoint, so the resumed run's events replace them instead of doubling them.
+            sess.logger = sess.tracker.logger = Logger(
+                run_dir, cfg.run.total_steps, cfg.run.quiet, purge_step=step
+            )
+            sess.logger.message(
+                f"resumed {run_dir} from {ckpt_path.name} at step {step:,}"
+                + (
+                    ""
+                    if sess.env_restored
+                    else " (environments could not be saved with "
+                    "async workers: new episodes start here, not an exact continuation)"
+                )
+            )
+        else:
+            flat = flatten(cfg.to_dict())
+            sess.logger.config(flat, markdown_table(flat))
+            every = cfg.run.checkpoint_every
+            sess.next_checkpoint = every
+        sess.logger.message(
             f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}, optimizer "
             f"{cfg.optim.name} ({opt.impl}), device {device}"
             + (" (auto: an MLP is faster on the CPU)" if cfg.run.device == "auto" else "")
         )
         loop = train_a2c if cfg.run.algo == "a2c" else train_dqn
-        summary = loop(cfg, env, model, opt, logger)
+        try:
+            with sess.stop:
+                summary = loop(sess)
+        except Interrupted:
+            sess.logger.close()
+            raise
     finally:
-        env.close()
+        (sess.env if sess is not None else env).close()
+    model, logger = sess.model, sess.logger
     summary["eval_return_mean"], summary["eval_return_std"] = evaluate(model, cfg, device)
-    save_atomic(
-        {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "config": cfg.to_dict(),
-            "global_step": summary["total_steps"],
-        },
-        run_dir / "checkpoint.pt",
-    )
+    save_checkpoint(sess.state(), run_dir / "checkpoint.pt")
     summary["run_dir"] = str(run_dir)
     write_json_atomic(summary, run_dir / "summary.json")
     logger.final(
@@ -314,14 +593,64 @@ def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
+RESUMABLE_OPTIONS = ("--resume", "--total-steps", "--quiet", "--threads")
+"""Options that may accompany --resume (the rest of the configuration is the run's own)."""
+
+
+def resume_config(argv: list[str]) -> tuple[Config, Path]:
+    """The configuration of ``--resume DIR`` (its config.json) with the allowed overrides.
+
+    Raises:
+        UserError: for a missing folder, an unreadable config.json, or other options given.
+    """
+    given = [a.split("=", 1)[0] for a in argv if a.startswith("--")]
+    others = [g for g in given if g not in RESUMABLE_OPTIONS]
+    if others:
+        raise UserError(
+            f"--resume continues a run with its own configuration; {others[0]} cannot be "
+            f"changed (only {', '.join(RESUMABLE_OPTIONS[1:])} may be given)"
+        )
+    cli = parse_config(argv)
+    run_dir = Path(cli.run.resume)
+    try:
+        saved = Config.from_dict(json.loads((run_dir / "config.json").read_text()))
+    except FileNotFoundError:
+        raise UserError(f"{run_dir} is not a run folder (no config.json); check the path") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise UserError(f"cannot read {run_dir / 'config.json'} ({e})") from None
+    changes: dict[str, Any] = {"resume": str(run_dir), "quiet": cli.run.quiet or saved.run.quiet}
+    if "--total-steps" in given:
+        changes["total_steps"] = cli.run.total_steps
+    if "--threads" in given:
+        changes["threads"] = cli.run.threads
+    return dataclasses.replace(saved, run=dataclasses.replace(saved.run, **changes)), run_dir
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user mistake, with a one-line message)."""
-    cfg = parse_config(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    run_dir: Path | None = None
     try:
-        summary = run(cfg)
+        if any(a == "--resume" or a.startswith("--resume=") for a in argv):
+            cfg, run_dir = resume_config(argv)
+            summary = run(cfg, resume=run_dir)
+        else:
+            cfg = parse_config(argv)
+            summary = run(cfg)
     except (UserError, EnvError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Interrupted as e:
+        name = signal.Signals(e.signum).name
+        print(
+            f"stopped by {name} at step {e.step:,}; checkpoint written. Continue with: "
+            f"python -m rl_rmsprop.train --resume {e.run_dir}",
+            file=sys.stderr,
+        )
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print("stopped at once (second signal); resume from the last checkpoint", file=sys.stderr)
+        return 130
     print(
         f"done: {summary['total_steps']:,} steps in {summary['wall_time_s']:.1f} s "
         f"({summary['sps']:,.0f} SPS), return mean100 {_fmt(summary['episodic_return_mean100'])}, "

@@ -225,3 +225,210 @@ def test_batched_targets_equal_minibatch_by_minibatch_targets():
         torch.testing.assert_close(targets, expected)
     # The minibatches differ from one another (drawn independently, not one batch repeated).
     assert not torch.equal(batches[0][0].obs, batches[1][0].obs)
+
+
+def _returns(run_dir):
+    acc = events(run_dir)
+    return [(e.step, e.value) for e in acc.Scalars("charts/episodic_return")]
+
+
+@pytest.mark.parametrize(
+    ("extra", "stop_step"),
+    [
+        (["--total-steps", "12000", "--checkpoint-every", "4000"], 4000),
+        (["--total-steps", "12000", "--checkpoint-every", "4000"], 8000),
+        (
+            [
+                *("--algo", "dqn", "--hidden", "32", "32", "--total-steps", "5000"),
+                *("--learning-starts", "500", "--train-freq", "64", "--gradient-steps", "32"),
+                *("--checkpoint-every", "2000", "--save-replay"),
+            ],
+            2048,
+        ),
+    ],
+    ids=["a2c-first", "a2c-second", "dqn"],
+)
+def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run(tmp_path, extra, stop_step):
+    import shutil
+
+    import torch
+
+    from rl_rmsprop.checkpoint import list_checkpoints, load_checkpoint
+
+    argv = [*extra, "--keep-checkpoints", "0", "--quiet", "--eval-episodes", "2"]
+    assert main([*argv, "--logdir", str(tmp_path), "--run-name", "full"]) == 0
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    # "Stop" at a checkpoint: the copy keeps the events logged after it (as a killed run would
+    # have) but not the later checkpoints, the final checkpoint or the summary.
+    shutil.copytree(full, cut)
+    (cut / "checkpoint.pt").unlink()
+    (cut / "summary.json").unlink()
+    steps = [load_checkpoint(p)["global_step"] for p in list_checkpoints(cut)]
+    assert stop_step in steps
+    for path in list_checkpoints(cut):
+        if load_checkpoint(path)["global_step"] > stop_step:
+            path.unlink()
+    assert main(["--resume", str(cut)]) == 0
+    a, b = load_checkpoint(full / "checkpoint.pt"), load_checkpoint(cut / "checkpoint.pt")
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    for index, entry in sa.items():
+        for key, value in entry.items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb[index][key])), key
+    summary_a = json.loads((full / "summary.json").read_text())
+    summary_b = json.loads((cut / "summary.json").read_text())
+    for key in ("total_steps", "updates", "episodic_return_mean100", "solved_at_step"):
+        assert summary_a[key] == summary_b[key], key
+    # TensorBoard shows the resumed run's returns once each (purge_step drops the doubles).
+    assert _returns(full) == _returns(cut)
+    assert any(step > stop_step for step, _ in _returns(cut))
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint_and_refuses_when_none_is_readable(
+    tmp_path, capsys
+):
+    from rl_rmsprop.checkpoint import list_checkpoints
+
+    argv = ["--total-steps", "8000", "--checkpoint-every", "2000", "--keep-checkpoints", "0"]
+    assert main([*argv, "--quiet", "--logdir", str(tmp_path), "--run-name", "r"]) == 0
+    run = tmp_path / "r"
+    (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:1000])
+    newest = list_checkpoints(run)[-1]
+    newest.write_bytes(newest.read_bytes()[:-1])
+    capsys.readouterr()
+    assert main(["--resume", str(run), "--total-steps", "8000"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 2 and "truncated" in err
+    for path in [run / "checkpoint.pt", *list_checkpoints(run)]:
+        path.write_bytes(b"garbage")
+    assert main(["--resume", str(run)]) == 2
+    assert "error: no readable checkpoint in" in capsys.readouterr().err
+
+
+def test_resume_refuses_other_options_and_a_foreign_checkpoint(tmp_path, capsys):
+    import shutil
+
+    base = ["--total-steps", "2000", "--quiet", "--logdir", str(tmp_path)]
+    assert main([*base, "--run-name", "a2c"]) == 0
+    assert main([*base, "--run-name", "dqn", "--algo", "dqn", "--hidden", "16"]) == 0
+    capsys.readouterr()
+    assert main(["--resume", str(tmp_path / "a2c"), "--lr", "0.1"]) == 2
+    assert "--lr cannot be changed" in capsys.readouterr().err
+    shutil.copy(tmp_path / "dqn" / "checkpoint.pt", tmp_path / "a2c" / "checkpoint.pt")
+    assert main(["--resume", str(tmp_path / "a2c"), "--total-steps", "4000"]) == 2
+    err = capsys.readouterr().err
+    assert "belongs to another run" in err and "algo 'dqn' in the checkpoint" in err
+    assert main(["--resume", str(tmp_path / "nowhere")]) == 2
+    assert "is not a run folder" in capsys.readouterr().err
+
+
+def _train_process(tmp_path, *argv, env=None):
+    import os
+    import subprocess
+    import sys
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "rl_rmsprop.train", *argv],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+    )
+
+
+@pytest.mark.parametrize(("signame", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_mid_run_checkpoints_and_the_run_resumes(tmp_path, signame, status):
+    import signal
+    import time
+
+    from rl_rmsprop.checkpoint import list_checkpoints, load_checkpoint
+
+    run = tmp_path / "runs" / "sig"
+    proc = _train_process(
+        tmp_path, "--total-steps", "50000000", "--run-name", "sig", "--checkpoint-every", "0"
+    )
+    deadline = time.monotonic() + 60
+    while not list(run.glob("events.out.tfevents.*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2.0)  # well into training
+    proc.send_signal(getattr(signal, signame))
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == status, err
+    assert "Traceback" not in err
+    assert f"stopped by {signame}" in err and f"--resume {run.relative_to(tmp_path)}" in err
+    (checkpoint,) = list_checkpoints(run)
+    step = load_checkpoint(checkpoint)["global_step"]
+    assert step > 0 and not (run / "summary.json").exists()
+    proc = _train_process(tmp_path, "--resume", "runs/sig", "--total-steps", str(step + 2000))
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    summary = json.loads((run / "summary.json").read_text())
+    assert step + 2000 <= summary["total_steps"] < step + 2000 + 40
+
+
+BAD_INPUT = [
+    (["--env", "CartPol-v1"], "CartPole-v1"),
+    (["--env", "Pendulum-v1"], "discrete"),
+    (["--optimizer", "rmsporp"], "unknown optimizer spec 'rmsporp'"),
+    (["--preset", "dqn-natur"], "--preset"),
+    (["--lr", "-1"], "lr"),
+    (["--alpha", "1.5"], "alpha"),
+    (["--gamma", "2"], "--gamma must be in [0, 1]"),
+    (["--lr", "fast"], "invalid float value: 'fast'"),
+    (["--total-steps", "1e5x"], "invalid int value"),
+    (["--double-dqn"], "--double-dqn belongs to --algo dqn"),
+    (["--algo", "dqn", "--ent-coef", "0.1"], "--ent-coef belongs to --algo a2c"),
+    (["--device", "cuda"], "no CUDA device"),
+    (["--env", "PongNoFrameskip-v4"], 'pip install -e ".[atari]"'),
+    (["--logdir", "not-a-dir/x"], "choose a writable --logdir"),
+    (["--resume", "runs/nothing"], "is not a run folder"),
+    (["--resume", "runs/kept", "--lr", "1"], "--lr cannot be changed"),
+    (["--run-name", "kept"], "already exists"),
+]
+
+
+def test_every_bad_input_is_one_line_exit_2_no_traceback_and_no_new_files(tmp_path):
+    import torch
+
+    (tmp_path / "not-a-dir").write_text("a file where a folder is expected")
+    kept = tmp_path / "runs" / "kept"
+    kept.mkdir(parents=True)
+    (kept / "config.json").write_text("{}")
+    # ale_py shadowed by a module that fails to import: the case of a missing atari extra.
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "ale_py.py").write_text("raise ImportError('hidden by the test')\n")
+
+    def snapshot():
+        return sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+
+    before = snapshot()
+    cases = [
+        c for c in BAD_INPUT if not (c[0] == ["--device", "cuda"] and torch.cuda.is_available())
+    ]
+    procs = []
+    for i, (argv, needle) in enumerate(cases):
+        procs.append(
+            (argv, needle, _train_process(tmp_path, *argv, env={"PYTHONPATH": str(shadow)}))
+        )
+        if i % 4 == 3:  # a few at a time
+            procs[-1][2].wait(timeout=120)
+    for argv, needle, proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, (argv, err)
+        assert "Traceback" not in err, (argv, err)
+        assert err.startswith("error:") and err.count("\n") == 1, (argv, err)
+        assert needle in err, (argv, err)
+        assert out == "", (argv, out)
+    assert snapshot() == before
+
+
+def test_force_replaces_an_existing_run(tmp_path):
+    base = ["--total-steps", "400", "--quiet", "--logdir", str(tmp_path), "--run-name", "r"]
+    assert main([*base, "--eval-episodes", "0"]) == 0
+    assert main([*base, "--force", "--seed", "5", "--eval-episodes", "0"]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["run"]["seed"] == 5
+    assert len(list((tmp_path / "r").glob("events.out.tfevents.*"))) == 1
