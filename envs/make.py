@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -179,6 +180,32 @@ def make_vector_env(
     env.action_space.seed(seed)
     env.single_action_space.seed(seed)
     return env
+
+
+def close_env(env: Any) -> None:
+    """Close a vector env, also one whose worker process died (no hang, no error at exit).
+
+    Gymnasium's async env waits on a pending step when closed and raises ``EOFError`` if the
+    worker is gone; its ``__del__`` would then try again and print a traceback at exit. Here
+    the remaining workers are terminated and the env is marked closed instead.
+    """
+    try:
+        with warnings.catch_warnings():  # "close while waiting for a pending step": we know
+            warnings.simplefilter("ignore")
+            env.close()
+        return
+    except (OSError, EOFError):
+        pass
+    base = env.unwrapped
+    for process in getattr(base, "processes", []):
+        if process.is_alive():
+            process.terminate()
+        process.join(timeout=5)
+    for pipe in getattr(base, "parent_pipes", []):
+        if pipe is not None:
+            pipe.close()
+    base.closed = True
+    env.closed = True
 
 
 def env_reward_threshold(env_id: str) -> float | None:

@@ -32,7 +32,7 @@ from agents.dqn import QNetwork, dqn_loss, epsilon_greedy, linear_epsilon, polya
 from agents.networks import ActorCritic
 from agents.replay import ReplayBuffer, ReplaySample
 from agents.rollout import Collector
-from envs import EnvError, env_reward_threshold, make_vector_env
+from envs import EnvError, close_env, env_reward_threshold, make_vector_env
 from rl_rmsprop.checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
@@ -58,6 +58,18 @@ class UserError(Exception):
     """A mistake in the user's input: reported as one line, exit status 2."""
 
 
+class Diverged(Exception):  # noqa: N818 (a stop, reported as one line)
+    """Too many updates in a row had non-finite gradients."""
+
+
+class EnvCrashed(Exception):  # noqa: N818 (a stop, reported as one line)
+    """An environment worker process died."""
+
+
+WORKER_DIED = (BrokenPipeError, EOFError, ConnectionResetError)
+"""What stepping an async vector env raises when one of its worker processes is gone."""
+
+
 class Tracker:
     """What every run loop shares: episodes, solved-at, telemetry cadence, progress, summary.
 
@@ -77,6 +89,8 @@ class Tracker:
         self.solved_at_time_s: float | None = None
         self.updates = 0
         self.start = time.perf_counter()
+        on_cpu = all(p.device.type == "cpu" for g in opt.param_groups for p in g["params"])
+        self.nonfinite_check_every = 1 if on_cpu else 50
 
     def clip_and_step(self, metrics: dict[str, Any]) -> None:
         """Clip, step the optimizer and write telemetry every ``--log-every`` updates."""
@@ -86,6 +100,15 @@ class Tracker:
         self.opt.step()
         self.updates += 1
         step = self.collector.global_step
+        # Reading the streak is free on the CPU; on a GPU it syncs, so only now and then.
+        if self.updates % self.nonfinite_check_every == 0:
+            streak = self.opt.nonfinite_streak
+            if streak >= self.run.max_nonfinite:
+                raise Diverged(
+                    f"stopped at step {step:,}: the last {streak} updates had non-finite "
+                    "gradients and were skipped (the loss diverged); lower --lr or "
+                    "--max-grad-norm"
+                )
         if log_now:
             figures = statistics(self.opt, preclip, self.max_norm or None)
             self.logger.scalars({**metrics, **figures, "charts/SPS": self.sps()}, step)
@@ -520,7 +543,14 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
         network = ActorCritic if cfg.run.algo == "a2c" else QNetwork
         model = network(obs_dim, n_actions, cfg.learn.hidden).to(device)
         try:
-            opt = make_optimizer(cfg.optim.name, model.named_parameters(), **cfg.optim.overrides())
+            opt = make_optimizer(
+                cfg.optim.name,
+                model.named_parameters(),
+                **cfg.optim.overrides(),
+                # Non-finite gradients skip the update: decided on the host on the CPU (exact,
+                # no cost), on the device on CUDA (no sync per step).
+                skip_nonfinite="device" if device.type == "cuda" else True,
+            )
         except ValueError as e:
             raise UserError(f"{e} (see --optimizer and its options in --help)") from e
         dqn = None
@@ -572,8 +602,19 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
         except Interrupted:
             sess.logger.close()
             raise
+        except Diverged as e:
+            sess.logger.close()
+            raise Diverged(f"{e}; the last good checkpoint is in {run_dir}") from None
+        except WORKER_DIED as e:
+            sess.logger.close()
+            last = list_checkpoints(run_dir)
+            where = f"continue from {last[-1]} with --resume {run_dir}" if last else "no checkpoint"
+            raise EnvCrashed(
+                f"an environment worker of {cfg.env.id} died ({type(e).__name__}) at step "
+                f"{sess.collector.global_step:,}; {where}"
+            ) from None
     finally:
-        (sess.env if sess is not None else env).close()
+        close_env(sess.env if sess is not None else env)
     model, logger = sess.model, sess.logger
     summary["eval_return_mean"], summary["eval_return_std"] = evaluate(model, cfg, device)
     save_checkpoint(sess.state(), run_dir / "checkpoint.pt")
@@ -629,7 +670,6 @@ def resume_config(argv: list[str]) -> tuple[Config, Path]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user mistake, with a one-line message)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    run_dir: Path | None = None
     try:
         if any(a == "--resume" or a.startswith("--resume=") for a in argv):
             cfg, run_dir = resume_config(argv)
@@ -651,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stopped at once (second signal); resume from the last checkpoint", file=sys.stderr)
         return 130
+    except (Diverged, EnvCrashed) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(
         f"done: {summary['total_steps']:,} steps in {summary['wall_time_s']:.1f} s "
         f"({summary['sps']:,.0f} SPS), return mean100 {_fmt(summary['episodic_return_mean100'])}, "

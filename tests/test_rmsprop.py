@@ -322,6 +322,38 @@ def test_skip_nonfinite_leaves_everything_untouched_and_counts():
     assert not torch.equal(params[0], next(net.parameters()))
 
 
+def test_device_mode_skips_without_a_sync_and_undoes_the_step():
+    net = small_net()
+    opt = RMSprop(net.parameters(), lr=1e-2, momentum=0.9, centered=True, skip_nonfinite="device")
+    twin_net = copy.deepcopy(net)
+    twin = RMSprop(twin_net.parameters(), lr=1e-2, momentum=0.9, centered=True)
+    run(net, opt, 3)
+    run(twin_net, twin, 3)
+    params = [p.clone() for p in net.parameters()]
+    state = copy.deepcopy(opt.state_dict())
+    for _ in range(2):  # two bad steps in a row
+        opt.zero_grad()
+        loss_fn(net, batch(), 5).backward()
+        next(net.parameters()).grad[0, 0] = float("nan")
+        opt.step()
+    assert isinstance(opt._skipped, torch.Tensor)  # counted on the device
+    assert opt.nonfinite_skipped == 2 and opt.nonfinite_streak == 2
+    assert all(torch.equal(a, b) for a, b in zip(params, net.parameters(), strict=True))
+    after = opt.state_dict()["state"]
+    for k, entry in state["state"].items():
+        for name, value in entry.items():
+            if name != "step":  # step counts advance in device mode (documented)
+                assert torch.equal(after[k][name], value), name
+    # The next good step is the step the twin (never fed NaN) takes: training goes on unharmed.
+    run(net, opt, 1, start=3)
+    run(twin_net, twin, 1, start=3)
+    assert opt.nonfinite_skipped == 2 and opt.nonfinite_streak == 0
+    for a, b in zip(net.parameters(), twin_net.parameters(), strict=True):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="skip_nonfinite"):
+        RMSprop(net.parameters(), skip_nonfinite="yes")
+
+
 def test_without_skip_an_inf_gradient_poisons_the_state_like_torch():
     net = small_net()
     opt = RMSprop(net.parameters(), lr=1e-2)

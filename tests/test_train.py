@@ -432,3 +432,79 @@ def test_force_replaces_an_existing_run(tmp_path):
     assert main([*base, "--force", "--seed", "5", "--eval-episodes", "0"]) == 0
     assert json.loads((tmp_path / "r" / "config.json").read_text())["run"]["seed"] == 5
     assert len(list((tmp_path / "r").glob("events.out.tfevents.*"))) == 1
+
+
+def test_nonfinite_gradients_are_skipped_counted_and_a_diverged_run_stops(
+    tmp_path, monkeypatch, capsys
+):
+    import math
+
+    import torch
+
+    import rl_rmsprop.train as train
+    from rl_rmsprop.checkpoint import list_checkpoints, load_checkpoint
+
+    calls = {"n": 0}
+    poisoned = {"from": 10**9, "only": {7, 30, 31}}
+    real_loss = train.a2c_loss
+
+    def loss_with_nan(*args, **kwargs):
+        loss, metrics = real_loss(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] in poisoned["only"] or calls["n"] >= poisoned["from"]:
+            loss = loss * float("nan")
+        return loss, metrics
+
+    monkeypatch.setattr(train, "a2c_loss", loss_with_nan)
+    argv = ["--total-steps", "4000", "--log-every", "1", "--quiet", "--logdir", str(tmp_path)]
+    assert main([*argv, "--run-name", "nan"]) == 0
+    skipped = events(tmp_path / "nan").Scalars("optim/nonfinite_skipped")
+    assert skipped[-1].value == 3.0
+    assert [e.value for e in skipped[5:8]] == [0.0, 1.0, 1.0]  # counted at the 7th update
+    model = load_checkpoint(tmp_path / "nan" / "checkpoint.pt")["model"]
+    assert all(torch.isfinite(t).all() for t in model.values())
+
+    # From update 100 on every gradient is NaN: the run stops after --max-nonfinite of them.
+    calls["n"], poisoned["from"], poisoned["only"] = 0, 100, set()
+    argv = [*argv, "--checkpoint-every", "2000", "--max-nonfinite", "20", "--run-name", "div"]
+    argv[1] = "100000"
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "the last 20 updates had non-finite gradients" in err and err.count("\n") == 1
+    run = tmp_path / "div"
+    assert calls["n"] == 119 and not (run / "summary.json").exists()
+    states = [load_checkpoint(p) for p in list_checkpoints(run)]
+    assert [s["global_step"] for s in states] == [2000, 4000]
+    for state in states:  # skipped updates never touched the parameters the checkpoints hold
+        assert all(not math.isnan(float(t.sum())) for t in state["model"].values())
+
+
+def test_a_crashed_env_worker_ends_the_run_with_a_message_not_a_hang(tmp_path, capsys):
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    def kill_a_worker():
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if list(tmp_path.glob("w/checkpoints/*.pt")):
+                break
+            time.sleep(0.05)
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+            return
+
+    killer = threading.Thread(target=kill_a_worker)
+    killer.start()
+    argv = [
+        *("--vectorization", "async", "--num-envs", "2", "--total-steps", "10000000"),
+        *("--checkpoint-every", "1000", "--quiet", "--logdir", str(tmp_path), "--run-name", "w"),
+    ]
+    status = main(argv)
+    killer.join()
+    err = capsys.readouterr().err
+    assert status == 1, err
+    assert "an environment worker of CartPole-v1 died" in err and err.count("\n") == 1
+    assert "--resume" in err and "checkpoints/step-" in err

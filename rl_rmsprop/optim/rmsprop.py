@@ -164,8 +164,13 @@ class RMSprop(Optimizer):
         lr_decay: Adagrad's lr / (1 + (t - 1) lr_decay).
         decoupled_weight_decay: AdamW's p *= 1 - lr wd.
         grad_avg_lerp: update the centering mean with torch's ``lerp_`` (False: SB3/TF form).
-        skip_nonfinite: skip a step whose gradients are not all finite, touching nothing, and
-            count it in :attr:`nonfinite_skipped`.
+        skip_nonfinite: skip a step whose gradients are not all finite and count it in
+            :attr:`nonfinite_skipped` (:attr:`nonfinite_streak` counts such steps in a row).
+            ``True`` decides on the host (one device sync per step) and touches nothing.
+            ``"device"`` decides on the device without a sync: the step is computed and then
+            undone with ``torch.where``, so parameters and state stay as they were, but step
+            counts advance (only Adam's bias correction, Adagrad's ``lr_decay`` and SGD's
+            ``dampening`` read them).
         impl: ``auto`` (a ``torch.compile`` fused kernel on CUDA and for large buffers, eager
             otherwise), ``eager`` or ``compiled``; a kernel that fails to compile falls back to
             eager. :attr:`impl` says what runs.
@@ -196,11 +201,15 @@ class RMSprop(Optimizer):
         lr_decay: float = 0.0,
         decoupled_weight_decay: bool = False,
         grad_avg_lerp: bool = True,
-        skip_nonfinite: bool = False,
+        skip_nonfinite: bool | str = False,
         impl: str = "auto",
     ) -> None:
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+        if skip_nonfinite not in (False, True, "device"):
+            raise ValueError(
+                f"skip_nonfinite must be False, True or 'device', got {skip_nonfinite!r}"
+            )
         defaults = dict(
             lr=lr,
             alpha=alpha,
@@ -222,8 +231,8 @@ class RMSprop(Optimizer):
             grad_avg_lerp=grad_avg_lerp,
         )
         self.skip_nonfinite = skip_nonfinite
-        self.nonfinite_skipped = 0
-        """Steps skipped because a gradient was not finite."""
+        self._skipped: int | Tensor = 0
+        self._streak: int | Tensor = 0
         self.impl_request = impl
         self.record_update = False
         """When True, the next step keeps a copy of the parameters (for update/param ratios)."""
@@ -331,14 +340,26 @@ class RMSprop(Optimizer):
         for space in self._spaces:
             active = space.sync_grads()
             plans.append((space, active, space.segments(active)))
-        if self.skip_nonfinite and not _all_finite(plans):
-            self.nonfinite_skipped += 1
-            return loss
+        if self.skip_nonfinite is True:
+            if not bool(_finite_flag(plans)):
+                self._skipped, self._streak = self._skipped + 1, self._streak + 1
+                return loss
+            self._streak = 0
+        guard = None
+        if self.skip_nonfinite == "device":
+            ok = _finite_flag(plans)
+            guard = (ok, [])
+            bad = (~ok).long()
+            self._skipped = self._skipped + bad
+            self._streak = (self._streak + 1) * bad  # 0 after a good step
         for space, active, segments in plans:
             if not segments:
                 continue
             rule, hyper, t_free = self._plan(space)
             space.ensure_state(rule)
+            if guard is not None:
+                buffers = [space.data, *(s for s in space.state if s is not None)]
+                guard[1].extend((b, b.clone()) for b in buffers)
             if self.record_update:
                 space.prev_data = space.data.clone()
             for seg in segments:
@@ -349,8 +370,22 @@ class RMSprop(Optimizer):
                 else:
                     update_(p, g, state, rule, c)
             space.advance(active)
+        if guard is not None:  # undo the step where a gradient was not finite, without a sync
+            ok, saved = guard
+            for buffer, before in saved:
+                buffer.copy_(torch.where(ok.to(buffer.device), buffer, before))
         self.record_update = False
         return loss
+
+    @property
+    def nonfinite_skipped(self) -> int:
+        """Steps skipped because a gradient was not finite (reading it syncs in device mode)."""
+        return int(self._skipped)
+
+    @property
+    def nonfinite_streak(self) -> int:
+        """Skipped steps in a row, up to the last step (reading it syncs in device mode)."""
+        return int(self._streak)
 
     def _plan(self, space: FlatSpace) -> tuple[Rule, Hyper, Coeffs | None]:
         """Rule, hyperparameters and (when they do not depend on t) coefficients of a buffer.
@@ -437,11 +472,14 @@ class RMSprop(Optimizer):
         self.state.clear()
 
 
-def _all_finite(plans: list[tuple[FlatSpace, list[bool], list[Any]]]) -> bool:
-    """True when every gradient about to be applied is finite (one host sync in all)."""
+def _finite_flag(plans: list[tuple[FlatSpace, list[bool], list[Any]]]) -> Tensor:
+    """A 0-d bool tensor: every gradient about to be applied is finite (no host sync)."""
     flags = [
         torch.isfinite(space.grad[seg.start : seg.stop]).all()
         for space, _, segments in plans
         for seg in segments
     ]
-    return bool(torch.stack(flags).all()) if flags else True
+    if not flags:
+        return torch.tensor(True)
+    first = flags[0].device
+    return torch.stack([f.to(first) for f in flags]).all()
