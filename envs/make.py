@@ -189,14 +189,16 @@ def close_env(env: Any) -> None:
     worker is gone; its ``__del__`` would then try again and print a traceback at exit. Here
     the remaining workers are terminated and the env is marked closed instead.
     """
-    try:
-        with warnings.catch_warnings():  # "close while waiting for a pending step": we know
-            warnings.simplefilter("ignore")
-            env.close()
-        return
-    except (OSError, EOFError):
-        pass
     base = env.unwrapped
+    workers = getattr(base, "processes", [])
+    if not any(not w.is_alive() for w in workers):  # healthy (or in-process): a normal close
+        try:
+            with warnings.catch_warnings():  # "close while waiting for a pending step"
+                warnings.simplefilter("ignore")
+                env.close()
+            return
+        except (OSError, EOFError):
+            pass
     for process in getattr(base, "processes", []):
         if process.is_alive():
             process.terminate()

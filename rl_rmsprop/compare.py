@@ -489,7 +489,8 @@ def plot_optim(
         ax.set_xlabel("environment steps")
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3, which="both")
-    axes[0].legend(loc="best", fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(loc="best", fontsize=8)
     fig.suptitle(title + " (median over seeds)")
     fig.tight_layout()
     fig.savefig(path)

@@ -486,15 +486,20 @@ def test_a_crashed_env_worker_ends_the_run_with_a_message_not_a_hang(tmp_path, c
     import threading
     import time
 
+    killed = []
+
     def kill_a_worker():
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if list(tmp_path.glob("w/checkpoints/*.pt")):
-                break
+        while time.monotonic() < deadline and not list(tmp_path.glob("w/checkpoints/*.pt")):
             time.sleep(0.05)
-        for child in multiprocessing.active_children():
-            os.kill(child.pid, signal.SIGKILL)
-            return
+        workers = [
+            c for c in multiprocessing.active_children() if c.name.startswith("Worker<AsyncVector")
+        ]
+        if workers:
+            os.kill(workers[0].pid, signal.SIGKILL)
+            killed.append(workers[0].name)
+        else:  # no worker found: stop the run (and fail below) instead of hanging the suite
+            os.kill(os.getpid(), signal.SIGINT)
 
     killer = threading.Thread(target=kill_a_worker)
     killer.start()
@@ -505,6 +510,7 @@ def test_a_crashed_env_worker_ends_the_run_with_a_message_not_a_hang(tmp_path, c
     status = main(argv)
     killer.join()
     err = capsys.readouterr().err
+    assert killed, "no async env worker was found to kill"
     assert status == 1, err
     assert "an environment worker of CartPole-v1 died" in err and err.count("\n") == 1
     assert "--resume" in err and "checkpoints/step-" in err
