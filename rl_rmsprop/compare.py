@@ -383,10 +383,11 @@ def format_table(rows: list[OptimizerResult]) -> str:
     for r in rows:
         ci = "" if r.final_ci is None else f"[{r.final_ci[0]:6.1f}, {r.final_ci[1]:6.1f}]"
         mean_std = "n/a" if r.final_mean is None else f"{r.final_mean:6.1f} +- {r.final_std:5.1f}"
+        solve_time = "n/a" if r.time_to_solve_s is None else f"{r.time_to_solve_s:.1f} s"
         lines.append(
             f"{r.label:<{width}} | {_fmt(r.final_iqm, '6.1f'):>6} {ci:<19} | {mean_std:<15} | "
             f"{r.solved:>2}/{r.runs - r.failed:<3} | {_fmt(r.steps_to_solve, ',.0f'):>14} | "
-            f"{_fmt(r.time_to_solve_s, '.1f') + ' s':>13} | {_fmt(r.auc, '.3f'):>5} | "
+            f"{solve_time:>13} | {_fmt(r.auc, '.3f'):>5} | "
             f"{_fmt(r.sps, ',.0f'):>6}"
         )
     return "\n".join(lines)

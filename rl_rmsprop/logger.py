@@ -67,9 +67,13 @@ class Logger:
         self.writer.add_scalar("charts/episodic_return", episodic_return, step)
         self.writer.add_scalar("charts/episodic_length", length, step)
 
-    def config(self, flat_config: Mapping[str, Any], markdown: str) -> None:
-        """Record the configuration as a text table (hparams are written at the end)."""
-        self.writer.add_text("config", markdown)
+    def config(self, flat_config: Mapping[str, Any], markdown: str | None) -> None:
+        """Record the configuration as a text table (None: already written, e.g. on resume).
+
+        The hparams are written at the end, with the final metrics.
+        """
+        if markdown is not None:
+            self.writer.add_text("config", markdown)
         self._hparams = {
             k: v if isinstance(v, (int, float, str, bool)) else str(v)
             for k, v in flat_config.items()

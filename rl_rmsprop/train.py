@@ -442,6 +442,19 @@ def evaluate(
     return float(np.mean(returns[:episodes])), float(np.std(returns[:episodes]))
 
 
+HPARAM_SKIP = ("run.logdir", "run.run_name", "run.quiet", "run.resume", "run.force")
+"""Config entries that say nothing about the training (left out of the HParams tab)."""
+
+
+def hparams(cfg: Config) -> dict[str, Any]:
+    """The config as the HParams tab shows it: optimizer first, the other algorithm left out."""
+    other = "dqn" if cfg.run.algo == "a2c" else "a2c"
+    data = cfg.to_dict()
+    order = ["optim", "run", "env", "learn", cfg.run.algo]
+    flat = flatten({section: data[section] for section in order if section != other})
+    return {k: v for k, v in flat.items() if k not in HPARAM_SKIP}
+
+
 def identity(cfg: Config, env: Any) -> dict[str, Any]:
     """What a checkpoint must agree on with the run that loads it."""
     return {
@@ -568,6 +581,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             logger = None  # opened after the checks below, with the resume step
         sess = Session(cfg, run_dir, env, model, opt, logger, collector, None, StopSignals(), dqn)
         sess.tracker = Tracker(cfg, collector, opt, logger)
+        flat = hparams(cfg)
         if state is not None:
             restore(sess, state, ckpt_path)
             step = sess.collector.global_step
@@ -576,6 +590,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             sess.logger = sess.tracker.logger = Logger(
                 run_dir, cfg.run.total_steps, cfg.run.quiet, purge_step=step
             )
+            sess.logger.config(flat, None)
             sess.logger.message(
                 f"resumed {run_dir} from {ckpt_path.name} at step {step:,}"
                 + (
@@ -586,10 +601,8 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
                 )
             )
         else:
-            flat = flatten(cfg.to_dict())
-            sess.logger.config(flat, markdown_table(flat))
-            every = cfg.run.checkpoint_every
-            sess.next_checkpoint = every
+            sess.logger.config(flat, markdown_table(flatten(cfg.to_dict())))
+            sess.next_checkpoint = cfg.run.checkpoint_every
         sess.logger.message(
             f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}, optimizer "
             f"{cfg.optim.name} ({opt.impl}), device {device}"
