@@ -132,3 +132,27 @@ def test_a_small_study_end_to_end_and_rerun_skips_finished_pairs(tmp_path, capsy
     # The same name with other train options is refused.
     assert main([*argv, "--gamma", "0.9"]) == 2
     assert "other train options" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--optimizers", "adam(lr=1e-3"], "unbalanced '('"),
+        (["--optimizers", "rmsprop", "--seed", "1"], "use --seeds"),
+    ],
+)
+def test_bad_specs_through_the_real_cli(tmp_path, argv, needle):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "rl_rmsprop.compare", *argv, "--logdir", "runs"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1
+    assert needle in proc.stderr
+    assert list(tmp_path.iterdir()) == []
