@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
+from .networks import NatureCNN
+
 LOSSES = ("huber", "mse")
 REDUCTIONS = ("mean", "sum")
 
@@ -80,6 +82,24 @@ class QNetwork(nn.Module):
             if i < last:
                 x = F.relu(x)
         return x
+
+
+class CnnQNetwork(nn.Module):
+    """Q-network on Atari frames: the Nature CNN and a linear layer of Q-values (Mnih et al.).
+
+    Args:
+        in_channels: stacked frames per observation.
+        n_actions: number of discrete actions.
+    """
+
+    def __init__(self, in_channels: int, n_actions: int) -> None:
+        super().__init__()
+        self.features = NatureCNN(in_channels)
+        self.head = nn.Linear(512, n_actions)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """Q-values ``[..., n_actions]`` of ``uint8`` frames ``[..., C, 84, 84]``."""
+        return self.head(self.features(obs))
 
 
 @torch.no_grad()

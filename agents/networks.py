@@ -76,3 +76,72 @@ def run_mlp(net: nn.Sequential, x: Tensor) -> Tensor:
         is_linear = isinstance(layer, nn.Linear)
         x = F.linear(x, layer.weight, layer.bias) if is_linear else torch.tanh(x)
     return x
+
+
+class NatureCNN(nn.Module):
+    """The convolutional torso of DeepMind's Nature DQN (Mnih et al. 2015).
+
+    ``uint8`` frames ``[..., C, 84, 84]`` are divided by 255 here (they stay ``uint8`` in the
+    env and the replay memory). Conv 32x8x8 stride 4, 64x4x4 stride 2, 64x3x3 stride 1, each
+    followed by ReLU, then a 512-unit ReLU layer. Orthogonal initialisation with gain sqrt(2)
+    and zero biases, as SB3's ``NatureCNN`` under ``ortho_init``.
+
+    Args:
+        in_channels: stacked frames per observation.
+        out_features: width of the last layer.
+    """
+
+    def __init__(self, in_channels: int = 4, out_features: int = 512) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, 32, 8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, 4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(64 * 7 * 7, out_features)
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.orthogonal_(module.weight, gain=math.sqrt(2))
+                nn.init.zeros_(module.bias)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """Features ``[..., out_features]`` of frames ``[..., C, H, W]``."""
+        lead = obs.shape[:-3]
+        x = obs.reshape(-1, *obs.shape[-3:]).to(self.fc.weight.dtype) / 255.0
+        return F.relu(self.fc(self.convs(x))).reshape(*lead, -1)
+
+
+class CnnActorCritic(nn.Module):
+    """Actor-critic on Atari frames: one Nature CNN shared by a policy and a value head.
+
+    SB3's A2C ``CnnPolicy``: the heads are linear, initialised with gains 0.01 (policy) and 1
+    (value).
+
+    Args:
+        in_channels: stacked frames per observation.
+        n_actions: number of discrete actions.
+    """
+
+    def __init__(self, in_channels: int, n_actions: int) -> None:
+        super().__init__()
+        self.features = NatureCNN(in_channels)
+        self.policy = nn.Linear(512, n_actions)
+        self.value = nn.Linear(512, 1)
+        for head, gain in ((self.policy, 0.01), (self.value, 1.0)):
+            nn.init.orthogonal_(head.weight, gain=gain)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Action logits ``[..., n_actions]`` and state values ``[...]``."""
+        z = self.features(obs)
+        return self.policy(z), self.value(z).squeeze(-1)
+
+    @torch.no_grad()
+    def act(self, obs: Tensor, greedy: bool = False) -> Tensor:
+        """Sample actions (or take the most likely with ``greedy``)."""
+        logits = self.policy(self.features(obs))
+        return logits.argmax(-1) if greedy else sample_categorical(logits)

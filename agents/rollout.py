@@ -86,10 +86,14 @@ class Collector:
     def _tensor(self, x: np.ndarray, dtype: torch.dtype | None = None) -> Tensor:
         return torch.as_tensor(x, dtype=dtype, device=self.device)
 
+    def _obs_tensor(self, x: np.ndarray) -> Tensor:
+        # Image frames stay uint8 (a quarter of the bytes; the network divides by 255).
+        return self._tensor(x, None if x.dtype == np.uint8 else torch.float32)
+
     def step(self, policy: Callable[[Tensor], Tensor]) -> Step:
         """Step every environment once with ``policy`` (observations -> actions)."""
         obs = self.obs
-        actions = policy(self._tensor(obs, torch.float32))
+        actions = policy(self._obs_tensor(obs))
         next_obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
         valid = ~self.prev_done
         self.prev_done = terminated | truncated
@@ -102,7 +106,7 @@ class Collector:
         """Step every environment ``n_steps`` times; the steps stacked time-major."""
         steps = [self.step(policy) for _ in range(n_steps)]
         return Rollout(
-            obs=self._tensor(np.stack([steps[0].obs, *(s.next_obs for s in steps)]), torch.float32),
+            obs=self._obs_tensor(np.stack([steps[0].obs, *(s.next_obs for s in steps)])),
             actions=torch.stack([s.actions for s in steps]),
             rewards=self._tensor(np.stack([s.rewards for s in steps]), torch.float32),
             terminated=self._tensor(np.stack([s.terminated for s in steps])),

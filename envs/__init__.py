@@ -5,6 +5,7 @@ from envs.make import (
     EnvError,
     close_env,
     env_reward_threshold,
+    is_atari,
     make_vector_env,
 )
 
@@ -13,5 +14,6 @@ __all__ = [
     "EnvError",
     "close_env",
     "env_reward_threshold",
+    "is_atari",
     "make_vector_env",
 ]

@@ -28,6 +28,8 @@ from gymnasium.spaces import Discrete
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
+from envs.atari import atari_env_kwargs, atari_wrappers
+
 __all__ = ["VECTORIZATION_MODES", "EnvError", "env_reward_threshold", "make_vector_env"]
 
 VECTORIZATION_MODES = ("auto", "sync", "async", "native")
@@ -144,9 +146,16 @@ def make_vector_env(
         )
 
     spec = _find_spec(env_id)
+    atari = is_atari(env_id)
+    if atari:  # DeepMind's preprocessing, episode statistics inside it (the real game score)
+        env_kwargs = {**atari_env_kwargs(env_id), **(env_kwargs or {})}
+        if wrappers is None:
+            wrappers = atari_wrappers()
     if vectorization == "auto":
         native = spec.vector_entry_point is not None and not wrappers
         mode = VectorizeMode.VECTOR_ENTRY_POINT if native else VectorizeMode.SYNC
+        if atari and num_envs > 1:
+            mode = VectorizeMode.ASYNC  # an emulator step is costly: step the copies in parallel
     else:
         mode = _MODES[vectorization]
         if mode is VectorizeMode.VECTOR_ENTRY_POINT and spec.vector_entry_point is None:
@@ -176,7 +185,8 @@ def make_vector_env(
             "Choose an environment with Discrete actions (e.g. CartPole-v1)"
         )
 
-    env = RecordEpisodeStatistics(env)
+    if not atari:
+        env = RecordEpisodeStatistics(env)
     env.action_space.seed(seed)
     env.single_action_space.seed(seed)
     return env
@@ -230,7 +240,8 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
-def _is_atari(env_id: str) -> bool:
+def is_atari(env_id: str) -> bool:
+    """Whether an id names an Arcade Learning Environment game."""
     return env_id.startswith("ALE/") or env_id.endswith(("NoFrameskip-v4", "NoFrameskip-v0"))
 
 
@@ -247,7 +258,7 @@ def _find_spec(env_id: str) -> EnvSpec:
                 f"cannot import module {module!r} that should register {name!r} ({exc}); "
                 "install it or fix the module part of the id"
             ) from None
-    if _is_atari(name):
+    if is_atari(name):
         _register_atari(name)
 
     spec = gymnasium.registry.get(name)
@@ -305,7 +316,7 @@ def _build(
             wrappers=list(wrappers) if wrappers else None,
             **kwargs,
         )
-    except ImportError as exc:
+    except (ImportError, gymnasium.error.DependencyNotInstalled) as exc:
         # e.g. Box2D, MuJoCo or jax (phys2d/*) not installed; Gymnasium names the package.
         raise EnvError(
             f"{spec.id} needs a package that is not installed ({exc}); "

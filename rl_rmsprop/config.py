@@ -46,6 +46,11 @@ class RunConfig:
     """Name of the run folder (default: <env>__<algo>__<optimizer>__<seed>__<time>)."""
     eval_episodes: int = 10
     """Greedy evaluation episodes after training (0: none)."""
+    eval_epsilon: float = 0.0
+    """Random-action probability during evaluation (the Nature DQN used 0.05)."""
+    preset: str | None = field(default=None, metadata={"choices": ("dqn-nature", "a2c-atari")})
+    """A published configuration (every other option still overrides it): dqn-nature
+    (DeepMind 2015), a2c-atari (rl-baselines3-zoo's Atari A2C)."""
     log_every: int = 100
     """Write losses and optimizer telemetry every this many updates (0: never)."""
     histogram_every: int = 1000
@@ -316,6 +321,10 @@ def parse_config(argv: list[str] | None = None) -> Config:
         SystemExit: status 2 with a one-line message for a malformed or out-of-range option.
     """
     parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    preset = getattr(known, "run.preset", None)
+    if preset:
+        parser.set_defaults(**PRESETS[preset])
     ns = vars(parser.parse_args(argv))
     given = _given_options(parser, argv)
     sections: dict[str, dict[str, Any]] = {}
@@ -328,6 +337,52 @@ def parse_config(argv: list[str] | None = None) -> Config:
     if problem:
         parser.exit(2, f"error: {problem}\n")
     return cfg
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # DeepMind, "Human-level control through deep reinforcement learning", Nature 518 (2015),
+    # Extended Data Table 1. Its "frames" are agent steps (4 emulator frames each). Its target
+    # network is updated every 10,000 updates = 40,000 env steps at one update per 4 steps; it
+    # clips the TD error (Huber loss, summed over the batch) and not the gradient norm.
+    "dqn-nature": {
+        "run.algo": "dqn",
+        "run.total_steps": 10_000_000,
+        "run.eval_epsilon": 0.05,
+        "env.num_envs": 1,
+        "optim.name": "rmsprop:dqn-nature",
+        "optim.lr": 2.5e-4,
+        "learn.gamma": 0.99,
+        "learn.max_grad_norm": 0.0,
+        "dqn.buffer_size": 1_000_000,
+        "dqn.learning_starts": 50_000,
+        "dqn.batch_size": 32,
+        "dqn.train_freq": 4,
+        "dqn.gradient_steps": 1,
+        "dqn.target_update_interval": 40_000,
+        "dqn.tau": 1.0,
+        "dqn.exploration_initial_eps": 1.0,
+        "dqn.exploration_final_eps": 0.1,
+        "dqn.exploration_fraction": 0.1,  # 1M of the 10M steps
+        "dqn.loss": "huber",
+        "dqn.loss_reduction": "sum",
+    },
+    # rl-baselines3-zoo hyperparams/a2c.yml, "atari": 16 envs, CnnPolicy, ent_coef 0.01,
+    # vf_coef 0.25, RMSpropTFLike(eps=1e-5), 1e7 steps; A2C's defaults otherwise.
+    "a2c-atari": {
+        "run.algo": "a2c",
+        "run.total_steps": 10_000_000,
+        "env.num_envs": 16,
+        "optim.name": "rmsprop:tf",
+        "optim.lr": 7e-4,
+        "optim.eps": 1e-5,
+        "learn.gamma": 0.99,
+        "learn.max_grad_norm": 0.5,
+        "a2c.n_steps": 5,
+        "a2c.ent_coef": 0.01,
+        "a2c.vf_coef": 0.25,
+    },
+}
+"""``--preset`` values: option defaults (section.field) that any flag still overrides."""
 
 
 _UNSET = object()
@@ -366,6 +421,7 @@ def validate(cfg: Config) -> str | None:
         (cfg.run.total_steps > 0, "--total-steps must be > 0"),
         (cfg.run.threads >= 0, "--threads must be >= 0"),
         (cfg.run.eval_episodes >= 0, "--eval-episodes must be >= 0"),
+        (0.0 <= cfg.run.eval_epsilon <= 1.0, "--eval-epsilon must be in [0, 1]"),
         (cfg.run.log_every >= 0, "--log-every must be >= 0"),
         (cfg.run.histogram_every >= 0, "--histogram-every must be >= 0"),
         (cfg.run.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0: final only)"),

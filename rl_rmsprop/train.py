@@ -28,11 +28,19 @@ import torch
 from torch import Tensor, nn
 
 from agents.a2c import a2c_loss
-from agents.dqn import QNetwork, dqn_loss, epsilon_greedy, linear_epsilon, polyak_update, td_targets
-from agents.networks import ActorCritic
+from agents.dqn import (
+    CnnQNetwork,
+    QNetwork,
+    dqn_loss,
+    epsilon_greedy,
+    linear_epsilon,
+    polyak_update,
+    td_targets,
+)
+from agents.networks import ActorCritic, CnnActorCritic
 from agents.replay import ReplayBuffer, ReplaySample
 from agents.rollout import Collector
-from envs import EnvError, close_env, env_reward_threshold, make_vector_env
+from envs import EnvError, close_env, env_reward_threshold, is_atari, make_vector_env
 from rl_rmsprop.checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
@@ -166,13 +174,30 @@ class Tracker:
         }
 
 
-def resolve_device(requested: str) -> torch.device:
-    """``auto`` picks the CPU: for MLPs it is faster than a GPU; ``cuda`` needs a GPU."""
+def build_model(cfg: Config, env: Any) -> nn.Module:
+    """The algorithm's network for the env: Nature CNN on image frames, MLPs otherwise."""
+    shape = env.single_observation_space.shape
+    n_actions = int(env.single_action_space.n)
+    if len(shape) == 3:  # stacked frames [C, H, W]
+        cnn = CnnActorCritic if cfg.run.algo == "a2c" else CnnQNetwork
+        return cnn(shape[0], n_actions)
+    mlp = ActorCritic if cfg.run.algo == "a2c" else QNetwork
+    return mlp(math.prod(shape), n_actions, cfg.learn.hidden)
+
+
+def resolve_device(requested: str, images: bool = False) -> torch.device:
+    """``auto``: CUDA for a CNN on frames when a GPU is there, else the CPU (faster for MLPs).
+
+    Raises:
+        UserError: ``cuda`` was asked for and there is no GPU.
+    """
     if requested == "cuda" and not torch.cuda.is_available():
         raise UserError(
             "--device cuda was asked for but no CUDA device is available; use --device cpu"
         )
-    return torch.device("cuda" if requested == "cuda" else "cpu")
+    if requested == "auto":
+        return torch.device("cuda" if images and torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
 
 
 def seed_everything(seed: int) -> None:
@@ -418,11 +443,22 @@ def train_dqn(sess: Session) -> dict:
     return tracker.summary()
 
 
-def greedy_policy(model: nn.Module) -> Any:
-    """Observations -> the model's best actions (argmax of logits or of Q-values)."""
-    if isinstance(model, ActorCritic):
-        return lambda obs: model.act(obs, greedy=True)
-    return no_grad(lambda obs: model(obs).argmax(-1))
+def greedy_policy(model: nn.Module, epsilon: float = 0.0) -> Any:
+    """Observations -> the model's best actions (argmax of logits or of Q-values).
+
+    With ``epsilon`` > 0 each action is uniformly random with that probability (the Nature DQN
+    evaluates at 0.05).
+    """
+    if isinstance(model, (ActorCritic, CnnActorCritic)):
+        best = model.act
+        scores = no_grad(lambda obs: model(obs)[0])
+    else:
+        scores = no_grad(model)
+    if epsilon == 0.0:
+        if isinstance(model, (ActorCritic, CnnActorCritic)):
+            return lambda obs: best(obs, greedy=True)
+        return lambda obs: scores(obs).argmax(-1)
+    return lambda obs: epsilon_greedy(scores(obs), epsilon)
 
 
 def evaluate(
@@ -433,12 +469,15 @@ def evaluate(
     if episodes == 0:
         return None, None
     env = make_vector_env(cfg.env.id, 1, cfg.run.seed + 10_000, vectorization=cfg.env.vectorization)
-    collector = Collector(env, cfg.run.seed + 10_000, device)
-    returns: list[float] = []
-    while len(returns) < episodes:
-        collector.collect(greedy_policy(model), 1)
-        returns += [ep.episodic_return for ep in collector.pop_finished()]
-    env.close()
+    try:
+        collector = Collector(env, cfg.run.seed + 10_000, device)
+        policy = greedy_policy(model, cfg.run.eval_epsilon)
+        returns: list[float] = []
+        while len(returns) < episodes:
+            collector.step(policy)
+            returns += [ep.episodic_return for ep in collector.pop_finished()]
+    finally:
+        close_env(env)
     return float(np.mean(returns[:episodes])), float(np.std(returns[:episodes]))
 
 
@@ -541,7 +580,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
     """Train one configuration (or continue the run in ``resume``); returns the summary."""
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    device = resolve_device(cfg.run.device)
+    device = resolve_device(cfg.run.device, images=is_atari(cfg.env.id))
     seed_everything(cfg.run.seed)
     state, ckpt_path = None, None
     if resume is not None:
@@ -551,10 +590,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
     )
     sess = None
     try:
-        obs_dim = math.prod(env.single_observation_space.shape)
-        n_actions = int(env.single_action_space.n)
-        network = ActorCritic if cfg.run.algo == "a2c" else QNetwork
-        model = network(obs_dim, n_actions, cfg.learn.hidden).to(device)
+        model = build_model(cfg, env).to(device)
         try:
             opt = make_optimizer(
                 cfg.optim.name,
@@ -568,8 +604,9 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             raise UserError(f"{e} (see --optimizer and its options in --help)") from e
         dqn = None
         if cfg.run.algo == "dqn":
-            shape = env.single_observation_space.shape
-            buffer = ReplayBuffer(cfg.dqn.buffer_size, shape, env.num_envs, device)
+            space = env.single_observation_space
+            obs_dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32
+            buffer = ReplayBuffer(cfg.dqn.buffer_size, space.shape, env.num_envs, device, obs_dtype)
             dqn = DQNParts(copy.deepcopy(model).requires_grad_(False), buffer)
         collector = Collector(env, cfg.run.seed, device)
         if resume is None:
@@ -606,7 +643,15 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
         sess.logger.message(
             f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}, optimizer "
             f"{cfg.optim.name} ({opt.impl}), device {device}"
-            + (" (auto: an MLP is faster on the CPU)" if cfg.run.device == "auto" else "")
+            + (
+                ""
+                if cfg.run.device != "auto"
+                else " (auto: CUDA for a CNN)"
+                if device.type == "cuda"
+                else " (auto: an MLP is faster on the CPU)"
+                if not is_atari(cfg.env.id)
+                else " (auto: no GPU found; a CNN trains slowly on the CPU)"
+            )
         )
         loop = train_a2c if cfg.run.algo == "a2c" else train_dqn
         try:
