@@ -16,13 +16,14 @@ real last observation (no ``final_obs`` lookup in ``info`` is needed, unlike ``S
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ReplayBuffer", "ReplaySample"]
+__all__ = ["FrameReplayBuffer", "ReplayBuffer", "ReplaySample"]
 
 
 class ReplaySample(NamedTuple):
@@ -97,6 +98,14 @@ class ReplayBuffer:
 
     def __len__(self) -> int:
         return self.size
+
+    @staticmethod
+    def bytes_needed(
+        capacity: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype = torch.float32
+    ) -> int:
+        """Bytes the storage of such a buffer takes (check it before building one)."""
+        obs_bytes = math.prod(obs_shape) * torch.empty((), dtype=obs_dtype).element_size()
+        return int(capacity) * (2 * obs_bytes + 8 + 4 + 1)
 
     @property
     def nbytes(self) -> int:
@@ -247,3 +256,195 @@ class ReplayBuffer:
             next_obs=self.next_obs[idx],
             terminated=self.terminated[idx],
         )
+
+
+class FrameReplayBuffer:
+    """Replay memory for stacked frames that stores each frame once (DeepMind's layout).
+
+    A ``[S, H, W]`` observation of a frame-stacking env shares ``S - 1`` frames with the next
+    one, and ``next_obs`` is the following ``obs``. So for every env step only the newest frame
+    of the returned observation is kept, in a ring per env copy, with the action, reward,
+    terminal flag and the step at which the current episode's first frame was stored. A
+    transition's two stacks are rebuilt from ``S + 1`` consecutive frames, the ones before the
+    episode's first frame replaced by that frame, which is how ``FrameStackObservation`` pads
+    (``padding_type="reset"``). The autoreset step (``valid`` False) stores its frame (the
+    reset frame the next stacks start from) but is never sampled.
+
+    Memory: ``H * W + 22`` bytes per transition (7,078 for 84x84 frames, against
+    ``2 * S * H * W`` = 56,448 for a buffer that stores obs and next_obs), so 1M transitions
+    take 7.1 GB.
+
+    Same interface as :class:`ReplayBuffer`.
+
+    Args:
+        capacity: transitions kept (at least; each env copy gets ``ceil(capacity / E)``).
+        obs_shape: ``(S, H, W)``, the stacked observation.
+        num_envs: env copies ``E`` stepped together.
+        device: where the storage lives and samples are returned.
+    """
+
+    def __init__(
+        self, capacity: int, obs_shape: tuple[int, ...], num_envs: int, device: torch.device
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if len(obs_shape) != 3:
+            raise ValueError(f"obs_shape must be (stack, height, width), got {obs_shape}")
+        self.capacity, self.num_envs = int(capacity), int(num_envs)
+        self.obs_shape = tuple(obs_shape)
+        self.stack = obs_shape[0]
+        self.device = torch.device(device)
+        self.ring = self.ring_size(capacity, obs_shape, num_envs)
+        e, r = num_envs, self.ring
+        self.frames = torch.zeros((e, r, *obs_shape[1:]), dtype=torch.uint8, device=self.device)
+        self.actions = torch.zeros((e, r), dtype=torch.int64, device=self.device)
+        self.rewards = torch.zeros((e, r), dtype=torch.float32, device=self.device)
+        self.terminated = torch.zeros((e, r), dtype=torch.bool, device=self.device)
+        self.valid = torch.zeros((e, r), dtype=torch.bool, device=self.device)
+        self.start = torch.zeros((e, r), dtype=torch.int64, device=self.device)
+        self.steps = -1
+        """Index of the newest frame (per env copy; they step together); -1 when empty."""
+        self.episode_start = torch.zeros(e, dtype=torch.int64, device=self.device)
+        self._valid_host = np.zeros((e, r), dtype=bool)  # for len() without a device sync
+        self._valid_in_ring = 0
+
+    @staticmethod
+    def ring_size(capacity: int, obs_shape: tuple[int, ...], num_envs: int) -> int:
+        """Slots per env copy: its share of ``capacity`` plus the frames a stack looks back."""
+        return -(-int(capacity) // int(num_envs)) + obs_shape[0]
+
+    @staticmethod
+    def bytes_needed(capacity: int, obs_shape: tuple[int, ...], num_envs: int) -> int:
+        """Bytes the storage of such a buffer takes (check it before building one)."""
+        slots = num_envs * FrameReplayBuffer.ring_size(capacity, obs_shape, num_envs)
+        return slots * (math.prod(obs_shape[1:]) + 8 + 4 + 1 + 1 + 8)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the preallocated storage."""
+        tensors = (self.frames, self.actions, self.rewards, self.terminated, self.valid)
+        return sum(t.numel() * t.element_size() for t in (*tensors, self.start))
+
+    def _lowest(self) -> int:
+        # Oldest step whose stack's frames (the S before it) are all still in the ring.
+        return max(1, self.steps - self.ring + 1 + self.stack)
+
+    def __len__(self) -> int:
+        if self.steps < 1:
+            return 0
+        # Valid slots in the ring, less those too old to have their whole stack.
+        oldest = max(self.steps - self.ring + 1, 0)
+        too_old = np.arange(oldest, self._lowest()) % self.ring
+        return self._valid_in_ring - int(self._valid_host[:, too_old].sum())
+
+    def add(
+        self,
+        obs: Tensor | np.ndarray,
+        next_obs: Tensor | np.ndarray,
+        actions: Tensor | np.ndarray,
+        rewards: Tensor | np.ndarray,
+        terminated: Tensor | np.ndarray,
+        valid: Tensor | np.ndarray,
+    ) -> None:
+        """Store one vector-env step (see :meth:`ReplayBuffer.add`); keeps ``next_obs[:, -1]``."""
+        obs_t = torch.as_tensor(obs, device=self.device)
+        next_t = torch.as_tensor(next_obs, device=self.device)
+        for name, t in (("obs", obs_t), ("next_obs", next_t)):
+            if tuple(t.shape) != (self.num_envs, *self.obs_shape):
+                raise ValueError(
+                    f"{name} must have shape {(self.num_envs, *self.obs_shape)}, "
+                    f"got {tuple(t.shape)}"
+                )
+        if self.steps < 0:  # the first observation's frame: frame 0, where episode 0 starts
+            self.steps = 0
+            self.frames[:, 0] = obs_t[:, -1]
+            self.episode_start.zero_()
+        self.steps += 1
+        slot = self.steps % self.ring
+        valid_np = valid.cpu().numpy() if isinstance(valid, Tensor) else np.asarray(valid)
+        valid_np = valid_np.astype(bool).reshape(self.num_envs)
+        self._valid_in_ring += int(valid_np.sum()) - int(self._valid_host[:, slot].sum())
+        self._valid_host[:, slot] = valid_np
+        valid_t = torch.as_tensor(valid_np, device=self.device)
+        self.frames[:, slot] = next_t[:, -1]
+        self.actions[:, slot] = torch.as_tensor(actions, device=self.device).long()
+        self.rewards[:, slot] = torch.as_tensor(rewards, device=self.device).float()
+        self.terminated[:, slot] = torch.as_tensor(terminated, device=self.device).bool()
+        self.valid[:, slot] = valid_t
+        self.start[:, slot] = self.episode_start
+        # An autoreset step returned the first frame of a new episode: it starts here.
+        self.episode_start = torch.where(valid_t, self.episode_start, self.steps)
+
+    def _stacks(self, env: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+        """The obs and next_obs stacks ``[B, S, H, W]`` of the transitions at ``step``."""
+        back = torch.arange(-self.stack, 1, device=self.device)  # frames t - S .. t
+        start = self.start[env, step % self.ring]
+        idx = torch.maximum(step[:, None] + back, start[:, None]) % self.ring
+        frames = self.frames[env[:, None], idx]  # [B, S + 1, H, W]
+        return frames[:, :-1], frames[:, 1:]
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplaySample:
+        """Draw ``batch_size`` stored transitions uniformly, with replacement.
+
+        Raises:
+            ValueError: if the buffer holds no transition or ``batch_size`` < 1.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty FrameReplayBuffer; add transitions first")
+        lo, hi = self._lowest(), self.steps
+        index_device = self.device if generator is None else generator.device
+        chosen_env, chosen_step = [], []
+        need = batch_size
+        while need > 0:  # rejection of the (few) autoreset slots
+            n = 2 * need + 8
+            env = torch.randint(self.num_envs, (n,), generator=generator, device=index_device)
+            step = torch.randint(lo, hi + 1, (n,), generator=generator, device=index_device)
+            env, step = env.to(self.device), step.to(self.device)
+            keep = self.valid[env, step % self.ring]
+            env, step = env[keep][:need], step[keep][:need]
+            chosen_env.append(env)
+            chosen_step.append(step)
+            need -= len(env)
+        env, step = torch.cat(chosen_env), torch.cat(chosen_step)
+        obs, next_obs = self._stacks(env, step)
+        slot = step % self.ring
+        return ReplaySample(
+            obs=obs,
+            actions=self.actions[env, slot],
+            rewards=self.rewards[env, slot],
+            next_obs=next_obs,
+            terminated=self.terminated[env, slot],
+        )
+
+    _COLUMNS = ("frames", "actions", "rewards", "terminated", "valid", "start")
+
+    def state_dict(self) -> dict:
+        """Everything stored, for checkpoints (``--save-replay``)."""
+        cols = {name: getattr(self, name).cpu() for name in self._COLUMNS}
+        meta = {"capacity": self.capacity, "steps": self.steps}
+        return {**meta, "episode_start": self.episode_start.cpu(), **cols}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` output into a buffer of the same shape.
+
+        Raises:
+            ValueError: if the capacity or a column's shape differs.
+        """
+        if state["capacity"] != self.capacity:
+            raise ValueError(
+                f"replay buffer capacity {state['capacity']} in the checkpoint, "
+                f"{self.capacity} in this run"
+            )
+        for name in self._COLUMNS:
+            if state[name].shape != getattr(self, name).shape:
+                raise ValueError(f"replay buffer column {name} does not match this run")
+        for name in self._COLUMNS:
+            getattr(self, name).copy_(state[name])
+        self.episode_start.copy_(state["episode_start"])
+        self.steps = state["steps"]
+        self._valid_host = state["valid"].numpy().copy()
+        self._valid_in_ring = int(self._valid_host.sum())

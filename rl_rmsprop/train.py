@@ -38,7 +38,7 @@ from agents.dqn import (
     td_targets,
 )
 from agents.networks import ActorCritic, CnnActorCritic
-from agents.replay import ReplayBuffer, ReplaySample
+from agents.replay import FrameReplayBuffer, ReplayBuffer, ReplaySample
 from agents.rollout import Collector
 from envs import EnvError, close_env, env_reward_threshold, is_atari, make_vector_env
 from rl_rmsprop.checkpoint import (
@@ -183,6 +183,46 @@ def build_model(cfg: Config, env: Any) -> nn.Module:
         return cnn(shape[0], n_actions)
     mlp = ActorCritic if cfg.run.algo == "a2c" else QNetwork
     return mlp(math.prod(shape), n_actions, cfg.learn.hidden)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on ``device`` (None if it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def build_replay(cfg: Config, env: Any, device: torch.device) -> tuple[Any, str]:
+    """The DQN replay memory (frames stored once for stacked uint8 frames) and a note on its size.
+
+    Raises:
+        UserError: if it would not fit in the memory available on ``device``.
+    """
+    space, capacity = env.single_observation_space, cfg.dqn.buffer_size
+    frames = len(space.shape) == 3 and space.dtype == np.uint8
+    if frames:
+        need = FrameReplayBuffer.bytes_needed(capacity, space.shape, env.num_envs)
+    else:
+        need = ReplayBuffer.bytes_needed(capacity, space.shape, torch.float32)
+    free = available_memory(device)
+    if free is not None and need > 0.9 * free:
+        raise UserError(
+            f"the replay buffer of {capacity:,} transitions needs {need / 1e9:.1f} GB but only "
+            f"{free / 1e9:.1f} GB are available on {device}; lower --buffer-size"
+        )
+    if frames:
+        buffer: Any = FrameReplayBuffer(capacity, space.shape, env.num_envs, device)
+    else:
+        buffer = ReplayBuffer(capacity, space.shape, env.num_envs, device)
+    kind = "frames stored once" if frames else "obs and next obs"
+    note = f"replay buffer: {capacity:,} transitions, {need / 1e9:.2f} GB on {device} ({kind})"
+    return buffer, note
 
 
 def resolve_device(requested: str, images: bool = False) -> torch.device:
@@ -602,11 +642,9 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             )
         except ValueError as e:
             raise UserError(f"{e} (see --optimizer and its options in --help)") from e
-        dqn = None
+        dqn, replay_note = None, ""
         if cfg.run.algo == "dqn":
-            space = env.single_observation_space
-            obs_dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32
-            buffer = ReplayBuffer(cfg.dqn.buffer_size, space.shape, env.num_envs, device, obs_dtype)
+            buffer, replay_note = build_replay(cfg, env, device)
             dqn = DQNParts(copy.deepcopy(model).requires_grad_(False), buffer)
         collector = Collector(env, cfg.run.seed, device)
         if resume is None:
@@ -640,6 +678,8 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
         else:
             sess.logger.config(flat, markdown_table(flatten(cfg.to_dict())))
             sess.next_checkpoint = cfg.run.checkpoint_every
+        if replay_note:
+            sess.logger.message(replay_note)
         sess.logger.message(
             f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}, optimizer "
             f"{cfg.optim.name} ({opt.impl}), device {device}"

@@ -1,0 +1,161 @@
+"""Atari preprocessing, the frame replay memory and the presets (need the atari extra)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("ale_py", reason="the atari extra (ale-py) is not installed")
+pytest.importorskip("cv2", reason="the atari extra (opencv-python-headless) is not installed")
+
+from agents.replay import FrameReplayBuffer
+from envs import make_vector_env
+
+CPU = torch.device("cpu")
+
+
+def test_observations_are_stacked_uint8_frames():
+    env = make_vector_env("PongNoFrameskip-v4", 2, seed=0, vectorization="sync")
+    obs, _ = env.reset(seed=0)
+    assert env.single_observation_space.shape == (4, 84, 84)
+    assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
+    # Right after a reset the stack is the reset frame four times (padding_type="reset").
+    assert all((obs[:, k] == obs[:, 3]).all() for k in range(3))
+    new, *_ = env.step(np.zeros(2, dtype=np.int64))
+    assert new.dtype == np.uint8
+    assert (new[:, :3] == obs[:, 1:]).all()  # the stack shifts by one frame per step
+    env.close()
+
+
+def test_clipped_rewards_for_learning_real_score_logged_and_lives_end_learning_episodes():
+    # Breakout: bricks are worth 1 to 7 points (clipped to 1), a game has 5 lives.
+    env = make_vector_env("BreakoutNoFrameskip-v4", 1, seed=3, vectorization="sync")
+    env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    clipped, life_ends, game = 0.0, 0, None
+    for _ in range(5000):
+        _, reward, terminated, _, info = env.step(rng.integers(0, 4, size=1))
+        assert reward[0] in (-1.0, 0.0, 1.0)
+        clipped += reward[0]
+        if "episode" in info and info["_episode"][0]:
+            game = (float(info["episode"]["r"][0]), int(info["episode"]["l"][0]))
+            break
+        life_ends += bool(terminated[0])
+    env.close()
+    assert game is not None, "a random Breakout game ends within 5000 steps"
+    assert life_ends == 4  # 5 lives: 4 learning episodes end before the game does
+    score, length = game
+    assert score >= clipped  # the logged score is the raw one (bricks above row 1 score more)
+    assert length > 0
+
+
+def _drive(env_id, num_envs, steps, capacity, seed=0):
+    """Random play into a FrameReplayBuffer and a naive list of (obs, next_obs, a, r, term)."""
+    env = make_vector_env(env_id, num_envs, seed=seed, vectorization="sync")
+    obs, _ = env.reset(seed=seed)
+    buffer = FrameReplayBuffer(capacity, (4, 84, 84), num_envs, CPU)
+    naive = {}
+    prev_done = np.zeros(num_envs, dtype=bool)
+    rng = np.random.default_rng(seed)
+    for t in range(1, steps + 1):
+        actions = rng.integers(0, env.single_action_space.n, size=num_envs)
+        next_obs, reward, terminated, truncated, _ = env.step(actions)
+        valid = ~prev_done
+        buffer.add(obs, next_obs, actions, reward, terminated, valid)
+        for e in range(num_envs):
+            if valid[e]:
+                naive[e, t] = (obs[e], next_obs[e], actions[e], reward[e], terminated[e])
+        prev_done = terminated | truncated
+        obs = next_obs
+    env.close()
+    return buffer, naive
+
+
+@pytest.mark.parametrize("capacity", [10_000, 150])
+def test_frame_replay_rebuilds_every_stack_exactly_across_episode_boundaries(capacity):
+    buffer, naive = _drive("BreakoutNoFrameskip-v4", 2, 400, capacity)
+    lowest = buffer._lowest()
+    keys = [(e, t) for (e, t) in naive if t >= lowest]
+    assert len(buffer) == len(keys)
+    assert sum(bool(v[4]) for k, v in naive.items() if k in set(keys)) >= 2  # lives were lost
+    env = torch.tensor([k[0] for k in keys])
+    step = torch.tensor([k[1] for k in keys])
+    obs, next_obs = buffer._stacks(env, step)
+    for i, key in enumerate(keys):
+        o, n, a, r, term = naive[key]
+        assert torch.equal(obs[i], torch.from_numpy(o)), key
+        assert torch.equal(next_obs[i], torch.from_numpy(n)), key
+        slot = key[1] % buffer.ring
+        assert buffer.actions[key[0], slot] == a and buffer.rewards[key[0], slot] == r
+        assert bool(buffer.terminated[key[0], slot]) == bool(term)
+    # Samples are stored transitions, never an autoreset step.
+    batch = buffer.sample(256, generator=torch.Generator().manual_seed(0))
+    stored = {(o.tobytes(), n.tobytes()) for (o, n, *_rest) in (naive[k] for k in keys)}
+    for o, n in zip(batch.obs, batch.next_obs, strict=True):
+        assert (o.numpy().tobytes(), n.numpy().tobytes()) in stored
+
+
+def test_frame_replay_memory_per_transition():
+    per = FrameReplayBuffer.bytes_needed(1_000_000, (4, 84, 84), 1) / 1_000_000
+    assert per == pytest.approx(84 * 84 + 22, rel=1e-4)
+    assert FrameReplayBuffer.bytes_needed(1_000_000, (4, 84, 84), 1) < 7.5e9
+    buffer = FrameReplayBuffer(1000, (4, 84, 84), 2, CPU)
+    assert buffer.nbytes == FrameReplayBuffer.bytes_needed(1000, (4, 84, 84), 2)
+    # Against a buffer that stores obs and next_obs: 2 x 4 x 84 x 84 bytes per transition.
+    assert per / (2 * 4 * 84 * 84) < 0.126
+
+
+def test_frame_replay_state_round_trip():
+    buffer, _ = _drive("PongNoFrameskip-v4", 1, 60, 40)
+    copy = FrameReplayBuffer(40, (4, 84, 84), 1, CPU)
+    copy.load_state_dict(buffer.state_dict())
+    assert len(copy) == len(buffer)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    a, b = buffer.sample(16, g1), copy.sample(16, g2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def _events(run_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return acc
+
+
+def test_a_short_dqn_nature_run_on_pong(tmp_path, capsys):
+    from rl_rmsprop.train import main
+
+    argv = [
+        *("--preset", "dqn-nature", "--env", "PongNoFrameskip-v4", "--total-steps", "1200"),
+        *("--learning-starts", "400", "--buffer-size", "3000", "--eval-episodes", "0"),
+        *("--log-every", "20", "--logdir", str(tmp_path), "--run-name", "dqn"),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "replay buffer: 3,000 transitions" in out.err and "frames stored once" in out.err
+    summary = json.loads((tmp_path / "dqn" / "summary.json").read_text())
+    assert summary["total_steps"] >= 1200 and summary["updates"] == (1200 - 400) // 4 + 1
+    acc = _events(tmp_path / "dqn")
+    assert {"losses/td_loss", "charts/epsilon", "optim/sq_avg/mean"} <= set(acc.Tags()["scalars"])
+    config = json.loads((tmp_path / "dqn" / "config.json").read_text())
+    assert config["optim"]["name"] == "rmsprop:dqn-nature"
+    assert config["dqn"]["loss_reduction"] == "sum" and config["run"]["eval_epsilon"] == 0.05
+
+
+def test_a_short_a2c_atari_run_on_pong(tmp_path):
+    from rl_rmsprop.train import main
+
+    argv = [
+        *("--preset", "a2c-atari", "--env", "PongNoFrameskip-v4", "--num-envs", "4"),
+        *("--total-steps", "1600", "--eval-episodes", "0", "--log-every", "10"),
+        *("--logdir", str(tmp_path), "--run-name", "a2c"),
+    ]
+    assert main(argv) == 0
+    acc = _events(tmp_path / "a2c")
+    assert {"losses/policy_loss", "losses/entropy", "grad/norm_preclip"} <= set(
+        acc.Tags()["scalars"]
+    )
+    config = json.loads((tmp_path / "a2c" / "config.json").read_text())
+    assert config["optim"]["name"] == "rmsprop:tf" and config["a2c"]["ent_coef"] == 0.01
