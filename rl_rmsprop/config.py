@@ -48,6 +48,10 @@ class RunConfig:
     """Greedy evaluation episodes after training (0: none)."""
     eval_epsilon: float = 0.0
     """Random-action probability during evaluation (the Nature DQN used 0.05)."""
+    eval_every: int = 0
+    """Also evaluate every this many env steps during training (0: only at the end)."""
+    capture_video: bool = False
+    """Record the evaluation episodes as MP4 files in <run>/videos (needs moviepy)."""
     preset: str | None = field(default=None, metadata={"choices": ("dqn-nature", "a2c-atari")})
     """A published configuration (every other option still overrides it): dqn-nature
     (DeepMind 2015), a2c-atari (rl-baselines3-zoo's Atari A2C)."""
@@ -422,6 +426,7 @@ def validate(cfg: Config) -> str | None:
         (cfg.run.threads >= 0, "--threads must be >= 0"),
         (cfg.run.eval_episodes >= 0, "--eval-episodes must be >= 0"),
         (0.0 <= cfg.run.eval_epsilon <= 1.0, "--eval-epsilon must be in [0, 1]"),
+        (cfg.run.eval_every >= 0, "--eval-every must be >= 0 (0: only at the end)"),
         (cfg.run.log_every >= 0, "--log-every must be >= 0"),
         (cfg.run.histogram_every >= 0, "--histogram-every must be >= 0"),
         (cfg.run.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0: final only)"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import math
 import pickle
@@ -17,14 +18,18 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import cloudpickle
+import gymnasium
 import numpy as np
 import torch
+from gymnasium.wrappers import RecordVideo
 from torch import Tensor, nn
 
 from agents.a2c import a2c_loss
@@ -41,6 +46,7 @@ from agents.networks import ActorCritic, CnnActorCritic
 from agents.replay import FrameReplayBuffer, ReplayBuffer, ReplaySample
 from agents.rollout import Collector
 from envs import EnvError, close_env, env_reward_threshold, is_atari, make_vector_env
+from envs.atari import FRAME_SKIP, atari_wrappers
 from rl_rmsprop.checkpoint import (
     CHECKPOINT_DIR,
     CheckpointError,
@@ -92,6 +98,7 @@ class Tracker:
         self.run, self.collector, self.opt, self.logger = cfg.run, collector, opt, logger
         self.max_norm = cfg.learn.max_grad_norm
         self.threshold = env_reward_threshold(cfg.env.id)
+        self.atari = is_atari(cfg.env.id)
         self.window: list[float] = []
         self.solved_at_step: int | None = None
         self.solved_at_time_s: float | None = None
@@ -119,7 +126,8 @@ class Tracker:
                 )
         if log_now:
             figures = statistics(self.opt, preclip, self.max_norm or None)
-            self.logger.scalars({**metrics, **figures, "charts/SPS": self.sps()}, step)
+            extra = {"charts/frames": step * FRAME_SKIP} if self.atari else {}
+            self.logger.scalars({**metrics, **figures, "charts/SPS": self.sps(), **extra}, step)
             mean100 = self.collector.mean_recent()
             if mean100 is not None:
                 self.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
@@ -335,6 +343,8 @@ class Session:
     dqn: DQNParts | None = None
     next_checkpoint: int = 0
     env_restored: bool = True
+    device: torch.device | None = None
+    evaluations: int = 0
 
     def state(self) -> dict[str, Any]:
         """The full training state: everything an exact continuation needs."""
@@ -367,6 +377,7 @@ class Session:
             "env": env_bytes,
             "rng": rng,
             "dqn": dqn,
+            "evaluations": self.evaluations,
         }
 
     def checkpoint(self) -> None:
@@ -384,6 +395,15 @@ class Session:
         if self.stop.signum is not None:
             self.checkpoint()
             raise Interrupted(self.stop.signum, step, self.run_dir)
+        # Evaluate before checkpointing: the checkpoint then holds the RNG state after it.
+        every = self.cfg.run.eval_every
+        if every and step // every > self.evaluations and step < self.cfg.run.total_steps:
+            self.evaluations = step // every
+            mean, std = evaluate(self.model, self.cfg, self.device or torch.device("cpu"))
+            if mean is not None:
+                self.logger.scalars(
+                    {"eval/episodic_return_mean": mean, "eval/episodic_return_std": std}, step
+                )
         due = self.cfg.run.checkpoint_every and step >= self.next_checkpoint
         if due and step < self.cfg.run.total_steps:  # the final checkpoint follows anyway
             self.checkpoint()
@@ -502,23 +522,70 @@ def greedy_policy(model: nn.Module, epsilon: float = 0.0) -> Any:
 
 
 def evaluate(
-    model: nn.Module, cfg: Config, device: torch.device
+    model: nn.Module, cfg: Config, device: torch.device, video_dir: Path | None = None
 ) -> tuple[float | None, float | None]:
-    """Mean and std of ``--eval-episodes`` greedy episodes on a separately seeded env."""
+    """Mean and std of ``--eval-episodes`` greedy episodes on a separately seeded env.
+
+    With ``video_dir`` every episode is recorded there as an MP4 (Gymnasium's RecordVideo
+    around the emulator, so the video shows every frame, not only the ones the agent saw).
+    """
     episodes = cfg.run.eval_episodes
     if episodes == 0:
         return None, None
-    env = make_vector_env(cfg.env.id, 1, cfg.run.seed + 10_000, vectorization=cfg.env.vectorization)
+    kwargs: dict[str, Any] = {}
+    wrappers = None
+    if video_dir is not None:
+        kwargs["env_kwargs"] = {"render_mode": "rgb_array"}
+        record = partial(RecordVideo, video_folder=str(video_dir), episode_trigger=lambda _: True)
+        record_quietly = partial(_quiet_video, record)
+        wrappers = [record_quietly, *atari_wrappers()] if is_atari(cfg.env.id) else [record_quietly]
+    seed = cfg.run.seed + 10_000
+    env = make_vector_env(
+        cfg.env.id,
+        1,
+        seed,
+        vectorization="sync" if wrappers else cfg.env.vectorization,
+        wrappers=wrappers,
+        **kwargs,
+    )
+    was_training = model.training
+    model.eval()
     try:
-        collector = Collector(env, cfg.run.seed + 10_000, device)
+        collector = Collector(env, seed, device)
         policy = greedy_policy(model, cfg.run.eval_epsilon)
         returns: list[float] = []
         while len(returns) < episodes:
             collector.step(policy)
             returns += [ep.episodic_return for ep in collector.pop_finished()]
     finally:
+        model.train(was_training)
         close_env(env)
     return float(np.mean(returns[:episodes])), float(np.std(returns[:episodes]))
+
+
+def check_video(cfg: Config) -> None:
+    """Fail early, before anything is written, if evaluation episodes cannot be recorded.
+
+    Raises:
+        UserError: moviepy is missing, or the env cannot render frames.
+    """
+    if importlib.util.find_spec("moviepy") is None:
+        raise UserError('--capture-video needs moviepy; install it: pip install -e ".[video]"')
+    kwargs = {"render_mode": "rgb_array"}
+    env = make_vector_env(cfg.env.id, 1, 0, vectorization="sync", wrappers=[], env_kwargs=kwargs)
+    try:
+        env.reset(seed=0)
+        env.unwrapped.envs[0].render()
+    except gymnasium.error.DependencyNotInstalled as e:
+        raise UserError(f"--capture-video: {cfg.env.id} cannot render frames ({e})") from None
+    finally:
+        close_env(env)
+
+
+def _quiet_video(record: Any, env: Any) -> Any:
+    with warnings.catch_warnings():  # "overwriting existing videos" and moviepy chatter
+        warnings.simplefilter("ignore")
+        return record(env)
 
 
 HPARAM_SKIP = ("run.logdir", "run.run_name", "run.quiet", "run.resume", "run.force")
@@ -595,6 +662,7 @@ def restore(sess: Session, state: dict[str, Any], path: Path) -> None:
     except (RuntimeError, ValueError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"checkpoint {path} does not fit this run ({first})") from None
+    sess.evaluations = state.get("evaluations", 0)
     sess.collector.load_state_dict(state["collector"])
     sess.tracker.load_state_dict(state["tracker"])
     if state["env"] is not None:
@@ -621,6 +689,8 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device, images=is_atari(cfg.env.id))
+    if cfg.run.capture_video:
+        check_video(cfg)
     seed_everything(cfg.run.seed)
     state, ckpt_path = None, None
     if resume is not None:
@@ -655,6 +725,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             run_dir = resume
             logger = None  # opened after the checks below, with the resume step
         sess = Session(cfg, run_dir, env, model, opt, logger, collector, None, StopSignals(), dqn)
+        sess.device = device
         sess.tracker = Tracker(cfg, collector, opt, logger)
         flat = hparams(cfg)
         if state is not None:
@@ -714,7 +785,14 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
     finally:
         close_env(sess.env if sess is not None else env)
     model, logger = sess.model, sess.logger
-    summary["eval_return_mean"], summary["eval_return_std"] = evaluate(model, cfg, device)
+    video_dir = run_dir / "videos" if cfg.run.capture_video else None
+    mean, std = evaluate(model, cfg, device, video_dir)
+    summary["eval_return_mean"], summary["eval_return_std"] = mean, std
+    if mean is not None:
+        logger.scalars(
+            {"eval/episodic_return_mean": mean, "eval/episodic_return_std": std},
+            summary["total_steps"],
+        )
     save_checkpoint(sess.state(), run_dir / "checkpoint.pt")
     summary["run_dir"] = str(run_dir)
     write_json_atomic(summary, run_dir / "summary.json")

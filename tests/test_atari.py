@@ -157,5 +157,21 @@ def test_a_short_a2c_atari_run_on_pong(tmp_path):
     assert {"losses/policy_loss", "losses/entropy", "grad/norm_preclip"} <= set(
         acc.Tags()["scalars"]
     )
+    frames = acc.Scalars("charts/frames")  # env steps on the axis, emulator frames as a value
+    assert all(e.value == 4 * e.step for e in frames) and frames
     config = json.loads((tmp_path / "a2c" / "config.json").read_text())
     assert config["optim"]["name"] == "rmsprop:tf" and config["a2c"]["ent_coef"] == 0.01
+
+
+def test_capture_video_records_the_evaluation_games(tmp_path):
+    pytest.importorskip("moviepy", reason="--capture-video needs moviepy (the video extra)")
+    from rl_rmsprop.train import main
+
+    argv = [
+        *("--preset", "a2c-atari", "--env", "BreakoutNoFrameskip-v4", "--num-envs", "2"),
+        *("--total-steps", "400", "--eval-episodes", "1", "--capture-video", "--quiet"),
+        *("--logdir", str(tmp_path), "--run-name", "video"),
+    ]
+    assert main(argv) == 0
+    (video,) = (tmp_path / "video" / "videos").glob("*.mp4")
+    assert video.stat().st_size > 1000

@@ -514,3 +514,29 @@ def test_a_crashed_env_worker_ends_the_run_with_a_message_not_a_hang(tmp_path, c
     assert status == 1, err
     assert "an environment worker of CartPole-v1 died" in err and err.count("\n") == 1
     assert "--resume" in err and "checkpoints/step-" in err
+
+
+def test_periodic_evaluation_is_logged(tmp_path):
+    argv = [
+        *("--total-steps", "4000", "--eval-every", "1500", "--eval-episodes", "2"),
+        *("--quiet", "--logdir", str(tmp_path), "--run-name", "v"),
+    ]
+    assert main(argv) == 0
+    evals = events(tmp_path / "v").Scalars("eval/episodic_return_mean")
+    assert [e.step for e in evals][:2] == [1520, 3000] and evals[-1].step >= 4000
+    assert len(evals) == 3
+
+
+def test_capture_video_without_its_dependencies_is_refused_before_anything_is_written(
+    tmp_path, monkeypatch, capsys
+):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "moviepy" else real(n, *a)
+    )
+    argv = ["--capture-video", "--quiet", "--logdir", str(tmp_path), "--run-name", "w"]
+    assert main(argv) == 2
+    assert 'pip install -e ".[video]"' in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
