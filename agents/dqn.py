@@ -10,7 +10,7 @@ see ``OPTIMIZERS.md`` section 1.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 import torch
@@ -248,6 +248,31 @@ def epsilon_greedy(
     explore = torch.rand(shape, generator=generator, device=device) < epsilon
     random = torch.randint(q_values.shape[-1], shape, generator=generator, device=device)
     return torch.where(explore, random, greedy)
+
+
+def lazy_epsilon_greedy(
+    q_fn: Callable[[Tensor], Tensor],
+    obs: Tensor,
+    epsilon: float,
+    n_actions: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """``epsilon_greedy(q_fn(obs), epsilon)`` that skips the network when every row explores.
+
+    Early in training epsilon is near 1 and most steps are random; computing a CNN's Q-values
+    for them (milliseconds on a CPU) would be wasted. The coins and random actions are drawn on
+    the CPU first, in :func:`epsilon_greedy`'s order, so with the same CPU generator both give
+    the same actions.
+    """
+    if not 0.0 <= epsilon <= 1.0:
+        raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+    rows = obs.shape[0]
+    explore = torch.rand(rows, generator=generator) < epsilon
+    random = torch.randint(n_actions, (rows,), generator=generator)
+    if bool(explore.all()):
+        return random.to(obs.device)
+    greedy = q_fn(obs).argmax(-1)
+    return torch.where(explore.to(greedy.device), random.to(greedy.device), greedy)
 
 
 @torch.no_grad()

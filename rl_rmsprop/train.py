@@ -38,6 +38,7 @@ from agents.dqn import (
     QNetwork,
     dqn_loss,
     epsilon_greedy,
+    lazy_epsilon_greedy,
     linear_epsilon,
     polyak_update,
     td_targets,
@@ -476,6 +477,7 @@ def train_dqn(sess: Session) -> dict:
     assert sess.dqn is not None
     dqn, run, parts = cfg.dqn, cfg.run, sess.dqn
     steps_per_round = max(1, dqn.train_freq // collector.num_envs)
+    n_actions = int(sess.env.single_action_space.n)
     while collector.global_step < run.total_steps:
         for _ in range(steps_per_round):
             eps = linear_epsilon(
@@ -485,7 +487,9 @@ def train_dqn(sess: Session) -> dict:
                 dqn.exploration_initial_eps,
                 dqn.exploration_final_eps,
             )
-            s = collector.step(no_grad(lambda obs, e=eps: epsilon_greedy(q_net(obs), e)))
+            s = collector.step(
+                no_grad(lambda obs, e=eps: lazy_epsilon_greedy(q_net, obs, e, n_actions))
+            )
             parts.buffer.add(s.obs, s.next_obs, s.actions, s.rewards, s.terminated, s.valid)
             tracker.record_episodes()
             # SB3 counts the target interval in env steps and updates only while collecting,

@@ -383,3 +383,25 @@ def test_linear_epsilon_matches_sb3():
     for step in [0, 1, 37, 50, 99, 100, 101, 640, 1000]:
         expected = schedule(1.0 - step / 1000)  # SB3 passes progress_remaining
         assert linear_epsilon(step, 1000, 0.1, 1.0, 0.05) == pytest.approx(expected, abs=1e-15)
+
+
+def test_lazy_epsilon_greedy_matches_and_skips_the_network_when_all_explore():
+    from agents.dqn import lazy_epsilon_greedy
+
+    calls = []
+
+    def q_fn(obs):
+        calls.append(len(obs))
+        return Q_ROWS[: len(obs)]
+
+    obs = torch.zeros(len(Q_ROWS), 4)
+    for epsilon in (0.0, 0.3, 0.7):
+        a = lazy_epsilon_greedy(
+            q_fn, obs, epsilon, Q_ROWS.shape[1], torch.Generator().manual_seed(5)
+        )
+        b = epsilon_greedy(Q_ROWS, epsilon, torch.Generator().manual_seed(5))
+        assert torch.equal(a, b)
+    assert len(calls) == 3
+    actions = lazy_epsilon_greedy(q_fn, obs, 1.0, Q_ROWS.shape[1], torch.Generator().manual_seed(5))
+    assert len(calls) == 3  # every row explored: no Q-values computed
+    assert ((actions >= 0) & (actions < Q_ROWS.shape[1])).all()
