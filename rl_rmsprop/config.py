@@ -351,6 +351,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "dqn-nature": {
         "run.algo": "dqn",
         "run.total_steps": 10_000_000,
+        "run.threads": 0,  # a CNN uses every core, unlike the small MLPs of the defaults
         "run.eval_epsilon": 0.05,
         "env.num_envs": 1,
         "optim.name": "rmsprop:dqn-nature",
@@ -375,6 +376,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "a2c-atari": {
         "run.algo": "a2c",
         "run.total_steps": 10_000_000,
+        "run.threads": 0,
         "env.num_envs": 16,
         "optim.name": "rmsprop:tf",
         "optim.lr": 7e-4,
