@@ -393,10 +393,26 @@ def format_table(rows: list[OptimizerResult]) -> str:
     return "\n".join(lines)
 
 
+MIN_RUNS_FOR_SIGNIFICANCE = 3
+"""Below this many finished runs a bootstrap interval is only the range of the runs."""
+
+
 def significance(rows: list[OptimizerResult]) -> str:
-    """Which pairs of optimizers differ: non-overlapping 95% intervals of the final-return IQM."""
+    """Which pairs of optimizers differ: non-overlapping 95% intervals of the final-return IQM.
+
+    Optimizers with fewer than :data:`MIN_RUNS_FOR_SIGNIFICANCE` finished runs are not compared
+    (one run gives a zero-width interval, two the range of the two).
+    """
     better, unclear = [], []
-    with_ci = [r for r in rows if r.final_ci is not None]
+    enough = [r for r in rows if r.runs - r.failed >= MIN_RUNS_FOR_SIGNIFICANCE]
+    if len(enough) < len(rows):
+        few = ", ".join(r.label for r in rows if r not in enough)
+        if len(enough) < 2:
+            return (
+                f"significance: too few seeds to tell ({few}: fewer than "
+                f"{MIN_RUNS_FOR_SIGNIFICANCE} finished runs); use more --seeds"
+            )
+    with_ci = [r for r in enough if r.final_ci is not None]
     for i, a in enumerate(with_ci):
         for b in with_ci[i + 1 :]:
             if a.final_ci[0] > b.final_ci[1]:
@@ -405,12 +421,15 @@ def significance(rows: list[OptimizerResult]) -> str:
                 better.append(f"{b.label} > {a.label}")
             else:
                 unclear.append(f"{a.label} ~ {b.label}")
-    return (
+    text = (
         "significant (non-overlapping 95% CIs of the final-return IQM): "
         + (", ".join(better) or "none")
         + "; not significant: "
         + (", ".join(unclear) or "none")
     )
+    if len(enough) < len(rows):
+        text += f"; not compared (fewer than {MIN_RUNS_FOR_SIGNIFICANCE} finished runs): {few}"
+    return text
 
 
 def read_run_curves(

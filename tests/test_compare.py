@@ -88,7 +88,8 @@ def test_a_small_study_end_to_end_and_rerun_skips_finished_pairs(tmp_path, capsy
     out = capsys.readouterr().out
     study = tmp_path / "compare-t"
     assert "4/4" in out and "ETA" in out
-    assert "rmsprop" in out and "adam(lr=0.001)" in out and "significant" in out
+    assert "rmsprop" in out and "adam(lr=0.001)" in out
+    assert "significance: too few seeds to tell" in out  # 2 seeds: no claim either way
     for folder in ("rmsprop", "adam__lr=0.001"):
         for seed in (0, 1):
             run = study / folder / f"seed-{seed}"
@@ -156,3 +157,18 @@ def test_bad_specs_through_the_real_cli(tmp_path, argv, needle):
     assert proc.stderr.startswith("error:") and proc.stderr.count("\n") == 1
     assert needle in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_significance_needs_three_runs_and_non_overlapping_intervals():
+    from rl_rmsprop.compare import OptimizerResult, significance
+
+    def row(label, runs, ci):
+        return OptimizerResult(label, runs, 0, 1.0, ci, 1.0, 0.0, 0, None, None, None, None)
+
+    rows = [row("a", 5, (10.0, 20.0)), row("b", 5, (21.0, 30.0)), row("c", 5, (15.0, 25.0))]
+    text = significance(rows)
+    assert "significant (non-overlapping 95% CIs of the final-return IQM): b > a" in text
+    assert "not significant: a ~ c, b ~ c" in text
+    text = significance([*rows, row("d", 2, (0.0, 1.0))])
+    assert "not compared (fewer than 3 finished runs): d" in text and "d ~" not in text
+    assert "too few seeds" in significance([row("a", 1, (1.0, 1.0)), row("b", 2, (5.0, 6.0))])
