@@ -249,6 +249,17 @@ def resolve_device(requested: str, images: bool = False) -> torch.device:
     return torch.device(requested)
 
 
+def device_note(requested: str, device: torch.device, images: bool) -> str:
+    """Why ``--device auto`` chose ``device`` (empty for an explicit choice)."""
+    if requested != "auto":
+        return ""
+    if device.type == "cuda":
+        return " (auto: CUDA for a CNN)"
+    if images:
+        return " (auto: no GPU found; a CNN trains slowly on the CPU)"
+    return " (auto: an MLP is faster on the CPU)"
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (the envs are seeded at their first reset)."""
     random.seed(seed)
@@ -342,7 +353,9 @@ class Session:
     tracker: Tracker
     stop: StopSignals
     dqn: DQNParts | None = None
-    next_checkpoint: int = 0
+    last_checkpoint: int = 0
+    """Env step of the last checkpoint written (or resumed from); the next is due one
+    ``--checkpoint-every`` boundary later."""
     env_restored: bool = True
     device: torch.device | None = None
     evaluations: int = 0
@@ -387,8 +400,7 @@ class Session:
         (self.run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
         save_checkpoint(self.state(), checkpoint_path(self.run_dir, step))
         prune_checkpoints(self.run_dir, self.cfg.run.keep_checkpoints)
-        every = self.cfg.run.checkpoint_every
-        self.next_checkpoint = (step // every + 1) * every if every else 0
+        self.last_checkpoint = step
 
     def boundary(self) -> None:
         """Called where the loop can be resumed: checkpoint when due, stop when signalled."""
@@ -405,7 +417,8 @@ class Session:
                 self.logger.scalars(
                     {"eval/episodic_return_mean": mean, "eval/episodic_return_std": std}, step
                 )
-        due = self.cfg.run.checkpoint_every and step >= self.next_checkpoint
+        every = self.cfg.run.checkpoint_every
+        due = every and step // every > self.last_checkpoint // every
         if due and step < self.cfg.run.total_steps:  # the final checkpoint follows anyway
             self.checkpoint()
 
@@ -513,16 +526,13 @@ def greedy_policy(model: nn.Module, epsilon: float = 0.0) -> Any:
     With ``epsilon`` > 0 each action is uniformly random with that probability (the Nature DQN
     evaluates at 0.05).
     """
-    if isinstance(model, (ActorCritic, CnnActorCritic)):
-        best = model.act
-        scores = no_grad(lambda obs: model(obs)[0])
-    else:
-        scores = no_grad(model)
-    if epsilon == 0.0:
-        if isinstance(model, (ActorCritic, CnnActorCritic)):
-            return lambda obs: best(obs, greedy=True)
-        return lambda obs: scores(obs).argmax(-1)
-    return lambda obs: epsilon_greedy(scores(obs), epsilon)
+    actor = isinstance(model, (ActorCritic, CnnActorCritic))
+    scores = no_grad(lambda obs: model(obs)[0]) if actor else no_grad(model)
+    if epsilon > 0.0:
+        return lambda obs: epsilon_greedy(scores(obs), epsilon)
+    if actor:
+        return lambda obs: model.act(obs, greedy=True)
+    return lambda obs: scores(obs).argmax(-1)
 
 
 def evaluate(
@@ -536,10 +546,9 @@ def evaluate(
     episodes = cfg.run.eval_episodes
     if episodes == 0:
         return None, None
-    kwargs: dict[str, Any] = {}
-    wrappers = None
+    env_kwargs, wrappers = None, None
     if video_dir is not None:
-        kwargs["env_kwargs"] = {"render_mode": "rgb_array"}
+        env_kwargs = {"render_mode": "rgb_array"}
         record = partial(RecordVideo, video_folder=str(video_dir), episode_trigger=lambda _: True)
         record_quietly = partial(_quiet_video, record)
         wrappers = [record_quietly, *atari_wrappers()] if is_atari(cfg.env.id) else [record_quietly]
@@ -550,7 +559,7 @@ def evaluate(
         seed,
         vectorization="sync" if wrappers else cfg.env.vectorization,
         wrappers=wrappers,
-        **kwargs,
+        env_kwargs=env_kwargs,
     )
     was_training = model.training
     model.eval()
@@ -683,9 +692,7 @@ def restore(sess: Session, state: dict[str, Any], path: Path) -> None:
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    every = sess.cfg.run.checkpoint_every
-    step = sess.collector.global_step
-    sess.next_checkpoint = (step // every + 1) * every if every else 0
+    sess.last_checkpoint = sess.collector.global_step
 
 
 def run(cfg: Config, resume: Path | None = None) -> dict:
@@ -752,26 +759,20 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             )
         else:
             sess.logger.config(flat, markdown_table(flatten(cfg.to_dict())))
-            sess.next_checkpoint = cfg.run.checkpoint_every
         if replay_note:
             sess.logger.message(replay_note)
         sess.logger.message(
             f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}, optimizer "
             f"{cfg.optim.name} ({opt.impl}), device {device}"
-            + (
-                ""
-                if cfg.run.device != "auto"
-                else " (auto: CUDA for a CNN)"
-                if device.type == "cuda"
-                else " (auto: an MLP is faster on the CPU)"
-                if not is_atari(cfg.env.id)
-                else " (auto: no GPU found; a CNN trains slowly on the CPU)"
-            )
+            + device_note(cfg.run.device, device, images=is_atari(cfg.env.id))
         )
         loop = train_a2c if cfg.run.algo == "a2c" else train_dqn
         try:
             with sess.stop:
                 summary = loop(sess)
+            # The final state is taken here: the environments are still open, and the
+            # evaluation below (its RNG draws) is not part of the training a resume continues.
+            final_state = sess.state()
         except Interrupted:
             sess.logger.close()
             raise
@@ -797,7 +798,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             {"eval/episodic_return_mean": mean, "eval/episodic_return_std": std},
             summary["total_steps"],
         )
-    save_checkpoint(sess.state(), run_dir / "checkpoint.pt")
+    save_checkpoint(final_state, run_dir / "checkpoint.pt")
     summary["run_dir"] = str(run_dir)
     write_json_atomic(summary, run_dir / "summary.json")
     logger.final(

@@ -540,3 +540,17 @@ def test_capture_video_without_its_dependencies_is_refused_before_anything_is_wr
     assert main(argv) == 2
     assert 'pip install -e ".[video]"' in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
+
+
+def test_extending_a_finished_run_equals_the_longer_run(tmp_path):
+    import torch
+
+    from rl_rmsprop.checkpoint import load_checkpoint
+
+    base = ["--quiet", "--eval-episodes", "2", "--checkpoint-every", "0", "--logdir", str(tmp_path)]
+    assert main([*base, "--total-steps", "4000", "--run-name", "short"]) == 0
+    assert main(["--resume", str(tmp_path / "short"), "--total-steps", "8000"]) == 0
+    assert main([*base, "--total-steps", "8000", "--run-name", "long"]) == 0
+    a = load_checkpoint(tmp_path / "short" / "checkpoint.pt")["model"]
+    b = load_checkpoint(tmp_path / "long" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
