@@ -26,6 +26,16 @@ from torch import Tensor
 __all__ = ["FrameReplayBuffer", "ReplayBuffer", "ReplaySample"]
 
 
+def _host_mask(valid: Tensor | np.ndarray, num_envs: int) -> np.ndarray:
+    """The ``[E]`` valid mask as a host bool array (a device tensor costs one sync per step)."""
+    mask = valid.cpu().numpy() if isinstance(valid, Tensor) else np.asarray(valid)
+    if mask.ndim != 1 or mask.shape[0] != num_envs:
+        raise ValueError(
+            f"valid must have leading dimension num_envs={num_envs}, got shape {tuple(mask.shape)}"
+        )
+    return mask.astype(bool, copy=False)
+
+
 class ReplaySample(NamedTuple):
     """A batch of ``B`` transitions drawn from a :class:`ReplayBuffer`."""
 
@@ -152,12 +162,7 @@ class ReplayBuffer:
             ValueError: if an input's leading dimension is not ``num_envs`` or an observation
                 does not have ``obs_shape``.
         """
-        valid_np = valid.cpu().numpy() if isinstance(valid, Tensor) else np.asarray(valid)
-        if valid_np.ndim != 1 or valid_np.shape[0] != self.num_envs:
-            raise ValueError(
-                f"valid must have leading dimension num_envs={self.num_envs}, "
-                f"got shape {tuple(valid_np.shape)}"
-            )
+        valid_np = _host_mask(valid, self.num_envs)
         obs_t = self._as_tensor(obs, self.obs_dtype, "obs")
         next_obs_t = self._as_tensor(next_obs, self.obs_dtype, "next_obs")
         for name, t in (("obs", obs_t), ("next_obs", next_obs_t)):
@@ -167,7 +172,6 @@ class ReplayBuffer:
                 )
         # The valid mask is read on the host (the collector keeps it there; a device tensor
         # costs one sync per env step, not per env). Usually every row is valid: no gather.
-        valid_np = valid_np.astype(bool, copy=False)
         n = int(valid_np.sum())
         if n == 0:
             return
@@ -363,8 +367,7 @@ class FrameReplayBuffer:
             self.episode_start.zero_()
         self.steps += 1
         slot = self.steps % self.ring
-        valid_np = valid.cpu().numpy() if isinstance(valid, Tensor) else np.asarray(valid)
-        valid_np = valid_np.astype(bool).reshape(self.num_envs)
+        valid_np = _host_mask(valid, self.num_envs)
         self._valid_in_ring += int(valid_np.sum()) - int(self._valid_host[:, slot].sum())
         self._valid_host[:, slot] = valid_np
         valid_t = torch.as_tensor(valid_np, device=self.device)
