@@ -6,9 +6,10 @@ normalisation, loss = policy_loss + vf_coef * value_loss - ent_coef * entropy.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from .returns import compute_gae, masked_mean
 from .rollout import Rollout
@@ -23,13 +24,26 @@ class A2CHyper(Protocol):
 
 
 def a2c_loss(
-    model: nn.Module, rollout: Rollout, hp: A2CHyper, gamma: float
-) -> tuple[Tensor, dict[str, Tensor]]:
+    model: Callable[[Tensor], tuple[Tensor, Tensor]],
+    rollout: Rollout,
+    hp: A2CHyper,
+    gamma: float,
+    mean: Callable[[Tensor, Tensor], Tensor] = masked_mean,
+) -> tuple[Tensor, dict[str, Any]]:
     """The A2C loss of one rollout and its metrics (``losses/*`` tags).
 
     One forward pass over all ``T + 1`` observations gives the values of the inputs and,
     detached, of the successors (for bootstrapping, including at truncation). Autoreset steps
     (``rollout.valid`` False) are left out of every mean.
+
+    Args:
+        model: observations ``[T + 1, E, ...]`` -> logits ``[T + 1, E, A]``, values
+            ``[T + 1, E]`` (an actor-critic, or a population over member-major envs).
+        rollout: the rollout.
+        hp: ent_coef, vf_coef, gae_lambda.
+        gamma: discount factor.
+        mean: masked mean over ``[T, E]``; a population's per-member mean makes the loss and
+            every metric a ``[K]`` tensor.
     """
     logits, values = model(rollout.obs)
     v, next_v = values[:-1], values[1:].detach()
@@ -46,9 +60,9 @@ def a2c_loss(
     log_probs = logits[:-1].log_softmax(-1)
     taken = log_probs.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
     valid = rollout.valid
-    policy_loss = -masked_mean(advantages * taken, valid)
-    value_loss = masked_mean((returns - v).square(), valid)
-    entropy = masked_mean(-(log_probs.exp() * log_probs).sum(-1), valid)
+    policy_loss = -mean(advantages * taken, valid)
+    value_loss = mean((returns - v).square(), valid)
+    entropy = mean(-(log_probs.exp() * log_probs).sum(-1), valid)
     loss = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
     metrics = {
         "losses/policy_loss": policy_loss.detach(),

@@ -71,6 +71,9 @@ class RunConfig:
     """Stop the run after this many updates in a row with non-finite gradients (skipped)."""
     force: bool = False
     """Replace an existing run folder of the same name."""
+    population: int = 0
+    """Train this many seeds (seed, seed+1, ...) of the configuration at once in one process,
+    batched (A2C on flat observations; 0: a single run). Members go to <run>/seed-<k>."""
     resume: str | None = None
     """Continue the run in this folder from its newest readable checkpoint (with its own
     config.json; only --total-steps, --threads and --quiet may be given too)."""
@@ -434,6 +437,12 @@ def validate(cfg: Config) -> str | None:
         (cfg.run.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0: final only)"),
         (cfg.run.keep_checkpoints >= 0, "--keep-checkpoints must be >= 0 (0: all)"),
         (cfg.run.max_nonfinite >= 1, "--max-nonfinite must be >= 1"),
+        (cfg.run.population >= 0, "--population must be >= 0 (0: a single run)"),
+        (
+            cfg.run.population == 0 or cfg.run.algo == "a2c",
+            "--population trains A2C only; for DQN seeds use python -m rl_rmsprop.compare "
+            "--seeds N (worker processes)",
+        ),
         (cfg.env.num_envs >= 1, "--num-envs must be >= 1"),
         (0.0 <= cfg.learn.gamma <= 1.0, "--gamma must be in [0, 1]"),
         (cfg.learn.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 turns clipping off)"),

@@ -601,7 +601,14 @@ def _quiet_video(record: Any, env: Any) -> Any:
         return record(env)
 
 
-HPARAM_SKIP = ("run.logdir", "run.run_name", "run.quiet", "run.resume", "run.force")
+HPARAM_SKIP = (
+    "run.logdir",
+    "run.run_name",
+    "run.quiet",
+    "run.resume",
+    "run.force",
+    "run.population",
+)
 """Config entries that say nothing about the training (left out of the HParams tab)."""
 
 
@@ -848,6 +855,69 @@ def resume_config(argv: list[str]) -> tuple[Config, Path]:
     return dataclasses.replace(saved, run=dataclasses.replace(saved.run, **changes)), run_dir
 
 
+def train_population(cfg: Config) -> int:
+    """``--population K``: K seeds of ``cfg`` in one batched process; member i in seed-<k>.
+
+    Writes ``population.json`` (every member's summary and the aggregate speed) in the
+    population folder; returns the exit status (1 if a member diverged).
+
+    Raises:
+        UserError: the configuration cannot train as a population, or the folder exists.
+    """
+    from rl_rmsprop.population import PopulationError, population_configs, run_population
+
+    size = cfg.run.population
+    name = cfg.run.run_name or run_name(cfg).replace(f"__{cfg.run.seed}__", f"__pop{size}__")
+    folder = make_run_dir(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_name=name)))
+    try:
+        summaries = run_population(
+            population_configs(cfg, size, folder), label=f"population {folder}"
+        )
+    except PopulationError as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UserError(f"{e}; drop --population to train one run") from None
+    except KeyboardInterrupt:
+        shutil.rmtree(folder, ignore_errors=True)
+        print(
+            f"interrupted: a population keeps no checkpoints; {folder} was removed, run the "
+            "command again",
+            file=sys.stderr,
+        )
+        return 130
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    done = [s for s in summaries if "error" not in s]
+    failed = [s["error"] for s in summaries if "error" in s]
+    wall = max((s["wall_time_s"] for s in done), default=0.0)
+    steps = sum(s["total_steps"] for s in done)
+    write_json_atomic(
+        {
+            "members": size,
+            "wall_time_s": wall,
+            "aggregate_sps": steps / max(wall, 1e-9),
+            "summaries": summaries,
+        },
+        folder / "population.json",
+    )
+    for i, error in enumerate(s.get("error") for s in summaries):
+        if error:
+            print(f"error: member seed {cfg.run.seed + i}: {error}", file=sys.stderr)
+    finals = [
+        s["episodic_return_mean100"] for s in done if s["episodic_return_mean100"] is not None
+    ]
+    evals = [s["eval_return_mean"] for s in done if s["eval_return_mean"] is not None]
+    solved = sum(s["solved_at_step"] is not None for s in done)
+    print(
+        f"done: {size} members x {cfg.run.total_steps:,} steps in {wall:.1f} s "
+        f"({steps / max(wall, 1e-9):,.0f} aggregate SPS), return mean100 median "
+        f"{_fmt(float(np.median(finals)) if finals else None)}, eval median "
+        f"{_fmt(float(np.median(evals)) if evals else None)}, solved {solved}/{size}; "
+        f"logs in {folder}"
+    )
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user mistake, with a one-line message)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -857,6 +927,8 @@ def main(argv: list[str] | None = None) -> int:
             summary = run(cfg, resume=run_dir)
         else:
             cfg = parse_config(argv)
+            if cfg.run.population:
+                return train_population(cfg)
             summary = run(cfg)
     except (UserError, EnvError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,289 @@
+"""One optimizer over a population: K members' flat ``[K, N]`` buffers, per-member everything.
+
+Members are rows. Each optimizer family (one :class:`~rl_rmsprop.optim.functional.Rule`: which
+terms the update has) owns a contiguous block of rows and is updated by the functional core in
+one call, with ``[k, 1]`` tensors for the members' hyperparameters and step counts. Gradient
+clipping, the non-finite check and every telemetry figure are per member (reductions along
+the rows), so a member's update never depends on another member's gradient or settings.
+
+Coefficients are computed in float64 (as torch.optim computes its Python scalars) and rounded
+once to the buffer's dtype; the tensor form of the rule then differs from a single run's
+scalar form by at most an ulp or two per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .functional import Coeffs, Hyper, Rule, State, coefficients, denominator, init_state, update_
+from .presets import make_optimizer
+from .rmsprop import hyper_of, rule_of
+
+MAX_QUANTILE_ELEMENTS = 1 << 20
+
+
+@dataclass
+class Block:
+    """The contiguous rows of one optimizer family."""
+
+    start: int
+    stop: int
+    rule: Rule
+    hyper: Hyper
+    """``[k, 1]`` float64 tensors (on the buffer's device)."""
+    state: State
+
+    @property
+    def rows(self) -> slice:
+        """The block's rows of the population buffers."""
+        return slice(self.start, self.stop)
+
+
+def member_settings(name: str, overrides: Mapping[str, Any]) -> tuple[Rule, Hyper, float]:
+    """The rule, hyperparameters and initial square average of one member's optimizer spec.
+
+    Raises:
+        ValueError: for an unknown spec or a bad value (as :func:`make_optimizer`).
+    """
+    probe = make_optimizer(name, [torch.nn.Parameter(torch.zeros(1))], **overrides)
+    group = probe.param_groups[0]
+    return rule_of(group), hyper_of(group), float(group["initial_square_avg"])
+
+
+class PopulationOptimizer:
+    """The unified update rule over ``[K, N]`` member rows, one block per optimizer family.
+
+    Args:
+        data: ``[K, N]`` parameters (member k's in row k); updated in place.
+        grad: ``[K, N]`` gradients, same layout.
+        specs: one ``(preset name, overrides)`` per member; members of one family (same
+            :class:`Rule`) must be adjacent rows.
+        names: ``(name, offset, numel)`` of each parameter within a row, for per-layer norms.
+
+    Raises:
+        ValueError: a bad spec, a shape mismatch, or one family's members not adjacent.
+    """
+
+    def __init__(
+        self,
+        data: Tensor,
+        grad: Tensor,
+        specs: Sequence[tuple[str, Mapping[str, Any]]],
+        names: Sequence[tuple[str, int, int]] = (),
+    ) -> None:
+        if data.dim() != 2 or grad.shape != data.shape or len(specs) != data.shape[0]:
+            raise ValueError("data and grad must be [K, N] with one spec per row")
+        self.data, self.grad, self.names = data, grad, list(names)
+        settings = [member_settings(name, dict(over)) for name, over in specs]
+        self.blocks: list[Block] = []
+        start = 0
+        for k in range(1, len(settings) + 1):
+            if k < len(settings) and settings[k][0] == settings[start][0]:
+                continue
+            rule = settings[start][0]
+            if any(b.rule == rule for b in self.blocks):
+                raise ValueError(
+                    "members of one optimizer family must be adjacent rows; order them by family"
+                )
+            self.blocks.append(self._block(start, k, rule, settings[start:k]))
+            start = k
+        device = data.device
+        self.steps = torch.zeros(len(specs), 1, dtype=torch.float64, device=device)
+        self.skipped = torch.zeros(len(specs), dtype=torch.long, device=device)
+        self.streak = torch.zeros(len(specs), dtype=torch.long, device=device)
+        self.frozen = torch.zeros(len(specs), dtype=torch.bool, device=device)
+        """Members that take no more steps (e.g. diverged); set by the caller."""
+        self.record_update = False
+        self._prev: Tensor | None = None
+        self._last_finite: Tensor | None = None
+
+    def _block(
+        self, start: int, stop: int, rule: Rule, settings: list[tuple[Rule, Hyper, float]]
+    ) -> Block:
+        device = self.data.device
+
+        def column(values: list[float]) -> Tensor:
+            return torch.tensor(values, dtype=torch.float64, device=device).unsqueeze(1)
+
+        hyper = Hyper(
+            *(column([float(h[i]) for _, h, _ in settings]) for i in range(len(Hyper._fields)))
+        )
+        rows = self.data[start:stop]
+        state = init_state(rows, rule, 0.0)
+        if state.square_avg is not None:
+            state.square_avg.copy_(column([v0 for _, _, v0 in settings]).expand_as(rows))
+        return Block(start, stop, rule, hyper, state)
+
+    @property
+    def members(self) -> int:
+        """K."""
+        return self.data.shape[0]
+
+    def hyper_column(self, field: str) -> Tensor:
+        """One hyperparameter of every member, ``[K]`` float64."""
+        return torch.cat([getattr(b.hyper, field).squeeze(1) for b in self.blocks])
+
+    # -- the step --------------------------------------------------------------------------
+
+    def zero_grad(self) -> None:
+        """Zero the gradient buffer."""
+        self.grad.zero_()
+
+    def grad_norms(self) -> Tensor:
+        """Each member's gradient L2 norm, ``[K]``."""
+        return torch.linalg.vector_norm(self.grad, dim=1)
+
+    def clip_grad_norm_(self, max_norm: float) -> Tensor:
+        """Scale each member's gradient to an L2 norm of at most ``max_norm``; norms before, [K].
+
+        The rule of ``torch.nn.utils.clip_grad_norm_`` (coefficient max_norm / (norm + 1e-6),
+        capped at 1), applied per member.
+        """
+        norms = self.grad_norms()
+        coef = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
+        self.grad.mul_(coef.unsqueeze(1).to(self.grad.dtype))
+        return norms
+
+    def _coeffs(self, block: Block) -> Coeffs:
+        t = self.steps[block.rows]
+        c = coefficients(block.rule, block.hyper, t)
+        dtype = self.data.dtype
+        return Coeffs(
+            *(x.to(dtype) if isinstance(x, Tensor) and x.is_floating_point() else x for x in c)
+        )
+
+    @torch.no_grad()
+    def step(self, norms: Tensor | None = None) -> Tensor:
+        """One update of every member whose gradient is finite and who is not frozen.
+
+        Args:
+            norms: the members' gradient norms if already known (from clipping); a member whose
+                norm is not finite has a non-finite gradient.
+
+        Returns:
+            ``[K]`` bool: which members were updated.
+        """
+        if norms is None:
+            norms = self.grad_norms()
+        ok = torch.isfinite(norms) & ~self.frozen
+        self._last_finite = ok
+        everyone = bool(ok.all())
+        if self.record_update:
+            self._prev = self.data.clone()
+        if not everyone:  # keep the skipped members' rows and state to put back
+            keep = ~ok
+            saved = (self.data[keep].clone(), [self._state_rows(keep)])
+        self.steps += ok.unsqueeze(1).to(self.steps.dtype)
+        for block in self.blocks:
+            rows = block.rows
+            update_(self.data[rows], self.grad[rows], block.state, block.rule, self._coeffs(block))
+        if not everyone:
+            self.data[keep] = saved[0]
+            self._restore_state_rows(keep, saved[1][0])
+        bad = ~torch.isfinite(norms) & ~self.frozen
+        self.skipped += bad.long()
+        self.streak = torch.where(bad, self.streak + 1, torch.zeros_like(self.streak))
+        return ok
+
+    def _state_rows(self, mask: Tensor) -> list[list[Tensor | None]]:
+        out = []
+        for block in self.blocks:
+            m = mask[block.rows]
+            out.append([None if s is None else s[m].clone() for s in block.state])
+        return out
+
+    def _restore_state_rows(self, mask: Tensor, saved: list[list[Tensor | None]]) -> None:
+        for block, rows in zip(self.blocks, saved, strict=True):
+            m = mask[block.rows]
+            for s, r in zip(block.state, rows, strict=True):
+                if s is not None:
+                    s[m] = r
+
+    # -- telemetry ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def statistics(
+        self, preclip: Tensor | None = None, max_norm: float | None = None, per_param: bool = True
+    ) -> list[dict[str, float]]:
+        """The ``grad/*`` and ``optim/*`` figures of every member, as single runs log them.
+
+        Call after :meth:`step`. Reductions run along rows, so each member's figures are its
+        own; a figure a member's optimizer does not have (SGD's square average) is left out.
+
+        Returns:
+            One dict of tag -> value per member.
+        """
+        cols: dict[str, Tensor] = {"grad/norm_postclip": self.grad_norms()}
+        if preclip is not None:
+            cols["grad/norm_preclip"] = preclip
+            if max_norm is not None:
+                cols["grad/clipped"] = (preclip > max_norm).to(preclip.dtype)
+        if per_param:
+            for name, offset, numel in self.names:
+                part = self.grad[:, offset : offset + numel]
+                cols[f"grad/norm/{name}"] = torch.linalg.vector_norm(part, dim=1)
+        cols["optim/lr"] = self.hyper_column("lr")
+        per_block: list[dict[str, Tensor]] = []
+        for block in self.blocks:
+            per_block.append(self._block_figures(block))
+        if self._prev is not None:
+            cols["optim/update_to_param_ratio"] = torch.linalg.vector_norm(
+                self.data - self._prev, dim=1
+            ) / torch.linalg.vector_norm(self._prev, dim=1)
+            self._prev = None
+        cols["optim/nonfinite_skipped"] = self.skipped
+        lists = {tag: col.tolist() for tag, col in cols.items()}
+        out: list[dict[str, float]] = [{} for _ in range(self.members)]
+        for k in range(self.members):
+            for tag, values in lists.items():
+                out[k][tag] = values[k]
+        for block, figures in zip(self.blocks, per_block, strict=True):
+            values = {tag: col.tolist() for tag, col in figures.items()}
+            for i, k in enumerate(range(block.start, block.stop)):
+                for tag, v in values.items():
+                    out[k][tag] = v[i]
+        return out
+
+    def _block_figures(self, block: Block) -> dict[str, Tensor]:
+        rows = block.rows
+        if not bool((self.steps[rows] > 0).all()):
+            return {}
+        c = self._coeffs(block)
+        d = denominator(block.state, block.rule, c)
+        n = self.data.shape[1]
+        if d is None:  # SGD: every element's rate is the lr
+            clr = c.clr.squeeze(1)
+            return {f"optim/effective_lr/{k}": clr for k in ("mean", "p05", "p50", "p95")}
+        figures: dict[str, Tensor] = {}
+        v = block.state.square_avg
+        figures["optim/sq_avg/mean"] = v.mean(1)
+        figures["optim/sq_avg/min"] = v.amin(1)
+        figures["optim/sq_avg/max"] = v.amax(1)
+        eff = c.clr / d
+        figures["optim/effective_lr/mean"] = eff.mean(1)
+        sample = eff if n <= MAX_QUANTILE_ELEMENTS else eff[:, :: -(-n // MAX_QUANTILE_ELEMENTS)]
+        qs = torch.tensor([0.05, 0.5, 0.95], dtype=sample.dtype, device=sample.device)
+        p05, p50, p95 = torch.quantile(sample.float(), qs.float(), dim=1)
+        figures["optim/effective_lr/p05"] = p05
+        figures["optim/effective_lr/p50"] = p50
+        figures["optim/effective_lr/p95"] = p95
+        small = d * d < 2 * c.eps if block.rule.eps_in_sqrt else d < 2 * c.eps
+        figures["optim/eps_dominated_fraction"] = small.float().mean(1)
+        return figures
+
+    def histograms(self, k: int, max_elements: int = 1 << 16) -> dict[str, Tensor]:
+        """Member k's samples for the ``optim/sq_avg`` and ``grad/values`` histograms."""
+        out = {}
+        block = next(b for b in self.blocks if b.start <= k < b.stop)
+        parts = {"grad/values": self.grad[k]}
+        if block.state.square_avg is not None:
+            parts["optim/sq_avg"] = block.state.square_avg[k - block.start]
+        for tag, x in parts.items():
+            x = x.detach().float().cpu()
+            out[tag] = x[:: max(1, -(-x.numel() // max_elements))]
+        return out

@@ -1,0 +1,376 @@
+"""Population training: many (optimizer, seed) members of one A2C configuration in one process.
+
+The members share everything but their optimizer settings and seed. They train in lockstep:
+one vector env holds every member's environments (``envs.population``), one batched network
+holds every member's parameters (``agents.population``), and one optimizer over ``[K, N]``
+updates them all, each optimizer family in one call (``rl_rmsprop.optim.population``).
+
+Each member writes exactly what a single run writes to its own run folder: ``config.json``,
+TensorBoard events with the same tags (episodes, losses, gradient and optimizer telemetry,
+evaluation, hparams) and ``summary.json``. ``compare`` reads them unchanged. Unlike a single
+run, a population writes no checkpoints: an interrupted population is run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+
+from agents.a2c import a2c_loss
+from agents.networks import ActorCritic
+from agents.population import (
+    MemberNoise,
+    PopulationActorCritic,
+    PopulationCollector,
+    sample_actions,
+)
+from envs import env_reward_threshold, is_atari
+from envs.population import make_population_env
+from rl_rmsprop.checkpoint import write_json_atomic
+from rl_rmsprop.config import Config
+from rl_rmsprop.logger import Logger, flatten, markdown_table
+from rl_rmsprop.optim.population import PopulationOptimizer, member_settings
+
+SOLVE_WINDOW = 20
+"""As in single runs: solved when the mean of this many last episodes reaches the threshold."""
+EVAL_SEED_OFFSET = 10_000
+"""As in single runs: evaluation envs are seeded with seed + this."""
+SHARED = ("optim", "run.seed", "run.logdir", "run.run_name")
+"""What may differ between members; every other option is the population's."""
+
+
+class PopulationError(Exception):
+    """The population cannot be trained as asked (one line, exit status 2)."""
+
+
+def unsupported(cfg: Config) -> str | None:
+    """Why ``cfg`` cannot train in population mode (None if it can).
+
+    Population mode batches MLP actor-critics: A2C on environments with flat observations.
+    """
+    if cfg.run.algo != "a2c":
+        return f"population mode trains A2C only, not {cfg.run.algo}"
+    if is_atari(cfg.env.id):
+        return "population mode trains MLP policies; Atari's CNN runs train in worker processes"
+    if cfg.run.capture_video:
+        return "population mode does not record evaluation videos (--capture-video)"
+    return None
+
+
+def _shared_part(cfg: Config) -> dict[str, Any]:
+    flat = flatten(cfg.to_dict())
+    return {k: v for k, v in flat.items() if not any(k.startswith(s) for s in SHARED)}
+
+
+def check_members(cfgs: list[Config]) -> None:
+    """Members may differ only in optimizer settings, seed and run folder.
+
+    Raises:
+        PopulationError: for no members, an unsupported configuration or members that differ.
+    """
+    if not cfgs:
+        raise PopulationError("a population needs at least one member")
+    reason = unsupported(cfgs[0])
+    if reason:
+        raise PopulationError(reason)
+    first = _shared_part(cfgs[0])
+    for cfg in cfgs[1:]:
+        other = _shared_part(cfg)
+        diff = [k for k in first if first[k] != other.get(k)]
+        if diff:
+            raise PopulationError(
+                f"population members differ in {diff[0]}; only the optimizer and seed may differ"
+            )
+
+
+@dataclass
+class Member:
+    """One member's bookkeeping: its folder, logger, episodes and solved-at step."""
+
+    cfg: Config
+    run_dir: Path
+    logger: Logger
+    threshold: float | None
+    window: list[float] = field(default_factory=list)
+    recent: deque = field(default_factory=lambda: deque(maxlen=100))
+    solved_at_step: int | None = None
+    solved_at_time_s: float | None = None
+    error: str | None = None
+
+    def episode(self, ret: float, length: int, step: int, elapsed: float) -> None:
+        """Log a finished episode and note when the env is first solved."""
+        self.logger.episode(ret, length, step)
+        self.recent.append(ret)
+        self.window = [*self.window[-(SOLVE_WINDOW - 1) :], ret]
+        full = len(self.window) == SOLVE_WINDOW and self.threshold is not None
+        if full and self.solved_at_step is None and np.mean(self.window) >= self.threshold:
+            self.solved_at_step, self.solved_at_time_s = step, elapsed
+
+    def mean_recent(self, n: int = 100) -> float | None:
+        """Mean return of the last ``n`` (at most 100) episodes; None before any."""
+        return float(np.mean(list(self.recent)[-n:])) if self.recent else None
+
+
+def family_order(cfgs: list[Config]) -> list[int]:
+    """Member indices ordered so that each optimizer family's members are adjacent rows."""
+    rules: list[Any] = []
+    keys = []
+    for cfg in cfgs:
+        rule = member_settings(cfg.optim.name, cfg.optim.overrides())[0]
+        if rule not in rules:
+            rules.append(rule)
+        keys.append(rules.index(rule))
+    return sorted(range(len(cfgs)), key=lambda i: keys[i])
+
+
+@torch.no_grad()
+def evaluate_members(
+    model: PopulationActorCritic, cfg: Config, seeds: list[int], device: torch.device
+) -> list[tuple[float | None, float | None]]:
+    """Each member's mean and std of ``--eval-episodes`` greedy episodes.
+
+    Member k plays one env seeded with ``seed_k + 10000``: the evaluation env of a single run.
+    """
+    episodes = cfg.run.eval_episodes
+    if episodes == 0:
+        return [(None, None)] * len(seeds)
+    env = make_population_env(cfg.env.id, [s + EVAL_SEED_OFFSET for s in seeds], 1)
+    try:
+        collector = PopulationCollector(env, len(seeds), device)
+        returns: list[list[float]] = [[] for _ in seeds]
+        while min(len(r) for r in returns) < episodes:
+            collector.step(lambda obs: model.logits(obs).argmax(-1))
+            for k, ep in collector.pop_member_episodes():
+                returns[k].append(ep.episodic_return)
+    finally:
+        env.close()
+    return [(float(np.mean(r[:episodes])), float(np.std(r[:episodes]))) for r in returns]
+
+
+def run_population(
+    cfgs: list[Config], out: TextIO | None = None, label: str = "population"
+) -> list[dict[str, Any]]:
+    """Train every member; returns their summaries in the order given.
+
+    A member whose gradients stay non-finite for ``--max-nonfinite`` updates in a row is
+    stopped (its parameters frozen, no ``summary.json``) and its result is
+    ``{"error": message}``; the others go on.
+
+    Raises:
+        PopulationError: the members cannot train together.
+        UserError, EnvError: as a single run (bad device, unknown env, unwritable folder).
+    """
+    from rl_rmsprop.train import UserError, hparams, make_run_dir, resolve_device
+
+    out = out or sys.stderr
+    check_members(cfgs)
+    order = family_order(cfgs)
+    members_cfg = [cfgs[i] for i in order]
+    base = members_cfg[0]
+    run, learn = base.run, base.learn
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    device = resolve_device(run.device)
+    seeds = [c.run.seed for c in members_cfg]
+    envs_per_member = base.env.num_envs
+    env = make_population_env(base.env.id, seeds, envs_per_member)
+    members: list[Member] = []
+    try:
+        shape = env.single_observation_space.shape
+        if len(shape) != 1:
+            raise PopulationError(
+                f"population mode needs flat observations; {base.env.id} has shape {shape}"
+            )
+        nets = []
+        for seed in seeds:  # each member initialised exactly as a single run with its seed
+            torch.manual_seed(seed)
+            nets.append(ActorCritic(shape[0], int(env.single_action_space.n), learn.hidden))
+        model = PopulationActorCritic(nets, envs_per_member, device)
+        try:
+            opt = PopulationOptimizer(
+                model.data,
+                model.grad,
+                [(c.optim.name, c.optim.overrides()) for c in members_cfg],
+                [(s.name, s.offset, s.numel) for s in model.segments],
+            )
+        except ValueError as e:
+            raise UserError(f"{e} (see --optimizer and its options in --help)") from e
+        threshold = env_reward_threshold(base.env.id)
+        for cfg in members_cfg:
+            run_dir = make_run_dir(cfg)
+            write_json_atomic(cfg.to_dict(), run_dir / "config.json")
+            logger = Logger(run_dir, run.total_steps, quiet=True)
+            logger.config(hparams(cfg), markdown_table(flatten(cfg.to_dict())))
+            members.append(Member(cfg, run_dir, logger, threshold))
+        print(
+            f"{label}: {len(members)} members ({_families(members_cfg)}) of a2c on "
+            f"{base.env.id} x{envs_per_member} envs each, {run.total_steps:,} steps per member, "
+            f"device {device}; one process, batched",
+            file=out,
+            flush=True,
+        )
+        summaries = _train(model, opt, env, members, seeds, device, out)
+    finally:
+        env.close()
+        for m in members:
+            m.logger.close()
+    by_original = [{}] * len(cfgs)
+    for position, index in enumerate(order):
+        by_original[index] = summaries[position]
+    return by_original
+
+
+def _families(cfgs: list[Config]) -> str:
+    counts: dict[str, int] = {}
+    for c in cfgs:
+        counts[c.optim.name] = counts.get(c.optim.name, 0) + 1
+    return ", ".join(f"{n} x{k}" for n, k in counts.items())
+
+
+def _train(
+    model: PopulationActorCritic,
+    opt: PopulationOptimizer,
+    env: Any,
+    members: list[Member],
+    seeds: list[int],
+    device: torch.device,
+    out: TextIO,
+) -> list[dict[str, Any]]:
+    base = members[0].cfg
+    run, a2c, learn = base.run, base.a2c, base.learn
+    k_members = len(members)
+    collector = PopulationCollector(env, k_members, device)
+    noise = MemberNoise(seeds, model.envs_per_member, model.n_actions, device)
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        return sample_actions(model, noise, obs)
+
+    max_norm = learn.max_grad_norm
+    updates, evaluations, next_line = 0, 0, 0
+    start = time.perf_counter()
+    while collector.member_step < run.total_steps:
+        rollout = collector.collect(policy, a2c.n_steps)
+        losses, metrics = a2c_loss(model, rollout, a2c, learn.gamma, mean=model.member_mean)
+        model.zero_grad()
+        losses.sum().backward()
+        model.sync_grads()
+        norms = opt.clip_grad_norm_(max_norm) if max_norm > 0 else None
+        log_now = run.log_every > 0 and updates % run.log_every == 0
+        opt.record_update = log_now
+        opt.step(norms)
+        updates += 1
+        step = collector.member_step
+        elapsed = time.perf_counter() - start
+        _stop_diverged(opt, members, step, run.max_nonfinite)
+        if log_now:
+            figures = opt.statistics(norms, max_norm or None)
+            losses_k = {tag: value.tolist() for tag, value in metrics.items()}
+            sps = step / max(elapsed, 1e-9)
+            for k, m in enumerate(members):
+                values = {tag: v[k] for tag, v in losses_k.items()}
+                m.logger.scalars({**values, **figures[k], "charts/SPS": sps}, step)
+                mean100 = m.mean_recent()
+                if mean100 is not None:
+                    m.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
+        if run.histogram_every and updates % run.histogram_every == 1:
+            for k, m in enumerate(members):
+                m.logger.histograms(opt.histograms(k), step)
+        for k, ep in collector.pop_member_episodes():
+            members[k].episode(ep.episodic_return, ep.length, ep.step, elapsed)
+        every = run.eval_every
+        if every and step // every > evaluations and step < run.total_steps:
+            evaluations = step // every
+            _log_eval(members, evaluate_members(model, base, seeds, device), step)
+        if not run.quiet and (step >= next_line or step >= run.total_steps):
+            next_line = step + max(1, run.total_steps // 10)
+            _progress(members, step, run.total_steps, elapsed, out)
+    wall = time.perf_counter() - start
+    step = collector.member_step
+    results = evaluate_members(model, base, seeds, device)
+    _log_eval(members, results, step)
+    summaries = []
+    for k, m in enumerate(members):
+        if m.error is not None:
+            summaries.append({"error": m.error})
+            continue
+        summary = {
+            "total_steps": step,
+            "updates": updates,
+            "wall_time_s": wall,
+            "sps": step / wall,
+            "episodic_return_mean100": m.mean_recent(),
+            "solved_at_step": m.solved_at_step,
+            "solved_at_time_s": m.solved_at_time_s,
+            "eval_return_mean": results[k][0],
+            "eval_return_std": results[k][1],
+            "population": {"members": k_members, "aggregate_sps": step * k_members / wall},
+            "run_dir": str(m.run_dir),
+        }
+        write_json_atomic(summary, m.run_dir / "summary.json")
+        m.logger.final(
+            {
+                key: summary[key]
+                for key in ("episodic_return_mean100", "eval_return_mean", "solved_at_step", "sps")
+            }
+        )
+        summaries.append(summary)
+    return summaries
+
+
+def _stop_diverged(
+    opt: PopulationOptimizer, members: list[Member], step: int, max_nonfinite: int
+) -> None:
+    """Freeze the members whose last ``max_nonfinite`` updates were all non-finite."""
+    over = (opt.streak >= max_nonfinite) & ~opt.frozen
+    for k in torch.nonzero(over).flatten().tolist():
+        opt.frozen[k] = True
+        members[k].error = (
+            f"stopped at step {step:,}: the last {int(opt.streak[k])} updates had non-finite "
+            "gradients and were skipped (the loss diverged); lower --lr or --max-grad-norm"
+        )
+
+
+def _log_eval(
+    members: list[Member], results: list[tuple[float | None, float | None]], step: int
+) -> None:
+    for m, (mean, std) in zip(members, results, strict=True):
+        if mean is not None:
+            m.logger.scalars(
+                {"eval/episodic_return_mean": mean, "eval/episodic_return_std": std}, step
+            )
+
+
+def _progress(members: list[Member], step: int, total: int, elapsed: float, out: TextIO) -> None:
+    recent = [r for r in (m.mean_recent(SOLVE_WINDOW) for m in members) if r is not None]
+    ret = f"{np.median(recent):.1f}" if recent else "n/a"
+    solved = sum(m.solved_at_step is not None for m in members)
+    aggregate = step * len(members) / max(elapsed, 1e-9)
+    print(
+        f"{step:>10,}/{total:,} steps per member ({100 * step / total:5.1f}%)  "
+        f"{aggregate:10,.0f} aggregate SPS  median return {ret}  solved {solved}/{len(members)}",
+        file=out,
+        flush=True,
+    )
+
+
+def population_configs(cfg: Config, size: int, folder: Path) -> list[Config]:
+    """``--population K``: K members of one configuration, seeds seed .. seed + K - 1.
+
+    Member i's run folder is ``folder / seed-<seed + i>``.
+    """
+    out = []
+    for i in range(size):
+        seed = cfg.run.seed + i
+        run = dataclasses.replace(
+            cfg.run, seed=seed, logdir=str(folder), run_name=f"seed-{seed}", population=0
+        )
+        out.append(dataclasses.replace(cfg, run=run))
+    return out
