@@ -299,6 +299,8 @@ class PopulationCollector(Collector):
     def __init__(self, env: Any, members: int, device: torch.device) -> None:
         self.members = members
         self.member_finished: list[tuple[int, Episode]] = []
+        self.last_episodes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        """Env indices, returns and lengths of the episodes that ended at the last step."""
         super().__init__(env, 0, device)
         self.envs_per_member = self.num_envs // members
 
@@ -308,7 +310,7 @@ class PopulationCollector(Collector):
         return self.global_step // self.members
 
     def _record(self, info: dict[str, Any]) -> None:
-        ended, returns, lengths = info["episodes"]
+        self.last_episodes = ended, returns, lengths = info["episodes"]
         step, per_member = self.member_step, self.envs_per_member
         for i, r, length in zip(ended.tolist(), returns.tolist(), lengths.tolist(), strict=True):
             self.member_finished.append((i // per_member, Episode(step, r, length)))

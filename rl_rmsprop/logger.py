@@ -7,15 +7,152 @@ global environment steps.
 
 from __future__ import annotations
 
+import itertools
+import os
+import socket
+import struct
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
 import torch
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
+from torch.utils.tensorboard.writer import FileWriter
+
+_file_ids = itertools.count()
+
+
+def _crc32c_table() -> np.ndarray:
+    table = np.arange(256, dtype=np.uint32)
+    for _ in range(8):
+        table = np.where(table & 1, (table >> 1) ^ np.uint32(0x82F63B78), table >> 1)
+    return table.astype(np.uint32)
+
+
+_CRC_TABLE = _crc32c_table()
+
+
+def masked_crc32c_many(records: list[bytes]) -> np.ndarray:
+    """The masked CRC-32C of each record (TFRecord framing), computed for all at once.
+
+    TensorBoard without TensorFlow computes this CRC byte by byte in Python (~80 ns a byte);
+    here the byte loop runs once over the batch with NumPy, updating only the records that
+    are still that long (records sorted by length), ~50x faster for a batch of thousands.
+    """
+    n = len(records)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint32)
+    lengths = np.fromiter(map(len, records), dtype=np.int64, count=n)
+    order = np.argsort(-lengths, kind="stable")
+    longest = int(lengths[order[0]])
+    data = np.zeros((n, max(longest, 1)), dtype=np.uint8)
+    for row, i in enumerate(order):
+        data[row, : lengths[i]] = np.frombuffer(records[i], dtype=np.uint8)
+    sorted_lengths = lengths[order]
+    crc = np.full(n, 0xFFFFFFFF, dtype=np.uint32)
+    active = n
+    for j in range(longest):
+        while active and sorted_lengths[active - 1] <= j:
+            active -= 1
+        c = crc[:active]
+        crc[:active] = _CRC_TABLE[(c ^ data[:active, j]) & 0xFF] ^ (c >> 8)
+    crc ^= np.uint32(0xFFFFFFFF)
+    masked = ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)
+    out = np.empty(n, dtype=np.uint32)
+    out[order] = masked
+    return out
+
+
+class BufferedEventFile:
+    """An event file written by the calling thread, in batches: no writer thread.
+
+    TensorBoard's writer gives every event file a thread that wakes on every event. With one
+    run that costs nothing; with a population's dozens of run folders in one process the
+    threads fight the training loop for the GIL (measured: 2x slower). Events are kept in
+    memory and appended to the file every ``max_events`` events, on :meth:`flush` and on
+    :meth:`close`.
+
+    Args:
+        logdir: the folder (it must exist).
+        max_events: events buffered before they are written.
+    """
+
+    def __init__(self, logdir: str, max_events: int = 2000) -> None:
+        self._logdir = logdir
+        name = "events.out.tfevents.%010d.%s.%s.%s" % (  # noqa: UP031 (TensorBoard's pattern)
+            time.time(),
+            socket.gethostname(),
+            os.getpid(),
+            next(_file_ids),
+        )
+        self._file = open(os.path.join(logdir, name), "wb")  # noqa: SIM115 (closed in close)
+        self._pending: list[bytes] = []
+        self.max_events = max_events
+        self.add_event(Event(wall_time=time.time(), file_version="brain.Event:2"))
+        self.flush()
+
+    def add_event(self, event: Event) -> None:
+        """Queue one event (written with the next batch)."""
+        self._pending.append(event.SerializeToString())
+        if len(self._pending) >= self.max_events:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued events to the file as TFRecords (length, CRCs, data)."""
+        if self._pending:
+            headers = [struct.pack("<Q", len(r)) for r in self._pending]
+            crcs = masked_crc32c_many(headers + self._pending).tolist()
+            n = len(headers)
+            parts = []
+            for i, (header, record) in enumerate(zip(headers, self._pending, strict=True)):
+                crc_header, crc_data = struct.pack("<I", crcs[i]), struct.pack("<I", crcs[n + i])
+                parts += [header, crc_header, record, crc_data]
+            self._file.write(b"".join(parts))
+            self._pending.clear()
+        self._file.flush()
+
+    def close(self) -> None:
+        """Write what is queued and close the file."""
+        if not self._file.closed:
+            self.flush()
+            self._file.close()
+
+    def get_logdir(self) -> str:
+        """The folder of the file."""
+        return self._logdir
+
+
+class _BufferedFileWriter(FileWriter):
+    def __init__(self, log_dir: str) -> None:  # no super().__init__: it starts a thread
+        self.event_writer = BufferedEventFile(str(log_dir))
+
+
+class BufferedSummaryWriter(SummaryWriter):
+    """A ``SummaryWriter`` whose event file is a :class:`BufferedEventFile` (no thread)."""
+
+    def _get_file_writer(self) -> FileWriter:
+        if self.all_writers is None or self.file_writer is None:
+            self.file_writer = _BufferedFileWriter(self.log_dir)
+            self.all_writers = {self.file_writer.get_logdir(): self.file_writer}
+        return self.file_writer
+
+    def add_scalars_fast(self, values: Mapping[str, float], step: int) -> None:
+        """Scalars of one step as one event, built directly.
+
+        One event per step rather than per tag: event files are framed with a CRC that
+        TensorBoard computes in pure Python when TensorFlow is not installed, so each record
+        costs ~6 us; TensorBoard reads every value of the event as its own series.
+        """
+        summary = Summary(
+            value=[Summary.Value(tag=tag, simple_value=v) for tag, v in values.items()]
+        )
+        self._get_file_writer().add_event(Event(wall_time=time.time(), step=step, summary=summary))
 
 
 def _number(value: Any) -> float:
@@ -33,6 +170,8 @@ class Logger:
             lines every 10% of the budget).
         purge_step: on a resumed run, the step it resumes at: TensorBoard then hides what
             earlier event files logged from that step on.
+        buffered: write events from the calling thread in batches (:class:`BufferedEventFile`)
+            instead of TensorBoard's writer thread; for many loggers in one process.
     """
 
     def __init__(
@@ -42,8 +181,15 @@ class Logger:
         quiet: bool = False,
         stream: TextIO | None = None,
         purge_step: int | None = None,
+        buffered: bool = False,
     ) -> None:
-        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+        if buffered and purge_step is not None:
+            raise ValueError("a buffered logger does not purge (it is for fresh runs)")
+        self.buffered = buffered
+        if buffered:
+            self.writer: SummaryWriter = BufferedSummaryWriter(str(run_dir))
+        else:
+            self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
         self.total_steps = total_steps
         self.quiet = quiet
         self.stream = stream or sys.stderr
@@ -54,6 +200,9 @@ class Logger:
 
     def scalars(self, metrics: Mapping[str, Any], step: int) -> None:
         """Write each metric (float or 0-d tensor) under its tag."""
+        if self.buffered:
+            self.writer.add_scalars_fast({t: _number(v) for t, v in metrics.items()}, step)
+            return
         for tag, value in metrics.items():
             self.writer.add_scalar(tag, _number(value), step)
 
@@ -64,6 +213,10 @@ class Logger:
 
     def episode(self, episodic_return: float, length: int, step: int) -> None:
         """Log one finished episode."""
+        if self.buffered:
+            values = {"charts/episodic_return": episodic_return, "charts/episodic_length": length}
+            self.writer.add_scalars_fast(values, step)
+            return
         self.writer.add_scalar("charts/episodic_return", episodic_return, step)
         self.writer.add_scalar("charts/episodic_length", length, step)
 
@@ -112,6 +265,10 @@ class Logger:
             if self.live:
                 print(file=self.stream)
             print(text, file=self.stream, flush=True)
+
+    def flush(self) -> None:
+        """Write buffered events to disk."""
+        self.writer.flush()
 
     def close(self) -> None:
         """Flush and close the event file."""

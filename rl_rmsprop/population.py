@@ -137,22 +137,29 @@ def evaluate_members(
 ) -> list[tuple[float | None, float | None]]:
     """Each member's mean and std of ``--eval-episodes`` greedy episodes.
 
-    Member k plays one env seeded with ``seed_k + 10000``: the evaluation env of a single run.
+    Member k plays its episodes at once, one per env, on envs seeded with ``seed_k + 10000``
+    (a single run plays them one after another on one env with that seed: the same
+    distribution of start states, in a fraction of the steps).
     """
     episodes = cfg.run.eval_episodes
     if episodes == 0:
         return [(None, None)] * len(seeds)
-    env = make_population_env(cfg.env.id, [s + EVAL_SEED_OFFSET for s in seeds], 1)
+    env = make_population_env(cfg.env.id, [s + EVAL_SEED_OFFSET for s in seeds], episodes)
     try:
         collector = PopulationCollector(env, len(seeds), device)
-        returns: list[list[float]] = [[] for _ in seeds]
-        while min(len(r) for r in returns) < episodes:
+        first: dict[int, float] = {}  # env index -> return of its first episode
+        while len(first) < env.num_envs:
             collector.step(lambda obs: model.logits(obs).argmax(-1))
-            for k, ep in collector.pop_member_episodes():
-                returns[k].append(ep.episodic_return)
+            ended, returns, _ = collector.last_episodes
+            for i, r in zip(ended.tolist(), returns.tolist(), strict=True):
+                first.setdefault(i, r)
     finally:
         env.close()
-    return [(float(np.mean(r[:episodes])), float(np.std(r[:episodes]))) for r in returns]
+    out = []
+    for k in range(len(seeds)):
+        r = [first[k * episodes + e] for e in range(episodes)]
+        out.append((float(np.mean(r)), float(np.std(r))))
+    return out
 
 
 def run_population(
@@ -207,7 +214,7 @@ def run_population(
         for cfg in members_cfg:
             run_dir = make_run_dir(cfg)
             write_json_atomic(cfg.to_dict(), run_dir / "config.json")
-            logger = Logger(run_dir, run.total_steps, quiet=True)
+            logger = Logger(run_dir, run.total_steps, quiet=True, buffered=True)
             logger.config(hparams(cfg), markdown_table(flatten(cfg.to_dict())))
             members.append(Member(cfg, run_dir, logger, threshold))
         print(
