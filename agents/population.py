@@ -138,6 +138,7 @@ class PopulationActorCritic:
         by_name = {s.name: s for s in self.segments}
         self.leaves: dict[str, nn.Parameter] = {}
         self._grad_views: list[tuple[nn.Parameter, Tensor]] = []
+        self._policy_np: list[tuple[np.ndarray, np.ndarray]] | None = None
         for leaf, parts in leaves:
             segs = [by_name[p] for p in parts]
             start, stop = segs[0].offset, segs[-1].offset + segs[-1].numel
@@ -205,9 +206,19 @@ class PopulationActorCritic:
         logits, values = self._heads(x)
         return self._from_members(logits, lead), self._from_members(values, lead)
 
-    @torch.no_grad()
     def logits(self, obs: Tensor) -> Tensor:
-        """Action logits only, ``[K * E, A]`` for observations ``[K * E, d]`` (any E)."""
+        """Action logits only, ``[K * E, A]`` for observations ``[K * E, d]`` (any E).
+
+        On the CPU the policy runs in NumPy on views of the parameter buffer (no autograd
+        is needed to act, and NumPy's batched products cost about half of torch's at
+        these sizes); elsewhere in torch.
+        """
+        if self.data.device.type == "cpu" and obs.dim() == 2:
+            return torch.from_numpy(self._numpy_logits(obs.numpy()))
+        with torch.no_grad():
+            return self._torch_logits(obs)
+
+    def _torch_logits(self, obs: Tensor) -> Tensor:
         x, lead = self._to_members(obs.to(self.data.dtype))
         w, b = self.leaves["first.weight"], self.leaves["first.bias"]
         width = w.shape[1] // 2  # the policy's half of the fused first layer
@@ -217,6 +228,28 @@ class PopulationActorCritic:
             if i < self.layers - 1:
                 z = tanh(z)
         return self._from_members(z, lead)
+
+    def _numpy_logits(self, obs: np.ndarray) -> np.ndarray:
+        if self._policy_np is None:  # [K, in, out] weight and [K, 1, out] bias views
+            w, b = self.leaves["first.weight"].detach(), self.leaves["first.bias"].detach()
+            width = w.shape[1] // 2
+            layers = [(w[:, :width], b[:, :width])]
+            for i in range(1, self.layers):
+                name = f"policy.{2 * i}"
+                layers.append((self.leaves[f"{name}.weight"], self.leaves[f"{name}.bias"]))
+            self._policy_np = [
+                (w.detach().transpose(1, 2).numpy(), b.detach().unsqueeze(1).numpy())
+                for w, b in layers
+            ]
+        z = obs.astype(self._policy_np[0][0].dtype, copy=False).reshape(
+            self.members, -1, obs.shape[-1]
+        )
+        for i, (w, b) in enumerate(self._policy_np):
+            z = np.matmul(z, w)
+            z += b
+            if i < len(self._policy_np) - 1:
+                np.tanh(z, out=z)
+        return z.reshape(obs.shape[0], -1)
 
     def member_mean(self, x: Tensor, mask: Tensor) -> Tensor:
         """Per-member mean of ``x [T, K * E]`` over the entries where ``mask`` is True: ``[K]``.

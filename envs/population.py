@@ -89,10 +89,12 @@ class MemberSeededCartPole(CartPoleVectorEnv):
         self.prev_done = np.zeros_like(resetting)
         obs, reward, terminated, truncated, info = super().step(action)
         if resetting.any():
-            per_member = resetting.reshape(self.members, self.envs_per_member)
-            for k in np.flatnonzero(per_member.any(axis=1)):
-                cols = k * self.envs_per_member + np.flatnonzero(per_member[k])
-                self.state[:, cols] = self._draw(self.member_rngs[k], len(cols))
+            cols = np.flatnonzero(resetting)  # member-major, so grouped by member
+            members, counts = np.unique(cols // self.envs_per_member, return_counts=True)
+            draws = [
+                self._draw(self.member_rngs[k], n) for k, n in zip(members, counts, strict=True)
+            ]
+            self.state[:, cols] = np.concatenate(draws, axis=1)
             self.steps[resetting] = 0
             reward[resetting] = 0.0
             terminated[resetting] = False

@@ -37,6 +37,8 @@ class Block:
     hyper: Hyper
     """``[k, 1]`` float64 tensors (on the buffer's device)."""
     state: State
+    cached: Coeffs | None = None
+    """Coefficients of a rule that does not depend on the step count (computed once)."""
 
     @property
     def rows(self) -> slice:
@@ -150,8 +152,20 @@ class PopulationOptimizer:
         return norms
 
     def _coeffs(self, block: Block) -> Coeffs:
-        t = self.steps[block.rows]
-        c = coefficients(block.rule, block.hyper, t)
+        """The block's coefficients at its members' step counts, in the buffer's dtype.
+
+        Rules whose coefficients do not depend on t (no bias correction, lr decay or
+        dampening) compute them once.
+        """
+        rule = block.rule
+        t_free = not (rule.use_beta1 or rule.bias_correction or rule.use_dampening)
+        if t_free and not bool((block.hyper.lr_decay != 0).any()):
+            if block.cached is None:
+                block.cached = self._cast(coefficients(rule, block.hyper, 2))
+            return block.cached
+        return self._cast(coefficients(rule, block.hyper, self.steps[block.rows]))
+
+    def _cast(self, c: Coeffs) -> Coeffs:
         dtype = self.data.dtype
         return Coeffs(
             *(x.to(dtype) if isinstance(x, Tensor) and x.is_floating_point() else x for x in c)
