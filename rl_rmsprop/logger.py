@@ -28,6 +28,11 @@ from torch.utils.tensorboard.writer import FileWriter
 _file_ids = itertools.count()
 
 
+def _shift(register: np.ndarray) -> np.ndarray:
+    """One zero byte through the CRC-32C register (a linear map over GF(2))."""
+    return _CRC_TABLE[register & 0xFF] ^ (register >> 8)
+
+
 def _crc32c_table() -> np.ndarray:
     table = np.arange(256, dtype=np.uint32)
     for _ in range(8):
@@ -36,37 +41,44 @@ def _crc32c_table() -> np.ndarray:
 
 
 _CRC_TABLE = _crc32c_table()
+_ZEROS = [_CRC_TABLE.copy()]
+"""_ZEROS[k][b]: the register after byte b followed by k zero bytes, from 0."""
+_INIT = [np.uint32(0xFFFFFFFF)]
+"""_INIT[n]: the initial register 0xFFFFFFFF after n zero bytes."""
+
+
+def _grow_tables(length: int) -> None:
+    while len(_ZEROS) < length:
+        _ZEROS.append(_shift(_ZEROS[-1]))
+    while len(_INIT) <= length:
+        _INIT.append(_shift(np.array([_INIT[-1]], dtype=np.uint32))[0])
 
 
 def masked_crc32c_many(records: list[bytes]) -> np.ndarray:
     """The masked CRC-32C of each record (TFRecord framing), computed for all at once.
 
-    TensorBoard without TensorFlow computes this CRC byte by byte in Python (~80 ns a byte);
-    here the byte loop runs once over the batch with NumPy, updating only the records that
-    are still that long (records sorted by length), ~50x faster for a batch of thousands.
+    TensorBoard without TensorFlow computes this CRC byte by byte in Python (~80 ns a byte).
+    The CRC register update is linear over GF(2), so a record's CRC is the XOR of one table
+    entry per byte (that byte followed by the number of bytes after it) and the initial
+    value shifted through the record's length: a gather and a segmented XOR in NumPy for
+    the whole batch, ~1 us a record.
     """
     n = len(records)
-    if n == 0:
-        return np.zeros(0, dtype=np.uint32)
     lengths = np.fromiter(map(len, records), dtype=np.int64, count=n)
-    order = np.argsort(-lengths, kind="stable")
-    longest = int(lengths[order[0]])
-    data = np.zeros((n, max(longest, 1)), dtype=np.uint8)
-    for row, i in enumerate(order):
-        data[row, : lengths[i]] = np.frombuffer(records[i], dtype=np.uint8)
-    sorted_lengths = lengths[order]
-    crc = np.full(n, 0xFFFFFFFF, dtype=np.uint32)
-    active = n
-    for j in range(longest):
-        while active and sorted_lengths[active - 1] <= j:
-            active -= 1
-        c = crc[:active]
-        crc[:active] = _CRC_TABLE[(c ^ data[:active, j]) & 0xFF] ^ (c >> 8)
+    longest = int(lengths.max()) if n else 0
+    _grow_tables(longest)
+    crc = np.array([_INIT[length] for length in lengths.tolist()], dtype=np.uint32)
+    full = lengths > 0
+    if full.any():
+        data = np.frombuffer(b"".join(records), dtype=np.uint8)
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        # bytes after each byte within its record: length - 1 - position
+        after = np.repeat(starts + lengths - 1, lengths) - np.arange(data.size)
+        zeros = np.stack(_ZEROS[:longest]) if longest else np.zeros((0, 256), np.uint32)
+        terms = zeros[after, data]
+        crc[full] ^= np.bitwise_xor.reduceat(terms, starts[full])
     crc ^= np.uint32(0xFFFFFFFF)
-    masked = ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)
-    out = np.empty(n, dtype=np.uint32)
-    out[order] = masked
-    return out
+    return ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)
 
 
 class BufferedEventFile:

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from .functional import Coeffs, Hyper, Rule, State, coefficients, denominator, init_state, update_
-from .presets import make_optimizer
+from .presets import preset_group
 from .rmsprop import hyper_of, rule_of
 
 MAX_QUANTILE_ELEMENTS = 1 << 20
@@ -52,8 +52,7 @@ def member_settings(name: str, overrides: Mapping[str, Any]) -> tuple[Rule, Hype
     Raises:
         ValueError: for an unknown spec or a bad value (as :func:`make_optimizer`).
     """
-    probe = make_optimizer(name, [torch.nn.Parameter(torch.zeros(1))], **overrides)
-    group = probe.param_groups[0]
+    group = preset_group(name, **overrides)
     return rule_of(group), hyper_of(group), float(group["initial_square_avg"])
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .rmsprop import RMSprop
+from .rmsprop import RMSprop, validate_group
 
 
 def _betas(value: Any) -> dict[str, Any]:
@@ -143,6 +143,56 @@ _KEYWORDS = [
 ]
 
 
+def preset_kwargs(spec: str, **overrides: Any) -> dict[str, Any]:
+    """The :class:`RMSprop` keywords of preset ``spec`` with ``overrides`` applied.
+
+    Raises:
+        ValueError: unknown spec or keyword, or a keyword given twice (through an alias).
+    """
+    preset = PRESETS.get(spec)
+    if preset is None:
+        raise ValueError(f"unknown optimizer spec {spec!r}; choose one of: {', '.join(PRESETS)}")
+    kwargs = dict(preset.defaults)
+    given: set[str] = set()
+    for key, value in overrides.items():
+        if key in preset.aliases:
+            translated = preset.aliases[key](value)
+        elif key in _KEYWORDS:
+            translated = {key: value}
+        else:
+            allowed = sorted(set(_KEYWORDS) | set(preset.aliases))
+            raise ValueError(
+                f"optimizer {spec!r} has no argument {key!r}; allowed: {', '.join(allowed)}"
+            )
+        clash = given & translated.keys()
+        if clash:
+            raise ValueError(f"optimizer {spec!r}: {', '.join(sorted(clash))} given twice")
+        given |= translated.keys()
+        kwargs.update(translated)
+    return kwargs
+
+
+def preset_group(spec: str, **overrides: Any) -> dict[str, Any]:
+    """The parameter-group settings (every :class:`RMSprop` keyword) of a preset, validated.
+
+    What ``make_optimizer(spec, ...).param_groups[0]`` holds, without building an optimizer.
+
+    Raises:
+        ValueError: as :func:`make_optimizer`.
+    """
+    group = {
+        name: prm.default
+        for name, prm in inspect.signature(RMSprop).parameters.items()
+        if name in _KEYWORDS and name not in ("skip_nonfinite", "impl")
+    }
+    kwargs = preset_kwargs(spec, **overrides)
+    kwargs.pop("skip_nonfinite", None)
+    kwargs.pop("impl", None)
+    group.update(kwargs)
+    validate_group(group)
+    return group
+
+
 def make_optimizer(spec: str, params: Iterable[Any], **overrides: Any) -> RMSprop:
     """Build the optimizer named by ``spec`` with keyword overrides.
 
@@ -165,24 +215,4 @@ def make_optimizer(spec: str, params: Iterable[Any], **overrides: Any) -> RMSpro
         (True, 1.0)
 
     """
-    preset = PRESETS.get(spec)
-    if preset is None:
-        raise ValueError(f"unknown optimizer spec {spec!r}; choose one of: {', '.join(PRESETS)}")
-    kwargs = dict(preset.defaults)
-    given: set[str] = set()
-    for key, value in overrides.items():
-        if key in preset.aliases:
-            translated = preset.aliases[key](value)
-        elif key in _KEYWORDS:
-            translated = {key: value}
-        else:
-            allowed = sorted(set(_KEYWORDS) | set(preset.aliases))
-            raise ValueError(
-                f"optimizer {spec!r} has no argument {key!r}; allowed: {', '.join(allowed)}"
-            )
-        clash = given & translated.keys()
-        if clash:
-            raise ValueError(f"optimizer {spec!r}: {', '.join(sorted(clash))} given twice")
-        given |= translated.keys()
-        kwargs.update(translated)
-    return RMSprop(params, **kwargs)
+    return RMSprop(params, **preset_kwargs(spec, **overrides))
