@@ -20,7 +20,6 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 from tensorboard.compat.proto.event_pb2 import Event
-from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 from torch.utils.tensorboard.writer import FileWriter
@@ -111,7 +110,11 @@ class BufferedEventFile:
 
     def add_event(self, event: Event) -> None:
         """Queue one event (written with the next batch)."""
-        self._pending.append(event.SerializeToString())
+        self.add_record(event.SerializeToString())
+
+    def add_record(self, record: bytes) -> None:
+        """Queue one serialized event."""
+        self._pending.append(record)
         if len(self._pending) >= self.max_events:
             self.flush()
 
@@ -155,20 +158,53 @@ class BufferedSummaryWriter(SummaryWriter):
         return self.file_writer
 
     def add_scalars_fast(self, values: Mapping[str, float], step: int) -> None:
-        """Scalars of one step as one event, built directly.
+        """Scalars of one step as one event, encoded directly (a few us instead of ~20).
 
-        One event per step rather than per tag: event files are framed with a CRC that
-        TensorBoard computes in pure Python when TensorFlow is not installed, so each record
-        costs ~6 us; TensorBoard reads every value of the event as its own series.
+        One event per step rather than per tag: every record in an event file is framed
+        with CRCs, and TensorBoard reads each value of an event as its own series.
         """
-        summary = Summary(
-            value=[Summary.Value(tag=tag, simple_value=v) for tag, v in values.items()]
-        )
-        self._get_file_writer().add_event(Event(wall_time=time.time(), step=step, summary=summary))
+        self._get_file_writer().event_writer.add_record(scalar_event(values, step))
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
 
 
 def _number(value: Any) -> float:
     return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+_TAG_BYTES: dict[str, bytes] = {}
+
+
+def scalar_event(values: Mapping[str, float], step: int, wall_time: float | None = None) -> bytes:
+    """A serialized ``Event`` holding one ``simple_value`` per tag at ``step``.
+
+    The protobuf wire format written by hand (Event: wall_time = 1, step = 2, summary = 5;
+    Summary.value = 1; Value: tag = 1, simple_value = 2): the same bytes as building the
+    messages and calling ``SerializeToString``, at a fraction of the cost.
+    """
+    summary = bytearray()
+    for tag, value in values.items():
+        tag_bytes = _TAG_BYTES.get(tag)
+        if tag_bytes is None:
+            raw = tag.encode()
+            tag_bytes = _TAG_BYTES[tag] = b"\x0a" + _varint(len(raw)) + raw
+        item = tag_bytes + b"\x15" + struct.pack("<f", value)
+        summary += b"\x0a" + _varint(len(item)) + item
+    wall = time.time() if wall_time is None else wall_time
+    head = b"\x09" + struct.pack("<d", wall)
+    if step:  # proto3 leaves a zero out
+        head += b"\x10" + _varint(step & (2**64 - 1))
+    return head + b"\x2a" + _varint(len(summary)) + bytes(summary)
 
 
 class Logger:

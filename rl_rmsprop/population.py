@@ -109,10 +109,11 @@ class Member:
         """Log a finished episode and note when the env is first solved."""
         self.logger.episode(ret, length, step)
         self.recent.append(ret)
-        self.window = [*self.window[-(SOLVE_WINDOW - 1) :], ret]
-        full = len(self.window) == SOLVE_WINDOW and self.threshold is not None
-        if full and self.solved_at_step is None and np.mean(self.window) >= self.threshold:
-            self.solved_at_step, self.solved_at_time_s = step, elapsed
+        if self.solved_at_step is None and self.threshold is not None:
+            self.window = [*self.window[-(SOLVE_WINDOW - 1) :], ret]
+            full = len(self.window) == SOLVE_WINDOW
+            if full and sum(self.window) / SOLVE_WINDOW >= self.threshold:
+                self.solved_at_step, self.solved_at_time_s = step, elapsed
 
     def mean_recent(self, n: int = 100) -> float | None:
         """Mean return of the last ``n`` (at most 100) episodes; None before any."""
