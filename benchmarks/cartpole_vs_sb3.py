@@ -45,6 +45,7 @@ import torch
 from stable_baselines3 import A2C, DQN
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
 from rl_rmsprop.config import parse_config
 from rl_rmsprop.train import SOLVE_WINDOW, run
@@ -97,8 +98,23 @@ class SolveTracker(BaseCallback):
         return True
 
 
-def _sb3_model(algo: str, env: Any, seed: int) -> Any:
-    """SB3's A2C or DQN with the zoo's CartPole hyperparameters, CPU, verbose off."""
+SB3_A2C_OPTIMIZERS = {
+    "rmsprop": {},  # A2C's own: torch RMSprop, alpha 0.99, eps = rms_prop_eps
+    "rmsprop:tf": {
+        "optimizer_class": RMSpropTFLike,
+        "optimizer_kwargs": {"alpha": 0.99, "eps": 1e-5, "weight_decay": 0},
+    },
+    "adagrad": {"optimizer_class": torch.optim.Adagrad, "optimizer_kwargs": {"eps": 1e-5}},
+    "adam": {"optimizer_class": torch.optim.Adam, "optimizer_kwargs": {"eps": 1e-5}},
+}
+"""Our A2C optimizer specs (lr 7e-4, eps 1e-5) as SB3 A2C ``policy_kwargs``."""
+
+
+def _sb3_model(algo: str, env: Any, seed: int, optimizer: str = "rmsprop") -> Any:
+    """SB3's A2C or DQN with the zoo's CartPole hyperparameters, CPU, verbose off.
+
+    ``optimizer`` (A2C only) is one of :data:`SB3_A2C_OPTIMIZERS`.
+    """
     if algo == "a2c":
         return A2C(
             "MlpPolicy",
@@ -116,6 +132,7 @@ def _sb3_model(algo: str, env: Any, seed: int) -> Any:
             policy_kwargs={
                 "net_arch": {"pi": [64, 64], "vf": [64, 64]},
                 "activation_fn": torch.nn.Tanh,
+                **SB3_A2C_OPTIMIZERS[optimizer],
             },
             verbose=0,
             seed=seed,
@@ -143,10 +160,12 @@ def _sb3_model(algo: str, env: Any, seed: int) -> Any:
     )
 
 
-def run_sb3(algo: str, seed: int, total_steps: int, threshold: float) -> Result:
+def run_sb3(
+    algo: str, seed: int, total_steps: int, threshold: float, optimizer: str = "rmsprop"
+) -> Result:
     """One SB3 training run, no TensorBoard, no progress bar."""
     env = make_vec_env(ENV_ID, n_envs=NUM_ENVS[algo], seed=seed)
-    model = _sb3_model(algo, env, seed)
+    model = _sb3_model(algo, env, seed, optimizer)
     tracker = SolveTracker(threshold)
     start = time.perf_counter()
     model.learn(total_timesteps=total_steps, callback=tracker, progress_bar=False)

@@ -30,13 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from envs import EnvError, env_reward_threshold, make_vector_env
 from rl_rmsprop.aggregate import RunCurves, bootstrap_ci, iqm, normalized_auc, step_grid
 from rl_rmsprop.checkpoint import write_json_atomic
 from rl_rmsprop.config import Config, OneLineErrorParser, OptimConfig, parse_config
-from rl_rmsprop.optim import make_optimizer
+from rl_rmsprop.optim.presets import preset_group
 
 GRID_POINTS = 100
 """Points of the env-step grid the learning curves are put on."""
@@ -208,7 +207,7 @@ def build_pairs(
         base = parse_config([*train_args, "--optimizer", spec.name, "--quiet"])
         optim = dataclasses.replace(base.optim, **dict(spec.overrides))
         try:  # the optimizer must build, as in train, before anything is written
-            make_optimizer(optim.name, [torch.nn.Parameter(torch.zeros(1))], **optim.overrides())
+            preset_group(optim.name, **optim.overrides())
         except ValueError as e:
             raise StudyError(f"--optimizers {spec.label}: {e}") from None
         for seed in seeds:
@@ -229,6 +228,27 @@ def _train_pair(cfg: Config) -> dict[str, Any]:
         return {"error": str(e)}
 
 
+def _train_chunk(cfgs: list[Config], label: str) -> list[dict[str, Any]]:
+    """Worker: one population of runs; each run's summary, or ``{"error": ...}``."""
+    from rl_rmsprop.population import PopulationError, run_population
+    from rl_rmsprop.train import UserError
+
+    try:
+        return run_population(cfgs, out=sys.stdout, label=label)
+    except (UserError, EnvError, PopulationError) as e:
+        return [{"error": str(e)}] * len(cfgs)
+
+
+def population_chunks(pairs: list[Pair], workers: int) -> list[list[Pair]]:
+    """Split runs into at most ``workers`` populations, seeds interleaved.
+
+    Chunk c takes every ``workers``-th run of each optimizer, so every chunk holds every
+    optimizer family and the chunks take about as long.
+    """
+    count = max(1, min(workers, len(pairs)))
+    return [c for c in (pairs[i::count] for i in range(count)) if c]
+
+
 def _bar(done: int, total: int, width: int = 20) -> str:
     filled = int(width * done / max(total, 1))
     return "[" + "#" * filled + "." * (width - filled) + "]"
@@ -239,12 +259,16 @@ def _clock(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def run_pairs(pairs: list[Pair], workers: int, out: Any = None) -> dict[Pair, dict]:
-    """Run the pairs that have no ``summary.json`` on a pool of ``workers`` processes.
+def run_pairs(
+    pairs: list[Pair], workers: int, out: Any = None, population: bool = False
+) -> dict[Pair, dict]:
+    """Run the pairs that have no ``summary.json``: ``workers`` processes, or populations.
 
-    A pair's folder without ``summary.json`` (an interrupted run) is removed and redone. Each
-    finished run prints one line with the overall progress bar and ETA. Ctrl-C cancels what
-    has not started; finished pairs are kept for the next invocation.
+    A pair's folder without ``summary.json`` (an interrupted run) is removed and redone. In
+    process mode each run is a process of the pool; in population mode the runs are split
+    into ``workers`` populations, each one process (the only one, in this process, when
+    ``workers`` is 1). Each finished run prints one line with the overall progress bar and
+    ETA. Ctrl-C cancels what has not started; finished pairs are kept for the next invocation.
 
     Returns:
         Every pair's summary (read back for skipped pairs) or ``{"error": message}``.
@@ -266,28 +290,55 @@ def run_pairs(pairs: list[Pair], workers: int, out: Any = None) -> dict[Pair, di
     if not todo:
         return results
     start = time.perf_counter()
+    finished = 0
+
+    def report(pair: Pair, summary: dict) -> None:
+        nonlocal finished
+        results[pair] = summary
+        finished += 1
+        elapsed = time.perf_counter() - start
+        eta = elapsed / finished * (len(todo) - finished)
+        print(
+            f"{_bar(finished, len(todo))} {finished}/{len(todo)} {_describe(pair, summary)}"
+            f" | elapsed {_clock(elapsed)}, ETA {_clock(eta)}",
+            file=out,
+            flush=True,
+        )
+
+    if population:
+        chunks = population_chunks(todo, workers)
+        labels = [f"population {i + 1}/{len(chunks)}" for i in range(len(chunks))]
+        if len(chunks) == 1:
+            for pair, summary in zip(
+                todo, _train_chunk([p.cfg for p in todo], labels[0]), strict=True
+            ):
+                report(pair, summary)
+            return results
+        jobs = [
+            (_train_chunk, ([p.cfg for p in c], label))
+            for c, label in zip(chunks, labels, strict=True)
+        ]
+    else:
+        chunks = [[p] for p in todo]
+        jobs = [(_train_pair, (p.cfg,)) for p in todo]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
-        pending: dict[Future, Pair] = {pool.submit(_train_pair, p.cfg): p for p in todo}
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        pending: dict[Future, list[Pair]] = {
+            pool.submit(fn, *args): chunk for (fn, args), chunk in zip(jobs, chunks, strict=True)
+        }
         try:
             while pending:
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    pair = pending.pop(future)
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    chunk = pending.pop(future)
                     try:
-                        results[pair] = future.result()
+                        summaries = future.result()
                     except Exception as e:  # a crashed worker: report it, keep the study going
-                        results[pair] = {"error": f"{type(e).__name__}: {e}"}
-                    done = len(todo) - len(pending)
-                    elapsed = time.perf_counter() - start
-                    eta = elapsed / done * (len(todo) - done)
-                    line = _describe(pair, results[pair])
-                    print(
-                        f"{_bar(done, len(todo))} {done}/{len(todo)} {line}"
-                        f" | elapsed {_clock(elapsed)}, ETA {_clock(eta)}",
-                        file=out,
-                        flush=True,
-                    )
+                        summaries = {"error": f"{type(e).__name__}: {e}"}
+                    if isinstance(summaries, dict):
+                        summaries = [summaries] * len(chunk)
+                    for pair, summary in zip(chunk, summaries, strict=True):
+                        report(pair, summary)
         except KeyboardInterrupt:
             for future in pending:
                 future.cancel()
@@ -556,6 +607,26 @@ def write_summary(study: Path, rows: list[OptimizerResult], meta: dict[str, Any]
     tmp.replace(study / "summary.csv")
 
 
+def choose_mode(base: Config, requested: bool | None, workers: int) -> tuple[bool, str]:
+    """Population mode or worker processes, and the console line that says which and why.
+
+    Population mode is used wherever it is supported unless ``--no-population`` was given;
+    where it is not (DQN, Atari, video capture) the study falls back to worker processes,
+    also when ``--population`` was asked for.
+    """
+    from rl_rmsprop.population import unsupported
+
+    reason = unsupported(base)
+    if requested is False:
+        return False, f"{workers} worker process(es), one run each (--no-population)"
+    if reason is None:
+        return True, (
+            f"population mode: runs batched in {workers} process(es) "
+            "(--no-population for one process per run)"
+        )
+    return False, f"{workers} worker process(es), one run each ({reason})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The options of compare itself; every other option goes to ``train`` unchanged."""
     parser = OneLineErrorParser(
@@ -576,7 +647,20 @@ def build_parser() -> argparse.ArgumentParser:
         'adam(lr=1e-3,eps=1e-5)"',
     )
     parser.add_argument("--seeds", default="5", help="a count (8 = seeds 0..7) or a list (3,7,11)")
-    parser.add_argument("--workers", type=int, default=2, help="runs trained at once")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="processes: runs trained at once, or the number of populations",
+    )
+    parser.add_argument(
+        "--population",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train the runs batched, as populations in --workers processes (default: "
+        "wherever supported: A2C on flat observations); --no-population: one process per "
+        "run%(default).0s",
+    )
     parser.add_argument("--logdir", default="runs", help="folder that receives the study folder")
     parser.add_argument(
         "--name",
@@ -633,14 +717,14 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
         write_json_atomic(definition, meta_file)
     except OSError as e:
         raise StudyError(f"cannot write {study} ({e.strerror}); choose a writable --logdir") from e
+    population, how = choose_mode(base, args.population, args.workers)
     print(
         f"study {study}: {base.run.algo} on {base.env.id}, {len(specs)} optimizer(s) x "
-        f"{len(seeds)} seed(s) = {len(pairs)} runs of {base.run.total_steps:,} steps, "
-        f"{args.workers} worker(s)",
+        f"{len(seeds)} seed(s) = {len(pairs)} runs of {base.run.total_steps:,} steps; {how}",
         flush=True,
     )
     start = time.perf_counter()
-    results = run_pairs(pairs, args.workers)
+    results = run_pairs(pairs, args.workers, population=population)
     wall = time.perf_counter() - start
     threshold = env_reward_threshold(base.env.id)
     grid = step_grid(base.run.total_steps, GRID_POINTS)
@@ -663,6 +747,8 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
         "reward_threshold": threshold,
         "wall_time_s": wall,
         "workers": args.workers,
+        "mode": "population" if population else "processes",
+        "aggregate_sps": sum(s["total_steps"] for s in finished.values()) / max(wall, 1e-9),
     }
     write_summary(study, rows, meta)
     print()
@@ -672,7 +758,8 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
     for pair, error in failed:
         print(f"failed: {pair.spec.label} seed {pair.seed}: {error}")
     print(
-        f"done in {_clock(wall)}: {study}/summary.csv, curves.png, optim.png; "
+        f"done in {_clock(wall)} ({meta['aggregate_sps']:,.0f} env steps/s in all): "
+        f"{study}/summary.csv, curves.png, optim.png; "
         f"tensorboard --logdir {study}"
     )
     return 1 if failed else 0

@@ -1,0 +1,130 @@
+"""An optimizer study three ways: population mode, worker processes, Stable-Baselines3.
+
+The study: A2C on CartPole-v1 with the zoo's tuned settings (our defaults), 4 optimizers
+(rmsprop, rmsprop:tf, adagrad, adam; lr 7e-4 and eps 1e-5 for all, as train's A2C defaults)
+x 8 seeds, 100k env steps per run.
+
+Sides, one after another in this run, each with 2 processes (the machine's cores):
+
+* ``population``: ``python -m rl_rmsprop.compare --population --workers 2`` (two populations
+  of 16 runs, one per process);
+* ``processes``: ``python -m rl_rmsprop.compare --no-population --workers 2`` (one process
+  per run, two at a time);
+* ``sb3``: the same 32 configurations as Stable-Baselines3 A2C runs (``RMSprop``,
+  ``RMSpropTFLike``, ``Adagrad`` and ``Adam`` with the same lr and eps), two processes at a
+  time, no logging.
+
+Printed per side: wall time of the whole study (process start-up, training, evaluation,
+report), aggregate env steps per second (all runs' steps / wall time), seeds that solved
+(last-20 training episodes' mean >= 475), and the ratios. Targets: population >= 10x the
+aggregate SPS of process mode and >= 300k aggregate SPS.
+
+    python benchmarks/population.py [--seeds 8] [--total-steps 100000] [--sides population,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import stable_baselines3
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cartpole_vs_sb3 import machine, revision, run_sb3
+
+OPTIMIZERS = ("rmsprop", "rmsprop:tf", "adagrad", "adam")
+SIDES = ("population", "processes", "sb3")
+
+
+def run_compare(side: str, seeds: int, total_steps: int, logdir: str) -> dict[str, Any]:
+    """One compare study as a user runs it (a fresh interpreter); wall time and outcomes."""
+    flag = "--population" if side == "population" else "--no-population"
+    cmd = [
+        *(sys.executable, "-m", "rl_rmsprop.compare", flag, "--workers", "2"),
+        *("--optimizers", ",".join(OPTIMIZERS), "--seeds", str(seeds)),
+        *("--total-steps", str(total_steps), "--logdir", logdir, "--name", side),
+    ]
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    study = json.loads((Path(logdir) / f"compare-{side}" / "summary.json").read_text())
+    runs = sum(r["runs"] - r["failed"] for r in study["optimizers"])
+    return {
+        "wall_s": wall,
+        "steps": runs * total_steps,
+        "solved": sum(r["solved"] for r in study["optimizers"]),
+        "runs": runs,
+    }
+
+
+def _sb3_job(args: tuple[str, int, int]) -> tuple[str, bool]:
+    optimizer, seed, total_steps = args
+    torch.set_num_threads(1)
+    result = run_sb3("a2c", seed, total_steps, 475.0, optimizer=optimizer)
+    return optimizer, result.solved_at_step is not None
+
+
+def run_sb3_study(seeds: int, total_steps: int) -> dict[str, Any]:
+    """The same 32 configurations as SB3 A2C runs, two processes at a time."""
+    jobs = [(o, s, total_steps) for o in OPTIMIZERS for s in range(seeds)]
+    start = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        outcomes = pool.map(_sb3_job, jobs, chunksize=1)
+    wall = time.perf_counter() - start
+    return {
+        "wall_s": wall,
+        "steps": len(jobs) * total_steps,
+        "solved": sum(ok for _, ok in outcomes),
+        "runs": len(jobs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the sides and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--total-steps", type=int, default=100_000)
+    parser.add_argument("--sides", default=",".join(SIDES))
+    args = parser.parse_args(argv)
+    sides = [s for s in args.sides.split(",") if s]
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as logdir:
+        for side in sides:
+            if side == "sb3":
+                results[side] = run_sb3_study(args.seeds, args.total_steps)
+            else:
+                results[side] = run_compare(side, args.seeds, args.total_steps, logdir)
+            r = results[side]
+            print(f"{side}: {r['wall_s']:.1f} s", file=sys.stderr, flush=True)
+    print(f"machine: {machine()}")
+    print(
+        f"torch {torch.__version__}, stable-baselines3 {stable_baselines3.__version__}, "
+        f"rl_rmsprop {revision()}; 2 processes per side"
+    )
+    print(
+        f"study: a2c CartPole-v1, {len(OPTIMIZERS)} optimizers x {args.seeds} seeds x "
+        f"{args.total_steps:,} steps"
+    )
+    print(f"{'side':<11} | {'wall':>8} | {'aggregate SPS':>13} | {'solved':>6}")
+    for side, r in results.items():
+        sps = r["steps"] / r["wall_s"]
+        print(f"{side:<11} | {r['wall_s']:7.1f}s | {sps:13,.0f} | {r['solved']:>2}/{r['runs']:<3}")
+    if "population" in results:
+        pop = results["population"]["steps"] / results["population"]["wall_s"]
+        for other in ("processes", "sb3"):
+            if other in results:
+                sps = results[other]["steps"] / results[other]["wall_s"]
+                print(f"population / {other}: {pop / sps:.1f}x aggregate SPS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
