@@ -255,9 +255,11 @@ class Logger:
             self.writer.add_scalar(tag, _number(value), step)
 
     def histograms(self, values: Mapping[str, torch.Tensor], step: int) -> None:
-        """Write each tensor as a histogram."""
+        """Write each tensor as a histogram of its finite values (none finite: skipped)."""
         for tag, tensor in values.items():
-            self.writer.add_histogram(tag, tensor, step)
+            finite = tensor[torch.isfinite(tensor)]
+            if finite.numel():
+                self.writer.add_histogram(tag, finite, step)
 
     def episode(self, episodic_return: float, length: int, step: int) -> None:
         """Log one finished episode."""

@@ -7,8 +7,9 @@ updates them all, each optimizer family in one call (``rl_rmsprop.optim.populati
 
 Each member writes exactly what a single run writes to its own run folder: ``config.json``,
 TensorBoard events with the same tags (episodes, losses, gradient and optimizer telemetry,
-evaluation, hparams) and ``summary.json``. ``compare`` reads them unchanged. Unlike a single
-run, a population writes no checkpoints: an interrupted population is run again.
+evaluation, hparams) and ``summary.json``, plus ``model.pt`` (the member's final
+``ActorCritic`` state dict). ``compare`` reads them unchanged. Unlike a single run, a
+population writes no checkpoints: an interrupted population is run again.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ SOLVE_WINDOW = 20
 EVAL_SEED_OFFSET = 10_000
 """As in single runs: evaluation envs are seeded with seed + this."""
 SHARED = ("optim", "run.seed", "run.logdir", "run.run_name")
+MODEL_FILE = "model.pt"
+"""A member's final parameters: an ``agents.networks.ActorCritic`` state dict."""
 """What may differ between members; every other option is the population's."""
 
 
@@ -104,6 +107,8 @@ class Member:
     solved_at_step: int | None = None
     solved_at_time_s: float | None = None
     error: str | None = None
+    stopped_at: int | None = None
+    """Env step at which the member was stopped (diverged); it takes no more updates."""
 
     def episode(self, ret: float, length: int, step: int, elapsed: float) -> None:
         """Log a finished episode and note when the env is first solved."""
@@ -180,7 +185,10 @@ def run_population(
 
     out = out or sys.stderr
     check_members(cfgs)
-    order = family_order(cfgs)
+    try:
+        order = family_order(cfgs)
+    except ValueError as e:
+        raise UserError(f"{e} (see --optimizer and its options in --help)") from e
     members_cfg = [cfgs[i] for i in order]
     base = members_cfg[0]
     run, learn = base.run, base.learn
@@ -202,15 +210,12 @@ def run_population(
             torch.manual_seed(seed)
             nets.append(ActorCritic(shape[0], int(env.single_action_space.n), learn.hidden))
         model = PopulationActorCritic(nets, envs_per_member, device)
-        try:
-            opt = PopulationOptimizer(
-                model.data,
-                model.grad,
-                [(c.optim.name, c.optim.overrides()) for c in members_cfg],
-                [(s.name, s.offset, s.numel) for s in model.segments],
-            )
-        except ValueError as e:
-            raise UserError(f"{e} (see --optimizer and its options in --help)") from e
+        opt = PopulationOptimizer(
+            model.data,
+            model.grad,
+            [(c.optim.name, c.optim.overrides()) for c in members_cfg],
+            [(s.name, s.offset, s.numel) for s in model.segments],
+        )
         threshold = env_reward_threshold(base.env.id)
         for cfg in members_cfg:
             run_dir = make_run_dir(cfg)
@@ -283,6 +288,8 @@ def _train(
             losses_k = {tag: value.tolist() for tag, value in metrics.items()}
             sps = step / max(elapsed, 1e-9)
             for k, m in enumerate(members):
+                if m.stopped_at is not None and m.stopped_at < step:
+                    continue  # a stopped member logs nothing after its last update
                 values = {tag: v[k] for tag, v in losses_k.items()}
                 m.logger.scalars({**values, **figures[k], "charts/SPS": sps}, step)
                 mean100 = m.mean_recent()
@@ -290,9 +297,11 @@ def _train(
                     m.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
         if run.histogram_every and updates % run.histogram_every == 1:
             for k, m in enumerate(members):
-                m.logger.histograms(opt.histograms(k), step)
+                if m.stopped_at is None:
+                    m.logger.histograms(opt.histograms(k), step)
         for k, ep in collector.pop_member_episodes():
-            members[k].episode(ep.episodic_return, ep.length, ep.step, elapsed)
+            if members[k].stopped_at is None:
+                members[k].episode(ep.episodic_return, ep.length, ep.step, elapsed)
         every = run.eval_every
         if every and step // every > evaluations and step < run.total_steps:
             evaluations = step // every
@@ -322,6 +331,7 @@ def _train(
             "population": {"members": k_members, "aggregate_sps": step * k_members / wall},
             "run_dir": str(m.run_dir),
         }
+        save_model(model.member_state_dict(k), m.run_dir / MODEL_FILE)
         write_json_atomic(summary, m.run_dir / "summary.json")
         m.logger.final(
             {
@@ -333,6 +343,13 @@ def _train(
     return summaries
 
 
+def save_model(state: dict[str, torch.Tensor], path: Path) -> None:
+    """Write a state dict atomically (temp file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
 def _stop_diverged(
     opt: PopulationOptimizer, members: list[Member], step: int, max_nonfinite: int
 ) -> None:
@@ -340,6 +357,7 @@ def _stop_diverged(
     over = (opt.streak >= max_nonfinite) & ~opt.frozen
     for k in torch.nonzero(over).flatten().tolist():
         opt.frozen[k] = True
+        members[k].stopped_at = step
         members[k].error = (
             f"stopped at step {step:,}: the last {int(opt.streak[k])} updates had non-finite "
             "gradients and were skipped (the loss diverged); lower --lr or --max-grad-norm"

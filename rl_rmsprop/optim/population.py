@@ -271,7 +271,8 @@ class PopulationOptimizer:
         n = self.data.shape[1]
         if d is None:  # SGD: every element's rate is the lr
             clr = c.clr.squeeze(1)
-            return {f"optim/effective_lr/{k}": clr for k in ("mean", "p05", "p50", "p95")}
+            figures = {f"optim/effective_lr/{k}": clr for k in ("mean", "p05", "p50", "p95")}
+            return {**figures, "optim/eps_dominated_fraction": torch.zeros_like(clr)}
         figures: dict[str, Tensor] = {}
         v = block.state.square_avg
         figures["optim/sq_avg/mean"] = v.mean(1)

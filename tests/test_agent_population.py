@@ -1,0 +1,144 @@
+"""The batched actor-critic: equal to its members run one by one, independent members."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agents.a2c import a2c_loss
+from agents.networks import ActorCritic
+from agents.population import MemberNoise, PopulationActorCritic, sample_actions, tanh
+from agents.rollout import Rollout
+
+
+class Hyper:
+    gae_lambda = 0.95
+    ent_coef = 0.01
+    vf_coef = 0.5
+
+
+def _members(seeds, hidden=(64, 64), obs_dim=4, n_actions=2):
+    nets = []
+    for s in seeds:
+        torch.manual_seed(s)
+        nets.append(ActorCritic(obs_dim, n_actions, hidden))
+    return nets
+
+
+def _rollout(k, envs, t=5, obs_dim=4, n_actions=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = k * envs
+    done = torch.rand(t, n, generator=g) < 0.15
+    return Rollout(
+        obs=torch.randn(t + 1, n, obs_dim, generator=g),
+        actions=torch.randint(0, n_actions, (t, n), generator=g),
+        rewards=torch.ones(t, n),
+        terminated=done & (torch.rand(t, n, generator=g) < 0.7),
+        truncated=done & (torch.rand(t, n, generator=g) >= 0.7),
+        valid=torch.rand(t, n, generator=g) > 0.1,
+    )
+
+
+def _member(rollout, k, envs):
+    return Rollout(*(x[:, k * envs : (k + 1) * envs] for x in rollout))
+
+
+@pytest.mark.parametrize("hidden", [(64, 64), (32,), (16, 8, 8)])
+def test_forward_and_gradients_equal_the_members_run_singly(hidden):
+    seeds, envs = [0, 1, 2], 4
+    nets = _members(seeds, hidden, obs_dim=3, n_actions=3)
+    pop = PopulationActorCritic(nets, envs)
+    rollout = _rollout(len(seeds), envs, obs_dim=3, n_actions=3)
+    logits, values = pop(rollout.obs)
+    losses, metrics = a2c_loss(pop, rollout, Hyper, 0.99, mean=pop.member_mean)
+    pop.zero_grad()
+    losses.sum().backward()
+    pop.sync_grads()
+    assert losses.shape == (3,) and metrics["losses/entropy"].shape == (3,)
+    for k, net in enumerate(nets):
+        rows = slice(k * envs, (k + 1) * envs)
+        single_logits, single_values = net(rollout.obs[:, rows])
+        torch.testing.assert_close(logits[:, rows], single_logits, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(values[:, rows], single_values, rtol=1e-5, atol=1e-6)
+        loss, single_metrics = a2c_loss(net, _member(rollout, k, envs), Hyper, 0.99)
+        torch.testing.assert_close(losses[k], loss, rtol=1e-5, atol=1e-6)
+        for tag, value in single_metrics.items():
+            torch.testing.assert_close(metrics[tag][k], value, rtol=1e-5, atol=1e-6)
+        net.zero_grad()
+        loss.backward()
+        named = dict(net.named_parameters())
+        for seg in pop.segments:
+            mine = pop.grad[k, seg.offset : seg.offset + seg.numel].view(seg.shape)
+            torch.testing.assert_close(mine, named[seg.name].grad, rtol=1e-4, atol=1e-6)
+
+
+def test_a_members_outputs_and_gradients_do_not_depend_on_the_others():
+    envs = 4
+    a = PopulationActorCritic(_members([7, 1, 2]), envs)
+    b = PopulationActorCritic(_members([7, 5, 9]), envs)
+    ra, rb = _rollout(3, envs, seed=1), _rollout(3, envs, seed=2)
+    mine = slice(0, envs)
+    rb = Rollout(*(torch.cat([x[:, mine], y[:, envs:]], 1) for x, y in zip(ra, rb, strict=True)))
+    out = []
+    for pop, rollout in ((a, ra), (b, rb)):
+        losses, _ = a2c_loss(pop, rollout, Hyper, 0.99, mean=pop.member_mean)
+        pop.zero_grad()
+        losses.sum().backward()
+        out.append((pop(rollout.obs)[0][:, mine], losses[0], pop.grad[0].clone()))
+    for x, y in zip(*out, strict=True):
+        assert torch.equal(x, y)
+
+
+def test_numpy_acting_path_equals_the_torch_path_and_follows_updates():
+    pop = PopulationActorCritic(_members([0, 1, 2, 3]), 8)
+    obs = torch.randn(32, 4)
+    torch.testing.assert_close(pop.logits(obs), pop._torch_logits(obs), rtol=1e-5, atol=1e-6)
+    pop.data.mul_(1.5)  # the optimizer updates the buffer in place; the views must follow
+    torch.testing.assert_close(pop.logits(obs), pop._torch_logits(obs), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pop.logits(obs), pop(obs[None])[0][0], rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_tanh_matches_torch_and_its_gradient():
+    x = torch.linspace(-6, 6, 1001, dtype=torch.float64, requires_grad=True)
+    y = tanh(x)
+    torch.testing.assert_close(y, torch.tanh(x), rtol=1e-15, atol=1e-15)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(g, 1 - torch.tanh(x.detach()) ** 2)
+
+
+def test_member_state_dict_loads_into_an_actor_critic():
+    nets = _members([3, 4])
+    pop = PopulationActorCritic(nets, 2)
+    pop.data[1].add_(0.25)
+    restored = ActorCritic(4, 2)
+    restored.load_state_dict(pop.member_state_dict(1))
+    for name, p in restored.named_parameters():
+        torch.testing.assert_close(p, dict(nets[1].named_parameters())[name] + 0.25)
+
+
+def test_replaced_gradients_are_folded_back_into_the_buffer():
+    pop = PopulationActorCritic(_members([0, 1]), 2)
+    leaf = pop.leaves["policy.4.weight"]
+    leaf.grad = torch.full_like(leaf, 2.0)  # e.g. code that assigns .grad
+    pop.sync_grads()
+    seg = next(s for s in pop.segments if s.name == "policy.4.weight")
+    assert (pop.grad[:, seg.offset : seg.offset + seg.numel] == 2.0).all()
+    assert leaf.grad.data_ptr() == pop.grad[:, seg.offset :].data_ptr()
+
+
+def test_member_noise_is_per_member():
+    a = MemberNoise([4, 1], 3, 2, torch.device("cpu"), chunk=8)
+    b = MemberNoise([4, 9], 3, 2, torch.device("cpu"), chunk=8)
+    for _ in range(20):  # crosses chunk refills
+        na, nb = a.step(), b.step()
+        assert torch.equal(na[:3], nb[:3]) and not torch.equal(na[3:], nb[3:])
+    pop = PopulationActorCritic(_members([0, 1]), 3)
+    actions = sample_actions(pop, a, torch.randn(6, 4))
+    assert actions.shape == (6,) and set(actions.tolist()) <= {0, 1}
+
+
+def test_members_must_share_an_architecture():
+    with pytest.raises(ValueError, match="same architecture"):
+        PopulationActorCritic([ActorCritic(4, 2), ActorCritic(4, 2, (32, 32))], 2)
+    with pytest.raises(ValueError, match="at least one member"):
+        PopulationActorCritic([], 2)

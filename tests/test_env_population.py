@@ -1,0 +1,94 @@
+"""Population environments: member-major layout, per-member streams, episode statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from envs import EnvError, make_vector_env
+from envs.population import MemberSeededCartPole, make_population_env
+
+
+def _step_both(pop, singles, envs, steps, seed=0):
+    """Step the population and the single-run envs with the same random actions."""
+    rng = np.random.default_rng(seed)
+    k = len(singles)
+    for _ in range(steps):
+        actions = rng.integers(0, 2, size=(k, envs))
+        out = pop.step(actions.reshape(-1))
+        yield actions, out, [env.step(actions[i]) for i, env in enumerate(singles)]
+
+
+def test_each_member_is_a_single_runs_native_cartpole():
+    seeds, envs = [3, 7, 11], 4
+    pop = make_population_env("CartPole-v1", seeds, envs)
+    assert isinstance(pop.env, MemberSeededCartPole)
+    singles = [make_vector_env("CartPole-v1", envs, s) for s in seeds]
+    obs, _ = pop.reset()
+    for i, (env, s) in enumerate(zip(singles, seeds, strict=True)):
+        np.testing.assert_array_equal(obs[i * envs : (i + 1) * envs], env.reset(seed=s)[0])
+    ended = 0
+    for _, (o, r, term, trunc, info), theirs in _step_both(pop, singles, envs, 2000):
+        for i, (o2, r2, term2, trunc2, info2) in enumerate(theirs):
+            rows = slice(i * envs, (i + 1) * envs)
+            np.testing.assert_array_equal(o[rows], o2)
+            np.testing.assert_array_equal(r[rows], r2)
+            np.testing.assert_array_equal(term[rows], term2)
+            np.testing.assert_array_equal(trunc[rows], trunc2)
+            # the population's own episode statistics equal RecordEpisodeStatistics'
+            idx, returns, lengths = info["episodes"]
+            mine = (idx >= i * envs) & (idx < (i + 1) * envs)
+            if "episode" in info2:
+                done = info2["_episode"]
+                np.testing.assert_array_equal(idx[mine] - i * envs, np.flatnonzero(done))
+                np.testing.assert_array_equal(returns[mine], info2["episode"]["r"][done])
+                np.testing.assert_array_equal(lengths[mine], info2["episode"]["l"][done])
+                ended += int(done.sum())
+            else:
+                assert not mine.any()
+    assert ended > 100  # many episodes, resets included
+
+
+def test_a_member_does_not_depend_on_the_other_members():
+    envs = 3
+    a = make_population_env("CartPole-v1", [5, 1, 2], envs)
+    b = make_population_env("CartPole-v1", [5, 9, 4], envs)
+    obs_a, _ = a.reset()
+    obs_b, _ = b.reset()
+    rng = np.random.default_rng(1)
+    for _ in range(1500):
+        mine = rng.integers(0, 2, size=envs)
+        # the other members act differently in the two populations
+        acts_a = np.concatenate([mine, rng.integers(0, 2, size=2 * envs)])
+        acts_b = np.concatenate([mine, rng.integers(0, 2, size=2 * envs)])
+        obs_a = a.step(acts_a)[0]
+        obs_b = b.step(acts_b)[0]
+        np.testing.assert_array_equal(obs_a[:envs], obs_b[:envs])
+
+
+def test_other_envs_use_independent_sync_sub_environments():
+    seeds, envs = [2, 6], 2
+    pop = make_population_env("Acrobot-v1", seeds, envs)
+    singles = [make_vector_env("Acrobot-v1", envs, s, vectorization="sync") for s in seeds]
+    obs, _ = pop.reset()
+    for i, (env, s) in enumerate(zip(singles, seeds, strict=True)):
+        np.testing.assert_array_equal(obs[i * envs : (i + 1) * envs], env.reset(seed=s)[0])
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        actions = rng.integers(0, 3, size=(2, envs))
+        o = pop.step(actions.reshape(-1))[0]
+        for i, env in enumerate(singles):
+            np.testing.assert_array_equal(o[i * envs : (i + 1) * envs], env.step(actions[i])[0])
+
+
+def test_bad_input():
+    with pytest.raises(EnvError, match="at least one member"):
+        make_population_env("CartPole-v1", [], 2)
+    with pytest.raises(EnvError, match="unknown environment"):
+        make_population_env("CartPol-v1", [1], 2)
+    pop = make_population_env("CartPole-v1", [1, 2], 2)
+    pop.reset()
+    with pytest.raises(AssertionError):
+        pop.step(np.array([0, 1, 2, 0]))  # action 2 does not exist
+    with pytest.raises(ValueError, match="one seed per member"):
+        MemberSeededCartPole(2, 2).reset()

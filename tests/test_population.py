@@ -1,0 +1,308 @@
+"""Population training end to end: independent members, run folders, the CLIs, learning."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from agents.a2c import a2c_loss
+from agents.networks import ActorCritic
+from agents.population import PopulationActorCritic
+from agents.rollout import Rollout
+from rl_rmsprop import compare, train
+from rl_rmsprop.config import parse_config
+from rl_rmsprop.optim import clip_grad_norm_, make_optimizer
+from rl_rmsprop.optim.population import PopulationOptimizer
+from rl_rmsprop.population import MODEL_FILE, PopulationError, check_members, run_population
+
+
+def _cfg(tmp_path, optimizer, seed, *extra, steps=4000):
+    base = parse_config(
+        [
+            *("--optimizer", optimizer, "--total-steps", str(steps), "--quiet"),
+            *("--eval-episodes", "2", "--log-every", "10", "--histogram-every", "50"),
+            *extra,
+        ]
+    )
+    name = optimizer.split("(")[0].replace(":", "-")
+    run = dataclasses.replace(
+        base.run, seed=seed, logdir=str(tmp_path / name), run_name=f"seed-{seed}"
+    )
+    return dataclasses.replace(base, run=run)
+
+
+def _with(cfg, **optim):
+    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, **optim))
+
+
+def _scalars(run_dir, tag):
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_members_are_bitwise_independent_of_the_other_members(tmp_path):
+    # Members 0 and 3 are the same in both populations; the others differ in lr and seed.
+    a = [
+        _cfg(tmp_path / "a", "rmsprop", 0),
+        _with(_cfg(tmp_path / "a", "rmsprop", 1), lr=3e-3),
+        _cfg(tmp_path / "a", "adam", 0),
+        _cfg(tmp_path / "a", "adam", 2),
+    ]
+    b = [
+        _cfg(tmp_path / "b", "rmsprop", 0),
+        _with(_cfg(tmp_path / "b", "rmsprop", 5), lr=1e-4),
+        _with(_cfg(tmp_path / "b", "adam", 3), lr=1e-2),
+        _cfg(tmp_path / "b", "adam", 2),
+    ]
+    out_a, out_b = run_population(a), run_population(b)
+    for i in (0, 3):
+        dir_a, dir_b = a[i].run.logdir, b[i].run.logdir
+        ret_a = _scalars(f"{dir_a}/seed-{a[i].run.seed}", "charts/episodic_return")
+        ret_b = _scalars(f"{dir_b}/seed-{b[i].run.seed}", "charts/episodic_return")
+        assert len(ret_a) > 20 and ret_a == ret_b
+        model_a = torch.load(f"{dir_a}/seed-{a[i].run.seed}/{MODEL_FILE}")
+        model_b = torch.load(f"{dir_b}/seed-{b[i].run.seed}/{MODEL_FILE}")
+        assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+        assert out_a[i]["eval_return_mean"] == out_b[i]["eval_return_mean"]
+    # the members that differ did train differently
+    assert out_a[1]["episodic_return_mean100"] != out_b[1]["episodic_return_mean100"]
+
+
+def test_mixed_families_in_one_population_match_the_same_configurations_run_singly():
+    specs = [
+        ("rmsprop", {"lr": 7e-4, "eps": 1e-5}),
+        ("rmsprop:tf", {"lr": 7e-4, "eps": 1e-5}),
+        ("adagrad", {"lr": 1e-2, "eps": 1e-5}),
+        ("adam", {"lr": 7e-4, "eps": 1e-5}),
+        ("sgd", {"lr": 1e-2, "momentum": 0.9}),
+    ]
+    envs, steps, cfg = 4, 5, parse_config([])
+    nets = []
+    for seed in range(len(specs)):
+        torch.manual_seed(seed)
+        nets.append(ActorCritic(4, 2))
+    pop = PopulationActorCritic(nets, envs)
+    names = [(s.name, s.offset, s.numel) for s in pop.segments]
+    pop_opt = PopulationOptimizer(pop.data, pop.grad, specs, names)
+    singles = [
+        make_optimizer(n, net.named_parameters(), **o)
+        for (n, o), net in zip(specs, nets, strict=True)
+    ]
+    g = torch.Generator().manual_seed(0)
+    k = len(specs)
+    for _ in range(50):
+        done = torch.rand(steps, k * envs, generator=g) < 0.1
+        rollout = Rollout(
+            obs=torch.randn(steps + 1, k * envs, 4, generator=g),
+            actions=torch.randint(0, 2, (steps, k * envs), generator=g),
+            rewards=torch.ones(steps, k * envs),
+            terminated=done,
+            truncated=torch.zeros_like(done),
+            valid=torch.ones_like(done),
+        )
+        losses, _ = a2c_loss(pop, rollout, cfg.a2c, 0.99, mean=pop.member_mean)
+        pop.zero_grad()
+        losses.sum().backward()
+        pop.sync_grads()
+        pop_opt.step(pop_opt.clip_grad_norm_(0.5))
+        for i, (net, opt) in enumerate(zip(nets, singles, strict=True)):
+            part = Rollout(*(x[:, i * envs : (i + 1) * envs] for x in rollout))
+            loss, _ = a2c_loss(net, part, cfg.a2c, 0.99)
+            opt.zero_grad()
+            loss.backward()
+            clip_grad_norm_(opt, 0.5)
+            opt.step()
+    for i, net in enumerate(nets):
+        mine = pop.member_state_dict(i)
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(mine[name], p.detach(), rtol=1e-4, atol=1e-5)
+            assert not torch.equal(p.detach(), dict(nets[i - 1].named_parameters())[name])
+
+
+def test_member_folders_have_a_single_runs_layout(tmp_path):
+    cfgs = [_cfg(tmp_path, "rmsprop", 1), _cfg(tmp_path, "adam", 1)]
+    summaries = run_population(cfgs)
+    single = train.run(_cfg(tmp_path / "single", "rmsprop", 1, "--checkpoint-every", "0"))
+    single_dir = tmp_path / "single" / "rmsprop" / "seed-1"
+    for cfg, summary in zip(cfgs, summaries, strict=True):
+        run_dir = tmp_path / cfg.run.logdir.split("/")[-1] / "seed-1"
+        assert json.loads((run_dir / "config.json").read_text()) == json.loads(
+            json.dumps(cfg.to_dict())
+        )
+        assert json.loads((run_dir / "summary.json").read_text()) == summary
+        assert set(single) <= set(summary) and summary["total_steps"] == 4000
+        assert summary["population"]["members"] == 2
+        mine, theirs = EventAccumulator(str(run_dir)), EventAccumulator(str(single_dir))
+        mine.Reload()
+        theirs.Reload()
+        tags = set(theirs.Tags()["scalars"]) - {"charts/SPS"}
+        if cfg.optim.name == "adam":  # Adam has no extra telemetry; same tags
+            tags -= {t for t in tags if t.startswith("optim/sq_avg")} - set(mine.Tags()["scalars"])
+        assert tags <= set(mine.Tags()["scalars"])
+        assert set(theirs.Tags()["histograms"]) == set(mine.Tags()["histograms"])
+        assert mine.Tags()["tensors"]  # hparams and the config text
+        state = torch.load(run_dir / MODEL_FILE)
+        ActorCritic(4, 2).load_state_dict(state)
+
+
+def test_members_must_share_everything_but_optimizer_and_seed(tmp_path):
+    a = _cfg(tmp_path, "rmsprop", 0)
+    with pytest.raises(PopulationError, match=r"differ in learn\.gamma"):
+        check_members([a, _cfg(tmp_path, "adam", 1, "--gamma", "0.9")])
+    with pytest.raises(PopulationError, match="A2C only"):
+        check_members([_cfg(tmp_path, "rmsprop", 0, "--algo", "dqn")])
+    with pytest.raises(PopulationError, match="Atari"):
+        check_members([_cfg(tmp_path, "rmsprop", 0, "--env", "PongNoFrameskip-v4")])
+
+
+def test_a_member_whose_gradients_stay_non_finite_stops_the_others_finish(
+    tmp_path, monkeypatch, capsys
+):
+    original = PopulationOptimizer.clip_grad_norm_
+
+    def poisoned(self, max_norm):
+        self.grad[1, 0] = float("nan")  # member 1 always has a NaN gradient
+        return original(self, max_norm)
+
+    monkeypatch.setattr(PopulationOptimizer, "clip_grad_norm_", poisoned)
+    argv = [
+        "--population",
+        "3",
+        "--total-steps",
+        "2000",
+        "--max-nonfinite",
+        "5",
+        "--log-every",
+        "1",
+    ]
+    status = train.main([*argv, "--logdir", str(tmp_path), "--run-name", "p", "--quiet"])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "member seed 2: stopped at step 200" in err and "diverged" in err
+    summary = json.loads((tmp_path / "p" / "population.json").read_text())
+    assert [("error" in s) for s in summary["summaries"]] == [False, True, False]
+    assert not (tmp_path / "p" / "seed-2" / "summary.json").exists()
+    assert (tmp_path / "p" / "seed-3" / "summary.json").exists()
+    skipped = _scalars(tmp_path / "p" / "seed-2", "optim/nonfinite_skipped")
+    assert skipped[-1] == (200, 5.0)  # logged up to its last update, nothing after
+    assert _scalars(tmp_path / "p" / "seed-3", "optim/nonfinite_skipped")[-1] == (2000, 0.0)
+
+
+def test_train_population_cli(tmp_path, capsys):
+    argv = ["--population", "3", "--total-steps", "3000", "--seed", "4", "--eval-episodes", "3"]
+    assert train.main([*argv, "--logdir", str(tmp_path), "--run-name", "pop"]) == 0
+    out = capsys.readouterr()
+    assert "done: 3 members x 3,000 steps" in out.out and "aggregate SPS" in out.out
+    assert "population" in out.err and "steps per member" in out.err
+    folder = tmp_path / "pop"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "population.json",
+        "seed-4",
+        "seed-5",
+        "seed-6",
+    ]
+    data = json.loads((folder / "population.json").read_text())
+    assert data["members"] == 3 and len(data["summaries"]) == 3
+    assert data["summaries"][0]["eval_return_mean"] is not None
+    for k in (4, 5, 6):
+        assert json.loads((folder / f"seed-{k}" / "config.json").read_text())["run"]["seed"] == k
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--population", "-1"], "--population must be >= 0"),
+        (["--population", "2", "--algo", "dqn"], "--population trains A2C only"),
+        (["--population", "2", "--env", "PongNoFrameskip-v4"], "Atari"),
+        (["--population", "2", "--capture-video"], "videos"),
+        (["--population", "2", "--env", "CartPol-v1"], "CartPole-v1"),
+        (["--population", "2", "--optimizer", "rmsprop", "--lr", "-1"], "lr"),
+    ],
+)
+def test_bad_population_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, needle):
+    logdir = tmp_path / "runs"
+    with pytest.raises(SystemExit) if "-1" in argv[:2] or "dqn" in argv else _nothing() as exc:
+        status = train.main([*argv, "--logdir", str(logdir), "--total-steps", "100"])
+    status = exc.value.code if exc is not None else status
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error:") and needle in err and err.count("\n") == 1
+    assert not logdir.exists() or list(logdir.iterdir()) == []
+
+
+class _nothing:  # noqa: N801 (a null context manager that yields None)
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_an_existing_population_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "pop").mkdir()
+    argv = ["--population", "2", "--logdir", str(tmp_path), "--run-name", "pop"]
+    assert train.main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_compare_in_population_mode_gives_the_same_report_whatever_the_chunking(tmp_path, capfd):
+    args = [
+        *("--optimizers", "rmsprop,adam(lr=3e-3)", "--seeds", "2", "--total-steps", "3000"),
+        *("--logdir", str(tmp_path), "--eval-episodes", "2"),
+    ]
+    assert compare.main([*args, "--name", "one", "--workers", "1"]) == 0
+    out_one = capfd.readouterr().out
+    assert "population mode" in out_one
+    assert compare.main([*args, "--name", "two", "--workers", "2", "--population"]) == 0
+    out_two = capfd.readouterr().out
+    assert "population 1/2" in out_two and "population 2/2" in out_two
+
+    def table(text):
+        lines = text.splitlines()
+        head = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
+        return [line.rsplit("|", 1)[0] for line in lines[head : head + 4]]  # all but SPS
+
+    assert table(out_one) == table(out_two)
+    for name in ("one", "two"):
+        study = tmp_path / f"compare-{name}"
+        summary = json.loads((study / "summary.json").read_text())
+        assert summary["mode"] == "population" and summary["aggregate_sps"] > 0
+        assert [o["runs"] - o["failed"] for o in summary["optimizers"]] == [2, 2]
+        for png in ("curves.png", "optim.png"):
+            assert (study / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # re-running finds every run finished
+    assert compare.main([*args, "--name", "one", "--workers", "1"]) == 0
+    assert "skipping 4 finished run(s); 0 to run" in capfd.readouterr().out
+
+
+def test_compare_falls_back_to_processes_where_population_mode_is_unsupported(tmp_path, capsys):
+    args = ["--algo", "dqn", "--optimizers", "adam", "--seeds", "1", "--total-steps", "300"]
+    args += ["--logdir", str(tmp_path), "--eval-episodes", "1", "--learning-starts", "100"]
+    assert compare.main([*args, "--population", "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "worker process(es), one run each (population mode trains A2C only" in out
+    summary = json.loads(next(tmp_path.glob("compare-*/summary.json")).read_text())
+    assert summary["mode"] == "processes"
+
+
+@pytest.mark.slow
+def test_a_population_solves_cartpole_as_reliably_as_single_runs(tmp_path, capsys):
+    """The default A2C config, seeds 1-5, 200k steps: population mode vs one process per run."""
+    args = [
+        *("--optimizers", "rmsprop", "--seeds", "1,2,3,4,5", "--total-steps", "200000"),
+        *("--logdir", str(tmp_path), "--eval-episodes", "5", "--workers", "2"),
+    ]
+    assert compare.main([*args, "--name", "pop", "--population"]) == 0
+    assert compare.main([*args, "--name", "proc", "--no-population"]) == 0
+    capsys.readouterr()
+
+    def solved(name):
+        rows = json.loads((tmp_path / f"compare-{name}" / "summary.json").read_text())
+        return rows["optimizers"][0]["solved"]
+
+    assert solved("pop") >= solved("proc")
+    assert solved("pop") >= 4
