@@ -40,17 +40,29 @@ def _crc32c_table() -> np.ndarray:
 
 
 _CRC_TABLE = _crc32c_table()
-_ZEROS = [_CRC_TABLE.copy()]
-"""_ZEROS[k][b]: the register after byte b followed by k zero bytes, from 0."""
-_INIT = [np.uint32(0xFFFFFFFF)]
-"""_INIT[n]: the initial register 0xFFFFFFFF after n zero bytes."""
+_tables: dict[str, np.ndarray] = {
+    "zeros": _CRC_TABLE[None, :].copy(),
+    "init": np.array([0xFFFFFFFF], dtype=np.uint32),
+}
+"""``zeros[k, b]``: the register after byte b followed by k zero bytes, from 0;
+``init[n]``: the initial register 0xFFFFFFFF after n zero bytes. Grown on demand (doubling)."""
 
 
 def _grow_tables(length: int) -> None:
-    while len(_ZEROS) < length:
-        _ZEROS.append(_shift(_ZEROS[-1]))
-    while len(_INIT) <= length:
-        _INIT.append(_shift(np.array([_INIT[-1]], dtype=np.uint32))[0])
+    zeros, init = _tables["zeros"], _tables["init"]
+    if len(zeros) >= length and len(init) > length:
+        return
+    size = max(length + 1, 2 * len(zeros))
+    rows = [zeros]
+    last = zeros[-1]
+    for _ in range(size - len(zeros)):
+        last = _shift(last)
+        rows.append(last[None, :])
+    values = list(init)
+    while len(values) <= size:
+        values.append(_shift(np.array([values[-1]], dtype=np.uint32))[0])
+    _tables["zeros"] = np.concatenate(rows)
+    _tables["init"] = np.array(values, dtype=np.uint32)
 
 
 def masked_crc32c_many(records: list[bytes]) -> np.ndarray:
@@ -66,15 +78,14 @@ def masked_crc32c_many(records: list[bytes]) -> np.ndarray:
     lengths = np.fromiter(map(len, records), dtype=np.int64, count=n)
     longest = int(lengths.max()) if n else 0
     _grow_tables(longest)
-    crc = np.array([_INIT[length] for length in lengths.tolist()], dtype=np.uint32)
+    crc = _tables["init"][lengths]
     full = lengths > 0
     if full.any():
         data = np.frombuffer(b"".join(records), dtype=np.uint8)
         starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
         # bytes after each byte within its record: length - 1 - position
         after = np.repeat(starts + lengths - 1, lengths) - np.arange(data.size)
-        zeros = np.stack(_ZEROS[:longest]) if longest else np.zeros((0, 256), np.uint32)
-        terms = zeros[after, data]
+        terms = _tables["zeros"][after, data]
         crc[full] ^= np.bitwise_xor.reduceat(terms, starts[full])
     crc ^= np.uint32(0xFFFFFFFF)
     return ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)

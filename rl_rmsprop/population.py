@@ -25,12 +25,12 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from agents.a2c import a2c_loss
 from agents.networks import ActorCritic
 from agents.population import (
     MemberNoise,
     PopulationActorCritic,
     PopulationCollector,
+    a2c_gradients,
     sample_actions,
 )
 from envs import env_reward_threshold, is_atari
@@ -271,10 +271,7 @@ def _train(
     start = time.perf_counter()
     while collector.member_step < run.total_steps:
         rollout = collector.collect(policy, a2c.n_steps)
-        losses, metrics = a2c_loss(model, rollout, a2c, learn.gamma, mean=model.member_mean)
-        model.zero_grad()
-        losses.sum().backward()
-        model.sync_grads()
+        _, metrics = a2c_gradients(model, rollout, a2c, learn.gamma)
         norms = opt.clip_grad_norm_(max_norm) if max_norm > 0 else None
         log_now = run.log_every > 0 and updates % run.log_every == 0
         opt.record_update = log_now

@@ -7,7 +7,13 @@ import torch
 
 from agents.a2c import a2c_loss
 from agents.networks import ActorCritic
-from agents.population import MemberNoise, PopulationActorCritic, sample_actions, tanh
+from agents.population import (
+    MemberNoise,
+    PopulationActorCritic,
+    a2c_gradients,
+    sample_actions,
+    tanh,
+)
 from agents.rollout import Rollout
 
 
@@ -142,3 +148,26 @@ def test_members_must_share_an_architecture():
         PopulationActorCritic([ActorCritic(4, 2), ActorCritic(4, 2, (32, 32))], 2)
     with pytest.raises(ValueError, match="at least one member"):
         PopulationActorCritic([], 2)
+
+
+@pytest.mark.parametrize("hidden", [(64, 64), (32,), (16, 8, 8)])
+@pytest.mark.parametrize("ent_coef", [0.0, 0.01])
+def test_hand_written_gradients_equal_autograds(hidden, ent_coef):
+    class Hp(Hyper):
+        pass
+
+    Hp.ent_coef = ent_coef
+    seeds, envs = [0, 1, 2], 4
+    pop = PopulationActorCritic(_members(seeds, hidden, obs_dim=3, n_actions=3), envs)
+    rollout = _rollout(len(seeds), envs, obs_dim=3, n_actions=3, seed=4)
+    losses, metrics = a2c_loss(pop, rollout, Hp, 0.99, mean=pop.member_mean)
+    pop.zero_grad()
+    losses.sum().backward()
+    reference = pop.grad.clone()
+    pop.grad.fill_(float("nan"))  # every entry must be written
+    mine, my_metrics = a2c_gradients(pop, rollout, Hp, 0.99)
+    torch.testing.assert_close(mine, losses.detach())
+    for tag, value in metrics.items():
+        torch.testing.assert_close(my_metrics[tag], value.detach())
+    torch.testing.assert_close(pop.grad, reference, rtol=1e-5, atol=1e-7)
+    assert reference.abs().max() > 1e-3

@@ -1,6 +1,15 @@
 import io
+import threading
 
-from rl_rmsprop.logger import Logger, flatten, markdown_table
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+
+from rl_rmsprop.logger import Logger, flatten, markdown_table, masked_crc32c_many, scalar_event
 
 
 def test_flatten_and_markdown():
@@ -41,3 +50,51 @@ def test_a_terminal_gets_one_live_line_with_a_bar(tmp_path):
     assert text.count("\r") == 2 and text.endswith("\n")
     assert "[##########          ]" in text and "[####################]" in text
     assert "20.0" in text and "SPS" in text
+
+
+def test_masked_crc32c_many_matches_tensorboards_and_the_check_value():
+    rng = np.random.default_rng(0)
+    lengths = [0, 1, 8, 255, 256, 257, 511, 512, 513, 1000, 9000, 3]
+    records = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in lengths]
+    assert masked_crc32c_many(records).tolist() == [masked_crc32c(r) for r in records]
+    # CRC-32C("123456789") is 0xE3069283 (the check value); TFRecord masks it.
+    crc = 0xE3069283
+    masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+    assert masked_crc32c_many([b"123456789"]).tolist() == [masked]
+    assert masked_crc32c_many([]).tolist() == []
+
+
+@pytest.mark.parametrize("step", [0, 1, 300, 2**40, -3])
+def test_scalar_event_is_the_protobuf_encoding(step):
+    values = {"charts/episodic_return": 23.0, "x/\u00e9": -1.5e-7, "a" * 200: 3.0}
+    expected = Event(
+        wall_time=1.5,
+        step=step,
+        summary=Summary(value=[Summary.Value(tag=t, simple_value=v) for t, v in values.items()]),
+    )
+    assert scalar_event(values, step, wall_time=1.5) == expected.SerializeToString()
+
+
+def test_a_buffered_logger_writes_what_tensorboard_reads(tmp_path):
+    threads = threading.active_count()
+    logger = Logger(tmp_path, 1000, quiet=True, buffered=True)
+    logger.scalars({"a": 1.0}, 0)
+    assert threading.active_count() == threads  # no writer thread (SummaryWriter starts one)
+    logger.writer.file_writer.event_writer.max_events = 7  # several batches
+    for step in range(0, 500, 10):
+        logger.episode(float(step), step // 10, step)
+        logger.scalars({"losses/value_loss": torch.tensor(step / 2), "optim/lr": 7e-4}, step)
+    logger.histograms({"grad/values": torch.tensor([1.0, float("nan"), 2.0])}, 10)
+    logger.histograms({"optim/sq_avg": torch.tensor([float("inf")])}, 10)  # skipped
+    logger.config({"optim.name": "rmsprop"}, "| a | b |")
+    logger.final({"sps": 10.0})
+    logger.close()
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    returns = acc.Scalars("charts/episodic_return")
+    assert [(e.step, e.value) for e in returns] == [(s, float(s)) for s in range(0, 500, 10)]
+    assert [e.value for e in acc.Scalars("losses/value_loss")][:3] == [0.0, 5.0, 10.0]
+    assert acc.Tags()["histograms"] == ["grad/values"]
+    assert acc.Histograms("grad/values")[0].histogram_value.num == 2
+    assert acc.Scalars("hparams/sps")[0].value == 10.0
+    assert np.isfinite([e.value for e in acc.Scalars("optim/lr")]).all()
