@@ -23,6 +23,22 @@ class A2CHyper(Protocol):
     vf_coef: float
 
 
+def rollout_gae(
+    rollout: Rollout, values: Tensor, next_values: Tensor, gamma: float, gae_lambda: float
+) -> tuple[Tensor, Tensor]:
+    """:func:`~agents.returns.compute_gae` of a rollout: ``(advantages, returns)``, ``[T, E]``."""
+    return compute_gae(
+        rollout.rewards,
+        values,
+        next_values,
+        rollout.terminated,
+        rollout.truncated,
+        rollout.valid,
+        gamma,
+        gae_lambda,
+    )
+
+
 def a2c_loss(
     model: Callable[[Tensor], tuple[Tensor, Tensor]],
     rollout: Rollout,
@@ -47,16 +63,7 @@ def a2c_loss(
     """
     logits, values = model(rollout.obs)
     v, next_v = values[:-1], values[1:].detach()
-    advantages, returns = compute_gae(
-        rollout.rewards,
-        v.detach(),
-        next_v,
-        rollout.terminated,
-        rollout.truncated,
-        rollout.valid,
-        gamma,
-        hp.gae_lambda,
-    )
+    advantages, returns = rollout_gae(rollout, v.detach(), next_v, gamma, hp.gae_lambda)
     log_probs = logits[:-1].log_softmax(-1)
     taken = log_probs.gather(-1, rollout.actions.unsqueeze(-1)).squeeze(-1)
     valid = rollout.valid

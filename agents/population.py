@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .a2c import rollout_gae
 from .networks import ActorCritic
-from .returns import compute_gae
 from .rollout import Collector, Episode, Rollout
 
 # The leaves view rows of a [K, N] buffer, so they are not dense and autograd notes that
@@ -399,16 +399,7 @@ def a2c_gradients(
     logits = model._from_members(activations["policy"][-1], lead)
     values = model._from_members(activations["value"][-1].squeeze(-1), lead)
     v, next_v = values[:-1], values[1:]
-    adv, ret = compute_gae(
-        rollout.rewards,
-        v,
-        next_v,
-        rollout.terminated,
-        rollout.truncated,
-        rollout.valid,
-        gamma,
-        hp.gae_lambda,
-    )
+    adv, ret = rollout_gae(rollout, v, next_v, gamma, hp.gae_lambda)
     valid = rollout.valid
     log_p = logits[:-1].log_softmax(-1)
     p = log_p.exp()

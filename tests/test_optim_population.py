@@ -14,6 +14,7 @@ MIXED = [
     ("rmsprop:tf", {"lr": 7e-4, "eps": 1e-5}),
     ("rmsprop:dqn-nature", {}),
     ("rmsprop:graves", {}),
+    ("rmsprop:a3c", {}),
     ("adagrad", {"lr": 1e-2}),
     ("adam", {"lr": 7e-4}),
     ("adam", {"lr": 1e-3, "betas": (0.8, 0.99), "eps": 1e-5}),
@@ -49,9 +50,9 @@ def test_mixed_families_match_the_same_configurations_run_singly(max_norm):
             if max_norm:
                 clip_grad_norm_(o, max_norm)
             o.step()
-    # one block per rule: rmsprop x2, tf, dqn-nature, graves, adagrad, adam x2, and the two
-    # SGDs (nesterov and dampening are different rules)
-    assert [b.stop - b.start for b in opt.blocks] == [2, 1, 1, 1, 1, 2, 1, 1]
+    # one block per rule: rmsprop x2, tf, dqn-nature, graves, a3c, adagrad, adam x2, and the
+    # two SGDs (nesterov and dampening are different rules)
+    assert [b.stop - b.start for b in opt.blocks] == [2, 1, 1, 1, 1, 1, 2, 1, 1]
     for k, p in enumerate(singles):
         torch.testing.assert_close(data[k], p.detach(), rtol=1e-5, atol=1e-6)
         assert not torch.equal(data[k], singles[k - 1].detach())

@@ -306,3 +306,23 @@ def test_a_population_solves_cartpole_as_reliably_as_single_runs(tmp_path, capsy
 
     assert solved("pop") >= solved("proc")
     assert solved("pop") >= 4
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_population_trains_on_cuda_like_on_the_cpu(tmp_path):
+    cpu = [_cfg(tmp_path / "cpu", "rmsprop", 0), _cfg(tmp_path / "cpu", "adam", 1)]
+    gpu = [
+        dataclasses.replace(
+            c,
+            run=dataclasses.replace(
+                c.run, device="cuda", logdir=str(tmp_path / "gpu" / c.optim.name)
+            ),
+        )
+        for c in cpu
+    ]
+    out_cpu, out_gpu = run_population(cpu), run_population(gpu)
+    for a, b in zip(out_cpu, out_gpu, strict=True):
+        assert b["total_steps"] == a["total_steps"] and b["eval_return_mean"] is not None
+        state = torch.load(f"{b['run_dir']}/{MODEL_FILE}", map_location="cpu")
+        assert all(torch.isfinite(t).all() for t in state.values())
