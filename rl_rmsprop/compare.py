@@ -34,6 +34,7 @@ import numpy as np
 from envs import EnvError, env_reward_threshold, make_vector_env
 from rl_rmsprop.aggregate import RunCurves, bootstrap_ci, iqm, normalized_auc, step_grid
 from rl_rmsprop.checkpoint import write_json_atomic
+from rl_rmsprop.cluster import RayOptions, RayUnavailable, import_ray, run_on_ray
 from rl_rmsprop.config import Config, OneLineErrorParser, OptimConfig, parse_config
 from rl_rmsprop.optim.presets import preset_group
 
@@ -260,15 +261,22 @@ def _clock(seconds: float) -> str:
 
 
 def run_pairs(
-    pairs: list[Pair], workers: int, out: Any = None, population: bool = False
+    pairs: list[Pair],
+    workers: int,
+    out: Any = None,
+    population: bool = False,
+    ray: RayOptions | None = None,
+    study: Path | None = None,
 ) -> dict[Pair, dict]:
-    """Run the pairs that have no ``summary.json``: ``workers`` processes, or populations.
+    """Run the pairs that have no ``summary.json``: processes, populations, or Ray tasks.
 
-    A pair's folder without ``summary.json`` (an interrupted run) is removed and redone. In
-    process mode each run is a process of the pool; in population mode the runs are split
-    into ``workers`` populations, each one process (the only one, in this process, when
-    ``workers`` is 1). Each finished run prints one line with the overall progress bar and
-    ETA. Ctrl-C cancels what has not started; finished pairs are kept for the next invocation.
+    Locally, a pair's folder without ``summary.json`` (an interrupted run) is removed and
+    redone; in process mode each run is a process of the pool; in population mode the runs
+    are split into ``workers`` populations, each one process (the only one, in this process,
+    when ``workers`` is 1). With ``ray`` each run (or each of the ``workers`` populations) is a
+    Ray task, and an interrupted run resumes from its checkpoint (``rl_rmsprop.cluster``).
+    Each finished run prints one line with the overall progress bar and ETA. Ctrl-C cancels
+    what has not started; finished pairs are kept for the next invocation.
 
     Returns:
         Every pair's summary (read back for skipped pairs) or ``{"error": message}``.
@@ -281,7 +289,7 @@ def run_pairs(
         if summary_file.exists():
             results[pair] = json.loads(summary_file.read_text())
             continue
-        if pair.run_dir.exists():
+        if pair.run_dir.exists() and ray is None:
             shutil.rmtree(pair.run_dir)
         todo.append(pair)
     skipped = len(pairs) - len(todo)
@@ -305,6 +313,10 @@ def run_pairs(
             flush=True,
         )
 
+    if ray is not None:
+        chunks = population_chunks(todo, workers) if population else [[p] for p in todo]
+        run_on_ray(chunks, population, ray, study or Path("."), report)
+        return results
     if population:
         chunks = population_chunks(todo, workers)
         labels = [f"population {i + 1}/{len(chunks)}" for i in range(len(chunks))]
@@ -661,6 +673,31 @@ def build_parser() -> argparse.ArgumentParser:
         "wherever supported: A2C on flat observations); --no-population: one process per "
         "run%(default).0s",
     )
+    parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: processes or populations on this machine; ray: Ray tasks on a cluster",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=None,
+        help="with --backend ray: the cluster (auto: the one `ray start` started; default: "
+        "start a Ray instance on this machine)%(default).0s",
+    )
+    parser.add_argument(
+        "--ray-retries",
+        type=int,
+        default=2,
+        help="with --backend ray: times a run is retried after its worker or node died (it "
+        "resumes from its last checkpoint)",
+    )
+    parser.add_argument(
+        "--ray-ship-runs",
+        action="store_true",
+        help="with --backend ray, when the nodes share no file system: runs are written on "
+        "each node's disk and sent back to this machine",
+    )
     parser.add_argument("--logdir", default="runs", help="folder that receives the study folder")
     parser.add_argument(
         "--name",
@@ -677,7 +714,7 @@ def main(argv: list[str] | None = None) -> int:
     args, train_args = parser.parse_known_args(argv)
     try:
         return _study(args, train_args)
-    except (StudyError, EnvError) as e:
+    except (StudyError, EnvError, RayUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -696,6 +733,19 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
             raise StudyError(f"{flag} is set per run by compare; use {RESERVED[flag]}")
     if args.workers < 1:
         raise StudyError("--workers must be >= 1")
+    ray = None
+    if args.backend == "ray":
+        if args.ray_retries < 0:
+            raise StudyError("--ray-retries must be >= 0")
+        import_ray()  # the install message before anything is written
+        ray = RayOptions(args.ray_address, args.ray_retries, args.ray_ship_runs)
+        # Every node writes to the same path: the study folder must not depend on a cwd.
+        args.logdir = str(Path(args.logdir).resolve())
+    else:
+        given = [f for f in ("ray_address", "ray_ship_runs") if getattr(args, f)]
+        if given or args.ray_retries != 2:
+            flag = "--" + (given[0] if given else "ray_retries").replace("_", "-")
+            raise StudyError(f"{flag} needs --backend ray")
     specs = parse_specs(args.optimizers)
     seeds = parse_seeds(args.seeds)
     args.name = args.name or time.strftime("%Y%m%d-%H%M%S")
@@ -718,13 +768,20 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
     except OSError as e:
         raise StudyError(f"cannot write {study} ({e.strerror}); choose a writable --logdir") from e
     population, how = choose_mode(base, args.population, args.workers)
+    if ray is not None:
+        where = f"Ray at {ray.address}" if ray.address else "a local Ray instance"
+        how = (
+            f"population mode: runs batched in {args.workers} Ray task(s) on {where}"
+            if population
+            else f"one Ray task per run on {where} ({how.split('(', 1)[-1]}"
+        )
     print(
         f"study {study}: {base.run.algo} on {base.env.id}, {len(specs)} optimizer(s) x "
         f"{len(seeds)} seed(s) = {len(pairs)} runs of {base.run.total_steps:,} steps; {how}",
         flush=True,
     )
     start = time.perf_counter()
-    results = run_pairs(pairs, args.workers, population=population)
+    results = run_pairs(pairs, args.workers, population=population, ray=ray, study=study)
     wall = time.perf_counter() - start
     threshold = env_reward_threshold(base.env.id)
     grid = step_grid(base.run.total_steps, GRID_POINTS)
@@ -748,6 +805,7 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
         "wall_time_s": wall,
         "workers": args.workers,
         "mode": "population" if population else "processes",
+        "backend": args.backend,
         "aggregate_sps": sum(s["total_steps"] for s in finished.values()) / max(wall, 1e-9),
     }
     write_summary(study, rows, meta)

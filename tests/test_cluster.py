@@ -1,0 +1,170 @@
+"""``compare --backend ray`` on a real local Ray instance (2 CPUs, loopback only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import ray  # the dev extra installs it
+
+from rl_rmsprop import compare
+from rl_rmsprop.cluster import SHIP_ROOT
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield ray
+    ray.shutdown()
+
+
+STUDY = ["--optimizers", "rmsprop,adam", "--seeds", "2", "--eval-episodes", "2"]
+
+
+def _table(text: str) -> list[str]:
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
+    return [line.rsplit("|", 1)[0] for line in lines[head : head + 4]]  # all but SPS
+
+
+def _files(run_dir: Path) -> list[str]:
+    """The run folder's entries, event files by kind (their names hold a time and a pid)."""
+    kind = "events.out.tfevents"
+    return sorted(kind if p.name.startswith(kind) else p.name for p in run_dir.iterdir())
+
+
+def _runs(study: Path) -> dict[str, dict]:
+    return {
+        str(p.parent.relative_to(study)): json.loads(p.read_text())
+        for p in sorted(study.glob("*/seed-*/summary.json"))
+    }
+
+
+@pytest.mark.parametrize("mode", ["--no-population", "--population"])
+def test_a_study_on_ray_has_the_local_backends_outputs(tmp_path, local_ray, capfd, mode):
+    args = [*STUDY, "--total-steps", "3000", "--logdir", str(tmp_path), mode]
+    assert compare.main([*args, "--name", "local"]) == 0
+    local = capfd.readouterr().out
+    assert compare.main([*args, "--name", "ray", "--backend", "ray"]) == 0
+    on_ray = capfd.readouterr().out
+    assert "Ray" in on_ray.splitlines()[0] and "local Ray instance" in on_ray.splitlines()[0]
+    assert _table(on_ray) == _table(local)
+    runs_local, runs_ray = _runs(tmp_path / "compare-local"), _runs(tmp_path / "compare-ray")
+    assert sorted(runs_local) == sorted(runs_ray) and len(runs_ray) == 4
+    for name, summary in runs_ray.items():
+        for key in ("total_steps", "episodic_return_mean100", "eval_return_mean", "updates"):
+            assert summary[key] == runs_local[name][key]
+        assert _files(tmp_path / "compare-local" / name) == _files(tmp_path / "compare-ray" / name)
+    study = json.loads((tmp_path / "compare-ray" / "summary.json").read_text())
+    assert study["backend"] == "ray"
+    for png in ("curves.png", "optim.png"):
+        assert (tmp_path / "compare-ray" / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_runs_are_shipped_back_when_nodes_share_no_file_system(tmp_path, local_ray, capfd):
+    args = [*STUDY, "--total-steps", "2000", "--logdir", str(tmp_path), "--no-population"]
+    assert compare.main([*args, "--name", "ship", "--backend", "ray", "--ray-ship-runs"]) == 0
+    capfd.readouterr()
+    runs = _runs(tmp_path / "compare-ship")
+    assert len(runs) == 4
+    for name, summary in runs.items():
+        assert summary["run_dir"].startswith(str(SHIP_ROOT))  # written on the node's disk
+        run_dir = tmp_path / "compare-ship" / name
+        assert (run_dir / "config.json").exists() and list(run_dir.glob("events.out.*"))
+    assert not (SHIP_ROOT / "compare-ship").exists() or not any(
+        (SHIP_ROOT / "compare-ship").rglob("summary.json")
+    )
+
+
+def _kill_the_task_after_its_first_checkpoint(run_dir: Path, killed: list[int]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if list((run_dir / "checkpoints").glob("step-*.pt")):
+            for pid in os.listdir("/proc"):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except (OSError, ValueError):
+                    continue
+                if cmd.startswith(b"ray::ray_task"):
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                    return
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("retries", [2, 0])
+def test_a_killed_worker_is_retried_and_the_run_resumes_from_its_checkpoint(
+    tmp_path, local_ray, capfd, retries
+):
+    name = f"kill{retries}"
+    args = [
+        *("--optimizers", "rmsprop", "--seeds", "1", "--total-steps", "40000"),
+        *("--checkpoint-every", "4000", "--eval-episodes", "1", "--no-population"),
+        *("--logdir", str(tmp_path)),
+    ]
+    run_dir = tmp_path / f"compare-{name}" / "rmsprop" / "seed-0"
+    killed: list[int] = []
+    killer = threading.Thread(
+        target=_kill_the_task_after_its_first_checkpoint, args=(run_dir, killed)
+    )
+    killer.start()
+    status = compare.main(
+        [*args, "--name", name, "--backend", "ray", "--ray-retries", str(retries)]
+    )
+    killer.join()
+    out = capfd.readouterr().out
+    assert killed, "the run finished before it could be killed"
+    study = json.loads((tmp_path / f"compare-{name}" / "summary.json").read_text())
+    if retries == 0:  # it keeps failing: reported, not dropped
+        assert status == 1 and study["optimizers"][0]["failed"] == 1
+        assert "failed: rmsprop seed 0: failed after 1 attempt(s)" in out
+        assert list((run_dir / "checkpoints").glob("step-*.pt"))  # resumable later
+        return
+    assert status == 0 and study["optimizers"][0]["failed"] == 0
+    # resumed (a second event file, opened at the checkpoint's step), not started again
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    assert compare.main([*args, "--name", "uninterrupted"]) == 0
+    capfd.readouterr()
+    alone = tmp_path / "compare-uninterrupted" / "rmsprop" / "seed-0" / "summary.json"
+    uninterrupted = json.loads(alone.read_text())
+    for key in ("total_steps", "updates", "episodic_return_mean100", "solved_at_step"):
+        assert resumed[key] == uninterrupted[key]
+
+
+def test_without_ray_the_backend_gives_the_install_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    logdir = tmp_path / "runs"
+    status = compare.main([*STUDY, "--backend", "ray", "--logdir", str(logdir)])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1
+    assert err.startswith("error: --backend ray needs Ray") and 'pip install -e ".[ray]"' in err
+    assert not logdir.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--ray-address", "auto"], "--ray-address needs --backend ray"),
+        (["--ray-ship-runs"], "--ray-ship-runs needs --backend ray"),
+        (["--ray-retries", "5"], "--ray-retries needs --backend ray"),
+        (["--backend", "ray", "--ray-retries", "-1"], "--ray-retries must be >= 0"),
+    ],
+)
+def test_ray_options_need_the_ray_backend(tmp_path, capsys, argv, needle):
+    status = compare.main([*STUDY, *argv, "--logdir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert status == 2 and needle in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
