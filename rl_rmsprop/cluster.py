@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import socket
 import tarfile
 import tempfile
 from collections.abc import Callable, Sequence
@@ -72,6 +73,8 @@ def connect(ray: Any, address: str | None) -> None:
     """
     if ray.is_initialized():
         return
+    if address and address != "auto" and not address.startswith(("ray://", "local")):
+        _check_reachable(address)
     try:
         ray.init(
             address=address,
@@ -85,6 +88,18 @@ def connect(ray: Any, address: str | None) -> None:
         raise RayUnavailable(
             f"cannot start or join the Ray cluster at {where} ({first}); check --ray-address "
             "(auto joins the cluster that `ray start` started)"
+        ) from None
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` nobody listens at (Ray itself retries for minutes)."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host or address, int(port or 6379)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise RayUnavailable(
+            f"cannot reach the Ray cluster at {address} ({e}); check --ray-address (auto joins "
+            "the cluster that `ray start` started on this machine)"
         ) from None
 
 

@@ -34,7 +34,7 @@ import numpy as np
 from envs import EnvError, env_reward_threshold, make_vector_env
 from rl_rmsprop.aggregate import RunCurves, bootstrap_ci, iqm, normalized_auc, step_grid
 from rl_rmsprop.checkpoint import write_json_atomic
-from rl_rmsprop.cluster import RayOptions, RayUnavailable, import_ray, run_on_ray
+from rl_rmsprop.cluster import RayOptions, RayUnavailable, connect, import_ray, run_on_ray
 from rl_rmsprop.config import Config, OneLineErrorParser, OptimConfig, parse_config
 from rl_rmsprop.optim.presets import preset_group
 
@@ -718,9 +718,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        kept = (
+            "finished runs are kept and unfinished ones resume from their checkpoints"
+            if args.backend == "ray"
+            else "finished runs are kept"
+        )
         print(
-            "\ninterrupted: finished runs are kept; run the same command with "
-            f"--name {args.name} to continue",
+            f"\ninterrupted: {kept}; run the same command with --name {args.name} to continue",
             file=sys.stderr,
         )
         return 130
@@ -737,7 +741,8 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
     if args.backend == "ray":
         if args.ray_retries < 0:
             raise StudyError("--ray-retries must be >= 0")
-        import_ray()  # the install message before anything is written
+        # Ray installed and the cluster reachable, before anything is written.
+        connect(import_ray(), args.ray_address)
         ray = RayOptions(args.ray_address, args.ray_retries, args.ray_ship_runs)
         # Every node writes to the same path: the study folder must not depend on a cwd.
         args.logdir = str(Path(args.logdir).resolve())
@@ -773,7 +778,7 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
         how = (
             f"population mode: runs batched in {args.workers} Ray task(s) on {where}"
             if population
-            else f"one Ray task per run on {where} ({how.split('(', 1)[-1]}"
+            else f"one Ray task per run on {where} ({how.rsplit('(', 1)[-1]}"
         )
     print(
         f"study {study}: {base.run.algo} on {base.env.id}, {len(specs)} optimizer(s) x "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -168,3 +169,18 @@ def test_ray_options_need_the_ray_backend(tmp_path, capsys, argv, needle):
     err = capsys.readouterr().err
     assert status == 2 and needle in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_unreachable_cluster_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    # a fresh interpreter: this one has the local Ray instance of the other tests
+    logdir = tmp_path / "runs"
+    argv = [*STUDY, "--backend", "ray", "--ray-address", "127.0.0.1:1", "--logdir", str(logdir)]
+    done = subprocess.run(
+        [sys.executable, "-m", "rl_rmsprop.compare", *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert done.stderr.startswith("error: cannot reach the Ray cluster at 127.0.0.1:1")
+    assert not logdir.exists()
