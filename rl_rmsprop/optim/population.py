@@ -101,7 +101,7 @@ class PopulationOptimizer:
         """Members that take no more steps (e.g. diverged); set by the caller."""
         self.record_update = False
         self._prev: Tensor | None = None
-        self._last_finite: Tensor | None = None
+        self._streaking = False
 
     def _block(
         self, start: int, stop: int, rule: Rule, settings: list[tuple[Rule, Hyper, float]]
@@ -156,11 +156,12 @@ class PopulationOptimizer:
         Rules whose coefficients do not depend on t (no bias correction, lr decay or
         dampening) compute them once.
         """
+        if block.cached is not None:
+            return block.cached
         rule = block.rule
         t_free = not (rule.use_beta1 or rule.bias_correction or rule.use_dampening)
         if t_free and not bool((block.hyper.lr_decay != 0).any()):
-            if block.cached is None:
-                block.cached = self._cast(coefficients(rule, block.hyper, 2))
+            block.cached = self._cast(coefficients(rule, block.hyper, 2))
             return block.cached
         return self._cast(coefficients(rule, block.hyper, self.steps[block.rows]))
 
@@ -183,24 +184,29 @@ class PopulationOptimizer:
         """
         if norms is None:
             norms = self.grad_norms()
-        ok = torch.isfinite(norms) & ~self.frozen
-        self._last_finite = ok
+        finite = torch.isfinite(norms)
+        ok = finite & ~self.frozen
         everyone = bool(ok.all())
         if self.record_update:
             self._prev = self.data.clone()
-        if not everyone:  # keep the skipped members' rows and state to put back
+        if everyone:
+            self.steps += 1
+        else:  # keep the skipped members' rows and state to put back
             keep = ~ok
-            saved = (self.data[keep].clone(), [self._state_rows(keep)])
-        self.steps += ok.unsqueeze(1).to(self.steps.dtype)
+            saved = (self.data[keep].clone(), self._state_rows(keep))
+            self.steps += ok.unsqueeze(1).to(self.steps.dtype)
         for block in self.blocks:
             rows = block.rows
             update_(self.data[rows], self.grad[rows], block.state, block.rule, self._coeffs(block))
         if not everyone:
             self.data[keep] = saved[0]
-            self._restore_state_rows(keep, saved[1][0])
-        bad = ~torch.isfinite(norms) & ~self.frozen
-        self.skipped += bad.long()
-        self.streak = torch.where(bad, self.streak + 1, torch.zeros_like(self.streak))
+            self._restore_state_rows(keep, saved[1])
+            bad = ~finite & ~self.frozen
+            self.skipped += bad.long()
+            self.streak = torch.where(bad, self.streak + 1, torch.zeros_like(self.streak))
+        elif self._streaking:
+            self.streak.zero_()
+        self._streaking = not everyone
         return ok
 
     def _state_rows(self, mask: Tensor) -> list[list[Tensor | None]]:
