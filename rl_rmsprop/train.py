@@ -61,6 +61,7 @@ from rl_rmsprop.checkpoint import (
 from rl_rmsprop.config import Config, parse_config
 from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim import clip_grad_norm_, histograms, make_optimizer, statistics
+from rl_rmsprop.optim.presets import preset_group
 
 no_grad = torch.no_grad()
 """Decorator for the acting policies: acting needs no autograd graph."""
@@ -864,8 +865,23 @@ def train_population(cfg: Config) -> int:
     Raises:
         UserError: the configuration cannot train as a population, or the folder exists.
     """
-    from rl_rmsprop.population import PopulationError, population_configs, run_population
+    from rl_rmsprop.population import (
+        PopulationError,
+        population_configs,
+        run_population,
+        unsupported,
+    )
 
+    reason = unsupported(cfg)
+    if reason:
+        raise UserError(f"{reason}; drop --population to train one run")
+    # What can be checked before anything is written: the device, the env id, the optimizer.
+    resolve_device(cfg.run.device)
+    env_reward_threshold(cfg.env.id)
+    try:
+        preset_group(cfg.optim.name, **cfg.optim.overrides())
+    except ValueError as e:
+        raise UserError(f"{e} (see --optimizer and its options in --help)") from e
     size = cfg.run.population
     name = cfg.run.run_name or run_name(cfg).replace(f"__{cfg.run.seed}__", f"__pop{size}__")
     folder = make_run_dir(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_name=name)))

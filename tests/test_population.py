@@ -231,7 +231,7 @@ def test_bad_population_input_is_one_line_exit_2_and_writes_nothing(tmp_path, ca
     status = exc.value.code if exc is not None else status
     err = capsys.readouterr().err
     assert status == 2 and err.startswith("error:") and needle in err and err.count("\n") == 1
-    assert not logdir.exists() or list(logdir.iterdir()) == []
+    assert not logdir.exists()
 
 
 class _nothing:  # noqa: N801 (a null context manager that yields None)
@@ -326,3 +326,22 @@ def test_a_population_trains_on_cuda_like_on_the_cpu(tmp_path):
         assert b["total_steps"] == a["total_steps"] and b["eval_return_mean"] is not None
         state = torch.load(f"{b['run_dir']}/{MODEL_FILE}", map_location="cpu")
         assert all(torch.isfinite(t).all() for t in state.values())
+
+
+def test_periodic_evaluation_and_a_population_of_one(tmp_path):
+    argv = ["--population", "1", "--total-steps", "3000", "--eval-every", "1000"]
+    assert (
+        train.main([*argv, "--eval-episodes", "2", "--logdir", str(tmp_path), "--run-name", "p"])
+        == 0
+    )
+    evals = _scalars(tmp_path / "p" / "seed-1", "eval/episodic_return_mean")
+    assert [step for step, _ in evals] == [1000, 2000, 3000]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_population_on_cuda_without_a_gpu_is_refused(tmp_path, capsys):
+    argv = ["--population", "2", "--device", "cuda", "--logdir", str(tmp_path / "runs")]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA device" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
