@@ -1,0 +1,37 @@
+"""The import direction of DESIGN.md: optim -> torch; envs -> gymnasium, numpy; agents -> torch,
+numpy, gymnasium. Only the composition modules of rl_rmsprop import everything."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ALLOWED = {
+    "rl_rmsprop/optim": {"torch"},
+    "envs": {"gymnasium", "numpy", "envs"},
+    "agents": {"torch", "numpy", "gymnasium"},
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level names of the absolute imports of a file (relative ones stay in the package)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names - set(sys.stdlib_module_names)
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_package_imports_only_what_the_design_allows(package):
+    files = sorted((ROOT / package).glob("*.py"))
+    assert files
+    for path in files:
+        extra = _imports(path) - ALLOWED[package]
+        assert not extra, f"{path.relative_to(ROOT)} imports {sorted(extra)}"
