@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -345,3 +349,23 @@ def test_population_on_cuda_without_a_gpu_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no CUDA device" in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_stops_a_population_and_leaves_nothing_half_written(tmp_path):
+    argv = ["--population", "4", "--total-steps", "10000000", "--logdir", str(tmp_path)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rl_rmsprop.train", *argv, "--run-name", "p"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 60
+    while not list((tmp_path / "p").glob("seed-*/events.out.*")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert "interrupted: a population keeps no checkpoints" in err and "Traceback" not in err
+    assert not (tmp_path / "p").exists()
