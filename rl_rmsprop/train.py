@@ -885,6 +885,9 @@ def train_population(cfg: Config) -> int:
     size = cfg.run.population
     name = cfg.run.run_name or run_name(cfg).replace(f"__{cfg.run.seed}__", f"__pop{size}__")
     folder = make_run_dir(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_name=name)))
+    previous = None
+    if threading.current_thread() is threading.main_thread():  # SIGTERM stops it as Ctrl-C does
+        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         summaries = run_population(
             population_configs(cfg, size, folder), label=f"population {folder}"
@@ -903,6 +906,9 @@ def train_population(cfg: Config) -> int:
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     done = [s for s in summaries if "error" not in s]
     failed = [s["error"] for s in summaries if "error" in s]
     wall = max((s["wall_time_s"] for s in done), default=0.0)

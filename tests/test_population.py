@@ -351,7 +351,8 @@ def test_population_on_cuda_without_a_gpu_is_refused(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
-def test_ctrl_c_stops_a_population_and_leaves_nothing_half_written(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_a_population_and_leaves_nothing_half_written(tmp_path, signum):
     argv = ["--population", "4", "--total-steps", "10000000", "--logdir", str(tmp_path)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "rl_rmsprop.train", *argv, "--run-name", "p"],
@@ -364,7 +365,7 @@ def test_ctrl_c_stops_a_population_and_leaves_nothing_half_written(tmp_path):
     while not list((tmp_path / "p").glob("seed-*/events.out.*")) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.0)  # training
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert "interrupted: a population keeps no checkpoints" in err and "Traceback" not in err
