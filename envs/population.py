@@ -144,13 +144,14 @@ class PopulationEnv:
         """Step all ``K * E`` environments (actions member-major, like the observations)."""
         obs, reward, terminated, truncated, info = self.env.step(actions)
         # The step after an episode's end is the autoreset step: it starts the next episode.
-        self.returns = np.where(self.prev_done, 0.0, self.returns + reward)
-        self.lengths = np.where(self.prev_done, 0, self.lengths + 1)
-        done = terminated | truncated
-        self.prev_done = done
+        self.returns += reward
+        self.lengths += 1
+        if self.prev_done.any():
+            self.returns[self.prev_done] = 0.0
+            self.lengths[self.prev_done] = 0
+        self.prev_done = done = terminated | truncated
         ended = np.flatnonzero(done)
-        info = dict(info)
-        info["episodes"] = (ended, self.returns[ended], self.lengths[ended])
+        info = {**info, "episodes": (ended, self.returns[ended], self.lengths[ended])}
         return obs, reward, terminated, truncated, info
 
     def close(self) -> None:
