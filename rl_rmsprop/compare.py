@@ -639,6 +639,19 @@ def choose_mode(base: Config, requested: bool | None, workers: int) -> tuple[boo
     return False, f"{workers} worker process(es), one run each ({reason})"
 
 
+def auc_scale(threshold: float | None, finals: list[float | None]) -> float:
+    """What the AUC is divided by: the reward threshold, else the best run's final return.
+
+    Only a positive scale is a fraction of a goal (CartPole: 475). Where the threshold is not
+    positive (Acrobot: -100) or there is none and no run ended above 0, the scale is 1 and the
+    AUC is the mean return over the run; higher is better either way.
+    """
+    if threshold is not None:
+        return threshold if threshold > 0 else 1.0
+    best = max((f for f in finals if f is not None), default=0.0)
+    return best if best > 0 else 1.0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The options of compare itself; every other option goes to ``train`` unchanged."""
     parser = OneLineErrorParser(
@@ -791,10 +804,8 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
     threshold = env_reward_threshold(base.env.id)
     grid = step_grid(base.run.total_steps, GRID_POINTS)
     finished = {p: s for p, s in results.items() if "error" not in s}
-    scale = threshold or max(
-        (s["episodic_return_mean100"] or 0.0 for s in finished.values()), default=1.0
-    )
-    curves = read_run_curves(pairs, results, grid, scale or 1.0)
+    scale = auc_scale(threshold, [s["episodic_return_mean100"] for s in finished.values()])
+    curves = read_run_curves(pairs, results, grid, scale)
     rows = aggregate(specs, pairs, results, curves)
     title = f"{base.run.algo} on {base.env.id}, {len(seeds)} seeds"
     plot_curves(specs, curves, grid, study / "curves.png", title, threshold)

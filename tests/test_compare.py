@@ -4,7 +4,14 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
-from rl_rmsprop.compare import OptimizerSpec, StudyError, main, parse_seeds, parse_specs
+from rl_rmsprop.compare import (
+    OptimizerSpec,
+    StudyError,
+    auc_scale,
+    main,
+    parse_seeds,
+    parse_specs,
+)
 
 
 def test_parse_specs_with_overrides():
@@ -172,3 +179,11 @@ def test_significance_needs_three_runs_and_non_overlapping_intervals():
     text = significance([*rows, row("d", 2, (0.0, 1.0))])
     assert "not compared (fewer than 3 finished runs): d" in text and "d ~" not in text
     assert "too few seeds" in significance([row("a", 1, (1.0, 1.0)), row("b", 2, (5.0, 6.0))])
+
+
+def test_auc_scale_is_a_positive_goal_or_one():
+    assert auc_scale(475.0, [100.0]) == 475.0
+    assert auc_scale(-100.0, [-80.0]) == 1.0  # Acrobot: the AUC is then the mean return
+    assert auc_scale(None, [20.0, None, 50.0]) == 50.0
+    assert auc_scale(None, [-20.0, None]) == 1.0
+    assert auc_scale(None, []) == 1.0
