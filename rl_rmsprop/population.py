@@ -145,17 +145,29 @@ def evaluate_members(
 
     Member k plays its episodes at once, one per env, on envs seeded with ``seed_k + 10000``
     (a single run plays them one after another on one env with that seed: the same
-    distribution of start states, in a fraction of the steps).
+    distribution of start states, in a fraction of the steps). With ``--eval-epsilon`` each
+    action is uniformly random with that probability, drawn from the member's own generator.
     """
     episodes = cfg.run.eval_episodes
     if episodes == 0:
         return [(None, None)] * len(seeds)
     env = make_population_env(cfg.env.id, [s + EVAL_SEED_OFFSET for s in seeds], episodes)
+    epsilon, n_actions = cfg.run.eval_epsilon, int(env.single_action_space.n)
+    rngs = [np.random.default_rng(s + EVAL_SEED_OFFSET) for s in seeds]  # one per member
+
+    def act(obs: torch.Tensor) -> torch.Tensor:
+        greedy = model.logits(obs).argmax(-1).cpu()
+        if epsilon == 0.0:
+            return greedy
+        explore = np.concatenate([r.random(episodes) < epsilon for r in rngs])
+        random = np.concatenate([r.integers(0, n_actions, episodes) for r in rngs])
+        return torch.from_numpy(np.where(explore, random, greedy.numpy()))
+
     try:
         collector = PopulationCollector(env, len(seeds), device)
         first: dict[int, float] = {}  # env index -> return of its first episode
         while len(first) < env.num_envs:
-            collector.step(lambda obs: model.logits(obs).argmax(-1))
+            collector.step(act)
             ended, returns, _ = collector.last_episodes
             for i, r in zip(ended.tolist(), returns.tolist(), strict=True):
                 first.setdefault(i, r)

@@ -370,3 +370,12 @@ def test_ctrl_c_stops_a_population_and_leaves_nothing_half_written(tmp_path, sig
     assert proc.returncode == 130
     assert "interrupted: a population keeps no checkpoints" in err and "Traceback" not in err
     assert not (tmp_path / "p").exists()
+
+
+def test_eval_epsilon_randomises_only_the_evaluation(tmp_path):
+    greedy = run_population([_cfg(tmp_path / "g", "rmsprop", 3, steps=20000)])[0]
+    noisy = run_population(
+        [_cfg(tmp_path / "n", "rmsprop", 3, "--eval-epsilon", "1.0", steps=20000)]
+    )[0]
+    assert noisy["episodic_return_mean100"] == greedy["episodic_return_mean100"]  # same training
+    assert noisy["eval_return_mean"] < greedy["eval_return_mean"]  # random actions play worse
