@@ -299,6 +299,21 @@ class MemberNoise:
         self.buffer = torch.empty(self.shape, device=device)
         self.next = chunk
 
+    def state_dict(self) -> dict[str, Any]:
+        """Generator states and the unused part of the drawn noise (for checkpoints)."""
+        return {
+            "generators": [g.get_state() for g in self.generators],
+            "buffer": self.buffer.clone(),
+            "next": self.next,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        for g, g_state in zip(self.generators, state["generators"], strict=True):
+            g.set_state(g_state)
+        self.buffer.copy_(state["buffer"])
+        self.next = state["next"]
+
     def step(self) -> Tensor:
         """``log E`` with ``E ~ Exponential(1)`` for one env step, ``[K * E, A]``."""
         if self.next == self.shape[1]:

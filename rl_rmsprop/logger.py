@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 import numpy as np
 import torch
-from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 from torch.utils.tensorboard.writer import FileWriter
@@ -166,6 +166,10 @@ class BufferedSummaryWriter(SummaryWriter):
         if self.all_writers is None or self.file_writer is None:
             self.file_writer = _BufferedFileWriter(self.log_dir)
             self.all_writers = {self.file_writer.get_logdir(): self.file_writer}
+            if self.purge_step is not None:  # a resumed run: hide what followed this step
+                start = SessionLog(status=SessionLog.START)
+                self.file_writer.add_event(Event(step=self.purge_step, session_log=start))
+                self.purge_step = None
         return self.file_writer
 
     def add_scalars_fast(self, values: Mapping[str, float], step: int) -> None:
@@ -242,11 +246,9 @@ class Logger:
         purge_step: int | None = None,
         buffered: bool = False,
     ) -> None:
-        if buffered and purge_step is not None:
-            raise ValueError("a buffered logger does not purge (it is for fresh runs)")
         self.buffered = buffered
         if buffered:
-            self.writer: SummaryWriter = BufferedSummaryWriter(str(run_dir))
+            self.writer: SummaryWriter = BufferedSummaryWriter(str(run_dir), purge_step=purge_step)
         else:
             self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
         self.total_steps = total_steps

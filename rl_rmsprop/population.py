@@ -15,6 +15,8 @@ population writes no checkpoints: an interrupted population is run again.
 from __future__ import annotations
 
 import dataclasses
+import json
+import pickle
 import sys
 import time
 from collections import deque
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import cloudpickle
 import numpy as np
 import torch
 
@@ -35,7 +38,12 @@ from agents.population import (
 )
 from envs import env_reward_threshold, is_atari
 from envs.population import make_population_env
-from rl_rmsprop.checkpoint import write_json_atomic
+from rl_rmsprop.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+    write_json_atomic,
+)
 from rl_rmsprop.config import Config
 from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim.population import PopulationOptimizer, member_settings
@@ -124,6 +132,27 @@ class Member:
         """Mean return of the last ``n`` (at most 100) episodes; None before any."""
         return float(np.mean(list(self.recent)[-n:])) if self.recent else None
 
+    def state_dict(self) -> dict[str, Any]:
+        """The bookkeeping a resumed population continues from."""
+        return {
+            "window": list(self.window),
+            "recent": list(self.recent),
+            "solved_at_step": self.solved_at_step,
+            "solved_at_time_s": self.solved_at_time_s,
+            "error": self.error,
+            "stopped_at": self.stopped_at,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.window = list(state["window"])
+        self.recent = deque(state["recent"], maxlen=100)
+        self.solved_at_step, self.solved_at_time_s = (
+            state["solved_at_step"],
+            state["solved_at_time_s"],
+        )
+        self.error, self.stopped_at = state["error"], state["stopped_at"]
+
 
 def family_order(cfgs: list[Config]) -> list[int]:
     """Member indices ordered so that each optimizer family's members are adjacent rows."""
@@ -181,7 +210,11 @@ def evaluate_members(
 
 
 def run_population(
-    cfgs: list[Config], out: TextIO | None = None, label: str = "population"
+    cfgs: list[Config],
+    out: TextIO | None = None,
+    label: str = "population",
+    checkpoint: Path | None = None,
+    stop: Any = None,
 ) -> list[dict[str, Any]]:
     """Train every member; returns their summaries in the order given.
 
@@ -189,9 +222,20 @@ def run_population(
     stopped (its parameters frozen, no ``summary.json``) and its result is
     ``{"error": message}``; the others go on.
 
+    Args:
+        cfgs: the members' configurations (they differ only in optimizer and seed).
+        out: where progress goes (stderr by default).
+        label: how the progress lines name the population.
+        checkpoint: the population's checkpoint file. Every ``--checkpoint-every`` member
+            steps the whole state is written there; if it exists when the population
+            starts, the population resumes from it (its member folders must be there).
+        stop: a ``train.StopSignals`` whose signal makes the loop write the checkpoint and
+            raise ``train.Interrupted`` at the end of the current update.
+
     Raises:
         PopulationError: the members cannot train together.
-        UserError, EnvError: as a single run (bad device, unknown env, unwritable folder).
+        UserError, EnvError: as a single run (bad device, unknown env, unwritable folder, a
+            checkpoint of another population).
     """
     from rl_rmsprop.train import UserError, hparams, make_run_dir, resolve_device
 
@@ -229,20 +273,32 @@ def run_population(
             [(s.name, s.offset, s.numel) for s in model.segments],
         )
         threshold = env_reward_threshold(base.env.id)
+        state = _load_checkpoint(checkpoint, members_cfg) if checkpoint else None
+        resume_step = state["member_step"] if state is not None else None
         for cfg in members_cfg:
-            run_dir = make_run_dir(cfg)
-            write_json_atomic(cfg.to_dict(), run_dir / "config.json")
-            logger = Logger(run_dir, run.total_steps, quiet=True, buffered=True)
-            logger.config(hparams(cfg), markdown_table(flatten(cfg.to_dict())))
+            if state is None:
+                run_dir = make_run_dir(cfg)
+                write_json_atomic(cfg.to_dict(), run_dir / "config.json")
+            else:
+                run_dir = Path(cfg.run.logdir) / (cfg.run.run_name or "")
+            # Events after the checkpoint's step are replaced (those at it were logged first).
+            purge = None if resume_step is None else resume_step + 1
+            logger = Logger(run_dir, run.total_steps, quiet=True, purge_step=purge, buffered=True)
+            logger.config(hparams(cfg), None if state else markdown_table(flatten(cfg.to_dict())))
             members.append(Member(cfg, run_dir, logger, threshold))
         print(
             f"{label}: {len(members)} members ({_families(members_cfg)}) of a2c on "
             f"{base.env.id} x{envs_per_member} envs each, {run.total_steps:,} steps per member, "
-            f"device {device}; one process, batched",
+            f"device {device}; one process, batched"
+            + (f"; resumed at step {resume_step:,}" if state else ""),
             file=out,
             flush=True,
         )
-        summaries = _train(model, opt, env, members, seeds, device, out)
+        loop = Loop(model, opt, env, members, seeds, device, out, checkpoint, stop)
+        if state is not None:
+            loop.load_state_dict(state)
+        env = loop.collector.env
+        summaries = loop.train()
     finally:
         env.close()
         for m in members:
@@ -260,96 +316,209 @@ def _families(cfgs: list[Config]) -> str:
     return ", ".join(f"{n} x{k}" for n, k in counts.items())
 
 
-def _train(
-    model: PopulationActorCritic,
-    opt: PopulationOptimizer,
-    env: Any,
-    members: list[Member],
-    seeds: list[int],
-    device: torch.device,
-    out: TextIO,
-) -> list[dict[str, Any]]:
-    base = members[0].cfg
-    run, a2c, learn = base.run, base.a2c, base.learn
-    k_members = len(members)
-    collector = PopulationCollector(env, k_members, device)
-    noise = MemberNoise(seeds, model.envs_per_member, model.n_actions, device)
+class Loop:
+    """The population's training loop and everything a checkpoint of it holds."""
 
-    def policy(obs: torch.Tensor) -> torch.Tensor:
-        return sample_actions(model, noise, obs)
+    def __init__(
+        self,
+        model: PopulationActorCritic,
+        opt: PopulationOptimizer,
+        env: Any,
+        members: list[Member],
+        seeds: list[int],
+        device: torch.device,
+        out: TextIO,
+        checkpoint: Path | None = None,
+        stop: Any = None,
+    ) -> None:
+        self.model, self.opt, self.members, self.seeds = model, opt, members, seeds
+        self.device, self.out, self.checkpoint, self.stop = device, out, checkpoint, stop
+        self.base = members[0].cfg
+        self.collector = PopulationCollector(env, len(members), device)
+        self.noise = MemberNoise(seeds, model.envs_per_member, model.n_actions, device)
+        self.updates = self.evaluations = self.next_line = 0
+        self.last_checkpoint = 0
+        self.start = time.perf_counter()
 
-    max_norm = learn.max_grad_norm
-    updates, evaluations, next_line = 0, 0, 0
-    start = time.perf_counter()
-    while collector.member_step < run.total_steps:
-        rollout = collector.collect(policy, a2c.n_steps)
-        _, metrics = a2c_gradients(model, rollout, a2c, learn.gamma)
-        norms = opt.clip_grad_norm_(max_norm) if max_norm > 0 else None
-        log_now = run.log_every > 0 and updates % run.log_every == 0
-        opt.record_update = log_now
-        opt.step(norms)
-        updates += 1
-        step = collector.member_step
-        elapsed = time.perf_counter() - start
-        _stop_diverged(opt, members, step, run.max_nonfinite)
-        if log_now:
-            figures = opt.statistics(norms, max_norm or None)
-            losses_k = {tag: value.tolist() for tag, value in metrics.items()}
-            sps = step / max(elapsed, 1e-9)
-            for k, m in enumerate(members):
-                if m.stopped_at is not None and m.stopped_at < step:
-                    continue  # a stopped member logs nothing after its last update
-                values = {tag: v[k] for tag, v in losses_k.items()}
-                m.logger.scalars({**values, **figures[k], "charts/SPS": sps}, step)
-                mean100 = m.mean_recent()
-                if mean100 is not None:
-                    m.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
-        if run.histogram_every and updates % run.histogram_every == 1:
-            for k, m in enumerate(members):
-                if m.stopped_at is None:
-                    m.logger.histograms(opt.histograms(k), step)
-        for k, ep in collector.pop_member_episodes():
-            if members[k].stopped_at is None:
-                members[k].episode(ep.episodic_return, ep.length, ep.step, elapsed)
-        every = run.eval_every
-        if every and step // every > evaluations and step < run.total_steps:
-            evaluations = step // every
-            _log_eval(members, evaluate_members(model, base, seeds, device), step)
-        if not run.quiet and (step >= next_line or step >= run.total_steps):
-            next_line = step + max(1, run.total_steps // 10)
-            _progress(members, step, run.total_steps, elapsed, out)
-    wall = time.perf_counter() - start
-    step = collector.member_step
-    results = evaluate_members(model, base, seeds, device)
-    _log_eval(members, results, step)
-    summaries = []
-    for k, m in enumerate(members):
-        if m.error is not None:
-            summaries.append({"error": m.error})
-            continue
-        summary = {
-            "total_steps": step,
-            "updates": updates,
-            "wall_time_s": wall,
-            "sps": step / wall,
-            "episodic_return_mean100": m.mean_recent(),
-            "solved_at_step": m.solved_at_step,
-            "solved_at_time_s": m.solved_at_time_s,
-            "eval_return_mean": results[k][0],
-            "eval_return_std": results[k][1],
-            "population": {"members": k_members, "aggregate_sps": step * k_members / wall},
-            "run_dir": str(m.run_dir),
+    def state_dict(self) -> dict[str, Any]:
+        """The whole population's state (the environments pickled)."""
+        return {
+            "format": 1,
+            "members": [_plain(m.cfg) for m in self.members],
+            "member_step": self.collector.member_step,
+            "model": self.model.data.detach().cpu().clone(),
+            "optimizer": self.opt.state_dict(),
+            "noise": self.noise.state_dict(),
+            "collector": self.collector.state_dict(),
+            "env": cloudpickle.dumps(self.collector.env),
+            "bookkeeping": [m.state_dict() for m in self.members],
+            "loop": {
+                "updates": self.updates,
+                "evaluations": self.evaluations,
+                "next_line": self.next_line,
+                "elapsed_s": time.perf_counter() - self.start,
+            },
         }
-        save_model(model.member_state_dict(k), m.run_dir / MODEL_FILE)
-        write_json_atomic(summary, m.run_dir / "summary.json")
-        m.logger.final(
-            {
-                key: summary[key]
-                for key in ("episodic_return_mean100", "eval_return_mean", "solved_at_step", "sps")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` output."""
+        self.model.data.copy_(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.noise.load_state_dict(state["noise"])
+        self.collector.env.close()
+        self.collector.env = pickle.loads(state["env"])
+        self.collector.load_state_dict(state["collector"])
+        for m, saved in zip(self.members, state["bookkeeping"], strict=True):
+            m.load_state_dict(saved)
+        loop = state["loop"]
+        self.updates, self.evaluations = loop["updates"], loop["evaluations"]
+        self.next_line = loop["next_line"]
+        self.start = time.perf_counter() - loop["elapsed_s"]
+        self.last_checkpoint = state["member_step"]
+
+    def save(self) -> None:
+        """Write the checkpoint (atomically) and flush the members' events."""
+        for m in self.members:
+            m.logger.flush()
+        save_checkpoint(self.state_dict(), self.checkpoint)
+        self.last_checkpoint = self.collector.member_step
+
+    def boundary(self, step: int) -> None:
+        """Between updates: a checkpoint when due, or when a stop signal came (then stop)."""
+        from rl_rmsprop.train import Interrupted
+
+        if self.stop is not None and self.stop.signum is not None and self.checkpoint:
+            self.save()
+            raise Interrupted(self.stop.signum, step, self.checkpoint.parent)
+        every = self.base.run.checkpoint_every
+        due = every and step // every > self.last_checkpoint // every
+        if self.checkpoint and due and step < self.base.run.total_steps:
+            self.save()
+
+    def train(self) -> list[dict[str, Any]]:
+        """Train to ``--total-steps`` per member; every member's summary (or error)."""
+        model, opt, members, collector = self.model, self.opt, self.members, self.collector
+        base, device, seeds = self.base, self.device, self.seeds
+        run, a2c, learn = base.run, base.a2c, base.learn
+
+        def policy(obs: torch.Tensor) -> torch.Tensor:
+            return sample_actions(model, self.noise, obs)
+
+        max_norm = learn.max_grad_norm
+        while collector.member_step < run.total_steps:
+            rollout = collector.collect(policy, a2c.n_steps)
+            _, metrics = a2c_gradients(model, rollout, a2c, learn.gamma)
+            norms = opt.clip_grad_norm_(max_norm) if max_norm > 0 else None
+            log_now = run.log_every > 0 and self.updates % run.log_every == 0
+            opt.record_update = log_now
+            opt.step(norms)
+            self.updates += 1
+            step = collector.member_step
+            elapsed = time.perf_counter() - self.start
+            _stop_diverged(opt, members, step, run.max_nonfinite)
+            if log_now:
+                self._log(metrics, norms, step, elapsed)
+            if run.histogram_every and self.updates % run.histogram_every == 1:
+                for k, m in enumerate(members):
+                    if m.stopped_at is None:
+                        m.logger.histograms(opt.histograms(k), step)
+            for k, ep in collector.pop_member_episodes():
+                if members[k].stopped_at is None:
+                    members[k].episode(ep.episodic_return, ep.length, ep.step, elapsed)
+            every = run.eval_every
+            if every and step // every > self.evaluations and step < run.total_steps:
+                self.evaluations = step // every
+                _log_eval(members, evaluate_members(model, base, seeds, device), step)
+            if not run.quiet and (step >= self.next_line or step >= run.total_steps):
+                self.next_line = step + max(1, run.total_steps // 10)
+                _progress(members, step, run.total_steps, elapsed, self.out)
+            self.boundary(step)
+        return self._finish()
+
+    def _log(self, metrics: dict, norms: Any, step: int, elapsed: float) -> None:
+        figures = self.opt.statistics(norms, self.base.learn.max_grad_norm or None)
+        losses_k = {tag: value.tolist() for tag, value in metrics.items()}
+        sps = step / max(elapsed, 1e-9)
+        for k, m in enumerate(self.members):
+            if m.stopped_at is not None and m.stopped_at < step:
+                continue  # a stopped member logs nothing after its last update
+            values = {tag: v[k] for tag, v in losses_k.items()}
+            m.logger.scalars({**values, **figures[k], "charts/SPS": sps}, step)
+            mean100 = m.mean_recent()
+            if mean100 is not None:
+                m.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
+
+    def _finish(self) -> list[dict[str, Any]]:
+        model, members, collector = self.model, self.members, self.collector
+        wall = time.perf_counter() - self.start
+        step = collector.member_step
+        k_members = len(members)
+        results = evaluate_members(model, self.base, self.seeds, self.device)
+        _log_eval(members, results, step)
+        summaries = []
+        for k, m in enumerate(members):
+            if m.error is not None:
+                summaries.append({"error": m.error})
+                continue
+            summary = {
+                "total_steps": step,
+                "updates": self.updates,
+                "wall_time_s": wall,
+                "sps": step / wall,
+                "episodic_return_mean100": m.mean_recent(),
+                "solved_at_step": m.solved_at_step,
+                "solved_at_time_s": m.solved_at_time_s,
+                "eval_return_mean": results[k][0],
+                "eval_return_std": results[k][1],
+                "population": {"members": k_members, "aggregate_sps": step * k_members / wall},
+                "run_dir": str(m.run_dir),
             }
+            save_model(model.member_state_dict(k), m.run_dir / MODEL_FILE)
+            write_json_atomic(summary, m.run_dir / "summary.json")
+            m.logger.final(
+                {
+                    key: summary[key]
+                    for key in (
+                        "episodic_return_mean100",
+                        "eval_return_mean",
+                        "solved_at_step",
+                        "sps",
+                    )
+                }
+            )
+            summaries.append(summary)
+        return summaries
+
+
+def _plain(cfg: Config) -> dict[str, Any]:
+    """A config as JSON data (lists, not tuples): what a checkpoint compares."""
+    return json.loads(json.dumps(cfg.to_dict()))
+
+
+def _load_checkpoint(path: Path, cfgs: list[Config]) -> dict[str, Any] | None:
+    """The population checkpoint at ``path`` if there is one; it must be these members'.
+
+    Raises:
+        UserError: unreadable, or the checkpoint of other members or settings.
+    """
+    from rl_rmsprop.train import UserError
+
+    if not path.exists():
+        return None
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as e:
+        raise UserError(f"{e}; remove it to start the population again") from None
+    if state.get("members") != [_plain(c) for c in cfgs]:
+        raise UserError(
+            f"{path} is the checkpoint of another population; remove it or resume its own"
         )
-        summaries.append(summary)
-    return summaries
+    missing = [
+        c.run.run_name for c in cfgs if not (Path(c.run.logdir) / (c.run.run_name or "")).is_dir()
+    ]
+    if missing:
+        raise UserError(f"cannot resume {path}: member folder {missing[0]} is gone")
+    return state
 
 
 def save_model(state: dict[str, torch.Tensor], path: Path) -> None:

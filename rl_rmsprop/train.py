@@ -752,8 +752,9 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             step = sess.collector.global_step
             # purge_step: TensorBoard drops what the interrupted run logged after the
             # checkpoint, so the resumed run's events replace them instead of doubling them.
+            # What was logged at the checkpoint's own step (before it was written) is kept.
             sess.logger = sess.tracker.logger = Logger(
-                run_dir, cfg.run.total_steps, cfg.run.quiet, purge_step=step
+                run_dir, cfg.run.total_steps, cfg.run.quiet, purge_step=step + 1
             )
             sess.logger.config(flat, None)
             sess.logger.message(

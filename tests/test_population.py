@@ -379,3 +379,44 @@ def test_eval_epsilon_randomises_only_the_evaluation(tmp_path):
     )[0]
     assert noisy["episodic_return_mean100"] == greedy["episodic_return_mean100"]  # same training
     assert noisy["eval_return_mean"] < greedy["eval_return_mean"]  # random actions play worse
+
+
+class _StopAfter:
+    """A stand-in for train.StopSignals whose signal arrives at the n-th update boundary."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    @property
+    def signum(self):
+        self.n -= 1
+        return signal.SIGINT if self.n < 0 else None
+
+
+def test_an_interrupted_population_resumes_to_the_uninterrupted_result(tmp_path):
+    def cfgs(root):
+        extra = ("--checkpoint-every", "1000", "--log-every", "5")
+        return [
+            _cfg(root, "rmsprop", 0, *extra, steps=6000),
+            _cfg(root, "adam", 1, *extra, steps=6000),
+        ]
+
+    whole = run_population(cfgs(tmp_path / "whole"))
+    ckpt = tmp_path / "cut" / "population.pt"
+    with pytest.raises(train.Interrupted) as stop:
+        run_population(cfgs(tmp_path / "cut"), checkpoint=ckpt, stop=_StopAfter(80))
+    assert stop.value.step == 81 * 40 and ckpt.exists()  # after the 81st update
+    resumed = run_population(cfgs(tmp_path / "cut"), checkpoint=ckpt)
+    for a, b, cfg in zip(whole, resumed, cfgs(tmp_path), strict=True):
+        for key in ("total_steps", "updates", "episodic_return_mean100", "eval_return_mean"):
+            assert a[key] == b[key], key
+        name = f"{cfg.optim.name.replace(':', '-')}/seed-{cfg.run.seed}"
+        dir_a, dir_b = tmp_path / "whole" / name, tmp_path / "cut" / name
+        model_a, model_b = torch.load(dir_a / MODEL_FILE), torch.load(dir_b / MODEL_FILE)
+        assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+        assert len(list(dir_b.glob("events.out.*"))) == 2
+        for tag in ("charts/episodic_return", "losses/value_loss"):
+            assert _scalars(dir_a, tag) == _scalars(dir_b, tag)  # no doubled points
+    other = [_cfg(tmp_path / "cut", "rmsprop", 5, steps=6000)]
+    with pytest.raises(train.UserError, match="another population"):
+        run_population(other, checkpoint=ckpt)

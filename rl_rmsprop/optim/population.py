@@ -223,6 +223,40 @@ class PopulationOptimizer:
                 if s is not None:
                     s[m] = r
 
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Every block's state, the step counts and the non-finite bookkeeping (copies)."""
+        return {
+            "blocks": [[None if t is None else t.clone() for t in b.state] for b in self.blocks],
+            "steps": self.steps.clone(),
+            "skipped": self.skipped.clone(),
+            "streak": self.streak.clone(),
+            "frozen": self.frozen.clone(),
+            "streaking": self._streaking,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (same specs, same shapes).
+
+        Raises:
+            ValueError: the state belongs to another population.
+        """
+        blocks = state["blocks"]
+        if len(blocks) != len(self.blocks):
+            raise ValueError("the optimizer state has other optimizer families")
+        for block, saved in zip(self.blocks, blocks, strict=True):
+            for mine, theirs in zip(block.state, saved, strict=True):
+                if (mine is None) != (theirs is None) or (
+                    mine is not None and mine.shape != theirs.shape
+                ):
+                    raise ValueError("the optimizer state has another shape")
+                if mine is not None:
+                    mine.copy_(theirs)
+        for name in ("steps", "skipped", "streak", "frozen"):
+            getattr(self, name).copy_(state[name])
+        self._streaking = state["streaking"]
+
     # -- telemetry ---------------------------------------------------------------------------
 
     @torch.no_grad()
