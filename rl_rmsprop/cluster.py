@@ -16,6 +16,7 @@ folders keep their checkpoints, and the same command with the same ``--name`` re
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -130,12 +131,42 @@ def train_or_resume(cfg: Config) -> dict[str, Any]:
         return {"error": str(e)}
 
 
-def train_population_chunk(cfgs: Sequence[Config]) -> list[dict[str, Any]]:
-    """One population; its unfinished members' folders (from an earlier attempt) are redone."""
+def chunk_checkpoint(study: Path, cfgs: Sequence[Config]) -> Path:
+    """Where a population of a study keeps its checkpoint: named after its members' folders."""
+    runs = "\n".join(sorted(str(Path(c.run.logdir) / (c.run.run_name or "")) for c in cfgs))
+    return study / "populations" / f"{hashlib.sha1(runs.encode()).hexdigest()[:16]}.pt"
+
+
+def train_population_chunk(
+    cfgs: Sequence[Config],
+    checkpoint: Path | None = None,
+    out: Any = None,
+    label: str = "population",
+    stop: Any = None,
+) -> list[dict[str, Any]]:
+    """One population of a study, resumed from ``checkpoint`` where an earlier attempt left one.
+
+    Without a usable checkpoint the members that have no ``summary.json`` start again (their
+    folders are removed first). The checkpoint is removed once the population finished.
+
+    Raises:
+        train.Interrupted: ``stop`` saw a signal (the checkpoint was written).
+    """
     from envs import EnvError
     from rl_rmsprop.population import PopulationError, run_population
     from rl_rmsprop.train import UserError
 
+    out = out if out is not None else io.StringIO()
+    if checkpoint is not None and checkpoint.exists():
+        try:
+            summaries = run_population(
+                list(cfgs), out=out, label=label, checkpoint=checkpoint, stop=stop
+            )
+        except UserError:  # another population's, unreadable, or its folders are gone
+            checkpoint.unlink(missing_ok=True)
+        else:
+            checkpoint.unlink(missing_ok=True)
+            return summaries
     todo = []
     done: dict[int, dict[str, Any]] = {}
     for i, cfg in enumerate(cfgs):
@@ -147,9 +178,17 @@ def train_population_chunk(cfgs: Sequence[Config]) -> list[dict[str, Any]]:
             shutil.rmtree(run_dir)
         todo.append(i)
     try:
-        fresh = run_population([cfgs[i] for i in todo], out=io.StringIO()) if todo else []
+        fresh = (
+            run_population(
+                [cfgs[i] for i in todo], out=out, label=label, checkpoint=checkpoint, stop=stop
+            )
+            if todo
+            else []
+        )
     except (UserError, EnvError, PopulationError) as e:
         fresh = [{"error": str(e)}] * len(todo)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     done.update(zip(todo, fresh, strict=True))
     return [done[i] for i in range(len(cfgs))]
 
@@ -172,6 +211,11 @@ def unpack(archive: bytes, run_dir: Path) -> None:
     tmp.replace(run_dir)
 
 
+def study_of(cfgs: Sequence[Config]) -> Path:
+    """The study folder of a study's runs (``<study>/<optimizer>/seed-<k>``)."""
+    return Path(cfgs[0].run.logdir).parent
+
+
 def ray_task(cfgs: Sequence[Config], population: bool, ship_to: str | None) -> list[dict]:
     """What a Ray worker runs: a run (resumed where possible) or a population.
 
@@ -187,7 +231,10 @@ def ray_task(cfgs: Sequence[Config], population: bool, ship_to: str | None) -> l
             )
             for c in cfgs
         ]
-    summaries = train_population_chunk(cfgs) if population else [train_or_resume(cfgs[0])]
+    if population:
+        summaries = train_population_chunk(cfgs, chunk_checkpoint(study_of(cfgs), cfgs))
+    else:
+        summaries = [train_or_resume(cfgs[0])]
     if ship_to is not None:
         for cfg, summary in zip(cfgs, summaries, strict=True):
             run_dir = Path(cfg.run.logdir) / (cfg.run.run_name or "")

@@ -34,7 +34,15 @@ import numpy as np
 from envs import EnvError, env_reward_threshold, make_vector_env
 from rl_rmsprop.aggregate import RunCurves, bootstrap_ci, iqm, normalized_auc, step_grid
 from rl_rmsprop.checkpoint import write_json_atomic
-from rl_rmsprop.cluster import RayOptions, RayUnavailable, connect, import_ray, run_on_ray
+from rl_rmsprop.cluster import (
+    RayOptions,
+    RayUnavailable,
+    chunk_checkpoint,
+    connect,
+    import_ray,
+    run_on_ray,
+    train_population_chunk,
+)
 from rl_rmsprop.config import Config, OneLineErrorParser, OptimConfig, parse_config
 from rl_rmsprop.optim.presets import preset_group
 
@@ -229,15 +237,20 @@ def _train_pair(cfg: Config) -> dict[str, Any]:
         return {"error": str(e)}
 
 
-def _train_chunk(cfgs: list[Config], label: str) -> list[dict[str, Any]]:
-    """Worker: one population of runs; each run's summary, or ``{"error": ...}``."""
-    from rl_rmsprop.population import PopulationError, run_population
-    from rl_rmsprop.train import UserError
+def _train_chunk(cfgs: list[Config], label: str, checkpoint: Path) -> list[dict[str, Any]]:
+    """Worker: one population of runs; each run's summary, or ``{"error": ...}``.
+
+    It resumes from ``checkpoint`` if an earlier attempt left one. A signal makes the
+    population finish its update and write its checkpoint; it then ends as Ctrl-C does
+    (``KeyboardInterrupt``).
+    """
+    from rl_rmsprop.train import Interrupted, StopSignals
 
     try:
-        return run_population(cfgs, out=sys.stdout, label=label)
-    except (UserError, EnvError, PopulationError) as e:
-        return [{"error": str(e)}] * len(cfgs)
+        with StopSignals() as stop:
+            return train_population_chunk(cfgs, checkpoint, out=sys.stdout, label=label, stop=stop)
+    except Interrupted:
+        raise KeyboardInterrupt from None
 
 
 def population_chunks(pairs: list[Pair], workers: int) -> list[list[Pair]]:
@@ -289,8 +302,8 @@ def run_pairs(
         if summary_file.exists():
             results[pair] = json.loads(summary_file.read_text())
             continue
-        if pair.run_dir.exists() and ray is None:
-            shutil.rmtree(pair.run_dir)
+        if pair.run_dir.exists() and ray is None and not population:
+            shutil.rmtree(pair.run_dir)  # populations resume or redo their own members
         todo.append(pair)
     skipped = len(pairs) - len(todo)
     if skipped:
@@ -320,16 +333,16 @@ def run_pairs(
     if population:
         chunks = population_chunks(todo, workers)
         labels = [f"population {i + 1}/{len(chunks)}" for i in range(len(chunks))]
-        if len(chunks) == 1:
-            for pair, summary in zip(
-                todo, _train_chunk([p.cfg for p in todo], labels[0]), strict=True
-            ):
-                report(pair, summary)
-            return results
+        root = study or Path(".")
         jobs = [
-            (_train_chunk, ([p.cfg for p in c], label))
+            (_train_chunk, ([p.cfg for p in c], label, chunk_checkpoint(root, [p.cfg for p in c])))
             for c, label in zip(chunks, labels, strict=True)
         ]
+        if len(chunks) == 1:
+            fn, args = jobs[0]
+            for pair, summary in zip(todo, fn(*args), strict=True):
+                report(pair, summary)
+            return results
     else:
         chunks = [[p] for p in todo]
         jobs = [(_train_pair, (p.cfg,)) for p in todo]
@@ -840,4 +853,8 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy's: the modules it calls raise
+    # rl_rmsprop.compare's exception classes, which __main__'s own copies would not catch.
+    from rl_rmsprop.compare import main as module_main
+
+    sys.exit(module_main())

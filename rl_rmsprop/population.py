@@ -380,6 +380,7 @@ class Loop:
         """Write the checkpoint (atomically) and flush the members' events."""
         for m in self.members:
             m.logger.flush()
+        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(self.state_dict(), self.checkpoint)
         self.last_checkpoint = self.collector.member_step
 
@@ -491,8 +492,10 @@ class Loop:
 
 
 def _plain(cfg: Config) -> dict[str, Any]:
-    """A config as JSON data (lists, not tuples): what a checkpoint compares."""
-    return json.loads(json.dumps(cfg.to_dict()))
+    """A config as JSON data (lists, not tuples) without what a resume may change (quiet)."""
+    data = json.loads(json.dumps(cfg.to_dict()))
+    data["run"].pop("quiet", None)
+    return data
 
 
 def _load_checkpoint(path: Path, cfgs: list[Config]) -> dict[str, Any] | None:

@@ -857,11 +857,18 @@ def resume_config(argv: list[str]) -> tuple[Config, Path]:
     return dataclasses.replace(saved, run=dataclasses.replace(saved.run, **changes)), run_dir
 
 
-def train_population(cfg: Config) -> int:
+POPULATION_FILE = "population.json"
+"""In a ``train --population`` folder: the configuration, then every member's summary."""
+
+
+def train_population(cfg: Config, resume: Path | None = None) -> int:
     """``--population K``: K seeds of ``cfg`` in one batched process; member i in seed-<k>.
 
-    Writes ``population.json`` (every member's summary and the aggregate speed) in the
-    population folder; returns the exit status (1 if a member diverged).
+    The population's checkpoint is ``checkpoint.pt`` in its folder (every
+    ``--checkpoint-every`` member steps, and on SIGINT/SIGTERM); ``resume`` continues the
+    population in that folder. ``population.json`` holds the configuration, then every
+    member's summary and the aggregate speed. Returns the exit status (1 if a member
+    diverged, 128 + signal when stopped).
 
     Raises:
         UserError: the configuration cannot train as a population, or the folder exists.
@@ -884,32 +891,36 @@ def train_population(cfg: Config) -> int:
     except ValueError as e:
         raise UserError(f"{e} (see --optimizer and its options in --help)") from e
     size = cfg.run.population
-    name = cfg.run.run_name or run_name(cfg).replace(f"__{cfg.run.seed}__", f"__pop{size}__")
-    folder = make_run_dir(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_name=name)))
-    previous = None
-    if threading.current_thread() is threading.main_thread():  # SIGTERM stops it as Ctrl-C does
-        previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    if resume is None:
+        name = cfg.run.run_name or run_name(cfg).replace(f"__{cfg.run.seed}__", f"__pop{size}__")
+        folder = make_run_dir(
+            dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_name=name))
+        )
+        write_json_atomic({"members": size, "config": cfg.to_dict()}, folder / POPULATION_FILE)
+    else:
+        folder = resume
+        if not (folder / "checkpoint.pt").exists():
+            raise UserError(
+                f"{folder} has no population checkpoint to resume from (finished, or stopped "
+                "before its first one); start it again"
+            )
     try:
-        summaries = run_population(
-            population_configs(cfg, size, folder), label=f"population {folder}"
-        )
+        with StopSignals() as stop:
+            summaries = run_population(
+                population_configs(cfg, size, folder),
+                label=f"population {folder}",
+                checkpoint=folder / "checkpoint.pt",
+                stop=stop,
+            )
     except PopulationError as e:
-        shutil.rmtree(folder, ignore_errors=True)
+        if resume is None:
+            shutil.rmtree(folder, ignore_errors=True)
         raise UserError(f"{e}; drop --population to train one run") from None
-    except KeyboardInterrupt:
-        shutil.rmtree(folder, ignore_errors=True)
-        print(
-            f"interrupted: a population keeps no checkpoints; {folder} was removed, run the "
-            "command again",
-            file=sys.stderr,
-        )
-        return 130
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+    except (UserError, EnvError):
+        if resume is None:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    (folder / "checkpoint.pt").unlink(missing_ok=True)  # finished: nothing to resume
     done = [s for s in summaries if "error" not in s]
     failed = [s["error"] for s in summaries if "error" in s]
     wall = max((s["wall_time_s"] for s in done), default=0.0)
@@ -917,11 +928,12 @@ def train_population(cfg: Config) -> int:
     write_json_atomic(
         {
             "members": size,
+            "config": cfg.to_dict(),
             "wall_time_s": wall,
             "aggregate_sps": steps / max(wall, 1e-9),
             "summaries": summaries,
         },
-        folder / "population.json",
+        folder / POPULATION_FILE,
     )
     for i, error in enumerate(s.get("error") for s in summaries):
         if error:
@@ -941,11 +953,35 @@ def train_population(cfg: Config) -> int:
     return 1 if failed else 0
 
 
+def population_resume_config(argv: list[str], folder: Path) -> Config:
+    """The configuration of a ``train --population`` folder (only ``--quiet`` may change).
+
+    Raises:
+        UserError: other options given, or an unreadable ``population.json``.
+    """
+    given = [a.split("=", 1)[0] for a in argv if a.startswith("--")]
+    others = [g for g in given if g not in ("--resume", "--quiet")]
+    if others:
+        raise UserError(
+            f"--resume continues a population as it was; {others[0]} cannot be changed "
+            "(only --quiet may be given)"
+        )
+    try:
+        saved = Config.from_dict(json.loads((folder / POPULATION_FILE).read_text())["config"])
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise UserError(f"cannot read {folder / POPULATION_FILE} ({e})") from None
+    quiet = "--quiet" in given or saved.run.quiet
+    return dataclasses.replace(saved, run=dataclasses.replace(saved.run, quiet=quiet))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a user mistake, with a one-line message)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if any(a == "--resume" or a.startswith("--resume=") for a in argv):
+            folder = Path(parse_config(argv).run.resume)
+            if (folder / POPULATION_FILE).exists():
+                return train_population(population_resume_config(argv, folder), resume=folder)
             cfg, run_dir = resume_config(argv)
             summary = run(cfg, resume=run_dir)
         else:
@@ -980,4 +1016,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy's: the modules it calls raise
+    # rl_rmsprop.train's exception classes, which __main__'s own copies would not catch.
+    from rl_rmsprop.train import main as module_main
+
+    sys.exit(module_main())

@@ -352,10 +352,10 @@ def test_population_on_cuda_without_a_gpu_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_stops_a_population_and_leaves_nothing_half_written(tmp_path, signum):
-    argv = ["--population", "4", "--total-steps", "10000000", "--logdir", str(tmp_path)]
+def test_a_signal_checkpoints_a_population_and_resume_finishes_it(tmp_path, signum):
+    argv = ["--population", "3", "--total-steps", "60000", "--logdir", str(tmp_path)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "rl_rmsprop.train", *argv, "--run-name", "p"],
+        [sys.executable, "-m", "rl_rmsprop.train", *argv, "--run-name", "p", "--quiet"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -367,9 +367,24 @@ def test_ctrl_c_stops_a_population_and_leaves_nothing_half_written(tmp_path, sig
     time.sleep(1.0)  # training
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130
-    assert "interrupted: a population keeps no checkpoints" in err and "Traceback" not in err
-    assert not (tmp_path / "p").exists()
+    assert proc.returncode == 128 + signum, err
+    assert "checkpoint written" in err and f"--resume {tmp_path / 'p'}" in err
+    assert "Traceback" not in err and (tmp_path / "p" / "checkpoint.pt").exists()
+    assert not list((tmp_path / "p").glob("seed-*/summary.json"))
+    assert train.main(["--resume", str(tmp_path / "p"), "--quiet"]) == 0
+    data = json.loads((tmp_path / "p" / "population.json").read_text())
+    assert [s["total_steps"] for s in data["summaries"]] == [60000] * 3
+    assert not (tmp_path / "p" / "checkpoint.pt").exists()  # finished: nothing to resume
+    assert train.main(["--resume", str(tmp_path / "p")]) == 2  # finished
+
+
+def test_population_resume_refuses_other_options(tmp_path, capsys):
+    argv = ["--population", "2", "--total-steps", "2000", "--logdir", str(tmp_path)]
+    assert train.main([*argv, "--run-name", "p", "--quiet"]) == 0
+    capsys.readouterr()
+    assert train.main(["--resume", str(tmp_path / "p"), "--lr", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert "--lr cannot be changed" in err and err.count("\n") == 1
 
 
 def test_eval_epsilon_randomises_only_the_evaluation(tmp_path):
@@ -420,3 +435,41 @@ def test_an_interrupted_population_resumes_to_the_uninterrupted_result(tmp_path)
     other = [_cfg(tmp_path / "cut", "rmsprop", 5, steps=6000)]
     with pytest.raises(train.UserError, match="another population"):
         run_population(other, checkpoint=ckpt)
+
+
+def test_an_interrupted_compare_population_resumes_from_its_checkpoint(
+    tmp_path, monkeypatch, capsys
+):
+    args = [
+        *("--optimizers", "rmsprop,adam", "--seeds", "2", "--total-steps", "6000"),
+        *("--checkpoint-every", "1000", "--logdir", str(tmp_path), "--workers", "1"),
+    ]
+    assert compare.main([*args, "--name", "whole"]) == 0
+    whole = capsys.readouterr().out
+
+    class StopLater(_StopAfter):
+        def __init__(self) -> None:
+            super().__init__(60)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "StopSignals", StopLater)
+        assert compare.main([*args, "--name", "cut"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert len(list((tmp_path / "compare-cut" / "populations").glob("*.pt"))) == 1
+    assert compare.main([*args, "--name", "cut"]) == 0
+    resumed = capsys.readouterr().out
+    assert "; resumed at step 2,440" in resumed  # from the checkpoint, not from scratch
+
+    def table(text):
+        lines = text.splitlines()
+        head = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
+        return [line.rsplit("|", 1)[0] for line in lines[head : head + 4]]
+
+    assert table(whole) == table(resumed)
+    assert not list((tmp_path / "compare-cut" / "populations").glob("*.pt"))  # finished
