@@ -9,7 +9,7 @@ them into the study folder.
 
 Failures: a task whose worker process or node dies is retried by Ray up to ``--ray-retries``
 times; a retried run resumes from its newest checkpoint (train's ``--checkpoint-every``), a
-retried population starts again (populations keep no checkpoints). A run that still fails is
+retried population from its own checkpoint in ``<study>/populations``. A run that still fails is
 reported as failed in the study's summary. Ctrl-C on the driver cancels the tasks; the run
 folders keep their checkpoints, and the same command with the same ``--name`` resumes them.
 """

@@ -8,8 +8,8 @@ updates them all, each optimizer family in one call (``rl_rmsprop.optim.populati
 Each member writes exactly what a single run writes to its own run folder: ``config.json``,
 TensorBoard events with the same tags (episodes, losses, gradient and optimizer telemetry,
 evaluation, hparams) and ``summary.json``, plus ``model.pt`` (the member's final
-``ActorCritic`` state dict). ``compare`` reads them unchanged. Unlike a single run, a
-population writes no checkpoints: an interrupted population is run again.
+``ActorCritic`` state dict). ``compare`` reads them unchanged. The population checkpoints
+as a whole (:class:`Loop`), and a resumed population ends as the uninterrupted one.
 """
 
 from __future__ import annotations
