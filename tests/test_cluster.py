@@ -90,19 +90,7 @@ def test_runs_are_shipped_back_when_nodes_share_no_file_system(tmp_path, local_r
 
 
 def _kill_the_task_after_its_first_checkpoint(run_dir: Path, killed: list[int]) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if list((run_dir / "checkpoints").glob("step-*.pt")):
-            for pid in os.listdir("/proc"):
-                try:
-                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-                except (OSError, ValueError):
-                    continue
-                if cmd.startswith(b"ray::ray_task"):
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed.append(int(pid))
-                    return
-        time.sleep(0.05)
+    _kill_when(lambda: bool(list((run_dir / "checkpoints").glob("step-*.pt"))), killed)
 
 
 @pytest.mark.parametrize("retries", [2, 0])
@@ -184,3 +172,44 @@ def test_an_unreachable_cluster_is_one_line_exit_2_and_writes_nothing(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1
     assert done.stderr.startswith("error: cannot reach the Ray cluster at 127.0.0.1:1")
     assert not logdir.exists()
+
+
+def _kill_when(condition, killed: list[int]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if condition():
+            for pid in os.listdir("/proc"):
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except (OSError, ValueError):
+                    continue
+                if cmd.startswith(b"ray::ray_task"):
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                    return
+        time.sleep(0.05)
+
+
+def test_a_killed_population_task_resumes_from_the_populations_checkpoint(
+    tmp_path, local_ray, capfd
+):
+    args = [
+        *("--optimizers", "rmsprop,adam", "--seeds", "1", "--total-steps", "60000"),
+        *("--checkpoint-every", "5000", "--eval-episodes", "1", "--population"),
+        *("--workers", "1", "--logdir", str(tmp_path)),
+    ]
+    populations = tmp_path / "compare-ray" / "populations"
+    killed: list[int] = []
+    killer = threading.Thread(
+        target=_kill_when, args=(lambda: any(populations.glob("*.pt")), killed)
+    )
+    killer.start()
+    status = compare.main([*args, "--name", "ray", "--backend", "ray"])
+    killer.join()
+    on_ray = capfd.readouterr().out
+    assert killed and status == 0
+    assert not any(populations.glob("*.pt"))  # removed once the population finished
+    for run_dir in (tmp_path / "compare-ray").glob("*/seed-0"):
+        assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2  # resumed, not restarted
+    assert compare.main([*args, "--name", "local"]) == 0
+    assert _table(capfd.readouterr().out) == _table(on_ray)
