@@ -116,9 +116,9 @@ def train_or_resume(cfg: Config) -> dict[str, Any]:
     Returns its summary (read back if it had already finished) or ``{"error": ...}``.
     """
     from envs import EnvError
-    from rl_rmsprop.train import Diverged, EnvCrashed, UserError, run
+    from rl_rmsprop.train import Diverged, EnvCrashed, UserError, run, run_folder
 
-    run_dir = Path(cfg.run.logdir) / (cfg.run.run_name or "")
+    run_dir = run_folder(cfg)
     summary_file = run_dir / "summary.json"
     if summary_file.exists():
         return json.loads(summary_file.read_text())
@@ -133,7 +133,9 @@ def train_or_resume(cfg: Config) -> dict[str, Any]:
 
 def chunk_checkpoint(study: Path, cfgs: Sequence[Config]) -> Path:
     """Where a population of a study keeps its checkpoint: named after its members' folders."""
-    runs = "\n".join(sorted(str(Path(c.run.logdir) / (c.run.run_name or "")) for c in cfgs))
+    from rl_rmsprop.train import run_folder
+
+    runs = "\n".join(sorted(str(run_folder(c)) for c in cfgs))
     return study / "populations" / f"{hashlib.sha1(runs.encode()).hexdigest()[:16]}.pt"
 
 
@@ -154,7 +156,7 @@ def train_population_chunk(
     """
     from envs import EnvError
     from rl_rmsprop.population import PopulationError, run_population
-    from rl_rmsprop.train import UserError
+    from rl_rmsprop.train import UserError, run_folder
 
     out = out if out is not None else io.StringIO()
     if checkpoint is not None and checkpoint.exists():
@@ -170,7 +172,7 @@ def train_population_chunk(
     todo = []
     done: dict[int, dict[str, Any]] = {}
     for i, cfg in enumerate(cfgs):
-        run_dir = Path(cfg.run.logdir) / (cfg.run.run_name or "")
+        run_dir = run_folder(cfg)
         if (run_dir / "summary.json").exists():
             done[i] = json.loads((run_dir / "summary.json").read_text())
             continue
@@ -222,6 +224,8 @@ def ray_task(cfgs: Sequence[Config], population: bool, ship_to: str | None) -> l
     With ``ship_to`` (the study folder on the driver) the runs are written under
     :data:`SHIP_ROOT` on this node and each finished folder comes back as ``"archive"``.
     """
+    from rl_rmsprop.train import run_folder
+
     if ship_to is not None:
         study = Path(ship_to)
         local = SHIP_ROOT / study.name
@@ -237,7 +241,7 @@ def ray_task(cfgs: Sequence[Config], population: bool, ship_to: str | None) -> l
         summaries = [train_or_resume(cfgs[0])]
     if ship_to is not None:
         for cfg, summary in zip(cfgs, summaries, strict=True):
-            run_dir = Path(cfg.run.logdir) / (cfg.run.run_name or "")
+            run_dir = run_folder(cfg)
             if "error" not in summary and run_dir.exists():
                 summary["archive"] = _pack(run_dir)
                 shutil.rmtree(run_dir, ignore_errors=True)

@@ -199,7 +199,9 @@ class Pair:
     @property
     def run_dir(self) -> Path:
         """The run's folder."""
-        return Path(self.cfg.run.logdir) / self.cfg.run.run_name
+        from rl_rmsprop.train import run_folder
+
+        return run_folder(self.cfg)
 
 
 def build_pairs(

@@ -47,15 +47,22 @@ from rl_rmsprop.checkpoint import (
 from rl_rmsprop.config import Config
 from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim.population import PopulationOptimizer, member_settings
+from rl_rmsprop.train import (
+    EVAL_SEED_OFFSET,
+    SOLVE_WINDOW,
+    Interrupted,
+    SolvedAt,
+    UserError,
+    hparams,
+    make_run_dir,
+    resolve_device,
+    run_folder,
+)
 
-SOLVE_WINDOW = 20
-"""As in single runs: solved when the mean of this many last episodes reaches the threshold."""
-EVAL_SEED_OFFSET = 10_000
-"""As in single runs: evaluation envs are seeded with seed + this."""
 SHARED = ("optim", "run.seed", "run.logdir", "run.run_name")
+"""What may differ between members; every other option is the population's."""
 MODEL_FILE = "model.pt"
 """A member's final parameters: an ``agents.networks.ActorCritic`` state dict."""
-"""What may differ between members; every other option is the population's."""
 
 
 class PopulationError(Exception):
@@ -109,11 +116,8 @@ class Member:
     cfg: Config
     run_dir: Path
     logger: Logger
-    threshold: float | None
-    window: list[float] = field(default_factory=list)
+    solved: SolvedAt
     recent: deque = field(default_factory=lambda: deque(maxlen=100))
-    solved_at_step: int | None = None
-    solved_at_time_s: float | None = None
     error: str | None = None
     stopped_at: int | None = None
     """Env step at which the member was stopped (diverged); it takes no more updates."""
@@ -122,11 +126,7 @@ class Member:
         """Log a finished episode and note when the env is first solved."""
         self.logger.episode(ret, length, step)
         self.recent.append(ret)
-        if self.solved_at_step is None and self.threshold is not None:
-            self.window = [*self.window[-(SOLVE_WINDOW - 1) :], ret]
-            full = len(self.window) == SOLVE_WINDOW
-            if full and sum(self.window) / SOLVE_WINDOW >= self.threshold:
-                self.solved_at_step, self.solved_at_time_s = step, elapsed
+        self.solved.add(ret, step, elapsed)
 
     def mean_recent(self, n: int = 100) -> float | None:
         """Mean return of the last ``n`` (at most 100) episodes; None before any."""
@@ -135,22 +135,16 @@ class Member:
     def state_dict(self) -> dict[str, Any]:
         """The bookkeeping a resumed population continues from."""
         return {
-            "window": list(self.window),
+            **self.solved.state_dict(),
             "recent": list(self.recent),
-            "solved_at_step": self.solved_at_step,
-            "solved_at_time_s": self.solved_at_time_s,
             "error": self.error,
             "stopped_at": self.stopped_at,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output."""
-        self.window = list(state["window"])
+        self.solved.load_state_dict(state)
         self.recent = deque(state["recent"], maxlen=100)
-        self.solved_at_step, self.solved_at_time_s = (
-            state["solved_at_step"],
-            state["solved_at_time_s"],
-        )
         self.error, self.stopped_at = state["error"], state["stopped_at"]
 
 
@@ -237,8 +231,6 @@ def run_population(
         UserError, EnvError: as a single run (bad device, unknown env, unwritable folder, a
             checkpoint of another population).
     """
-    from rl_rmsprop.train import UserError, hparams, make_run_dir, resolve_device
-
     out = out or sys.stderr
     check_members(cfgs)
     try:
@@ -280,12 +272,12 @@ def run_population(
                 run_dir = make_run_dir(cfg)
                 write_json_atomic(cfg.to_dict(), run_dir / "config.json")
             else:
-                run_dir = Path(cfg.run.logdir) / (cfg.run.run_name or "")
+                run_dir = run_folder(cfg)
             # Events after the checkpoint's step are replaced (those at it were logged first).
             purge = None if resume_step is None else resume_step + 1
             logger = Logger(run_dir, run.total_steps, quiet=True, purge_step=purge, buffered=True)
             logger.config(hparams(cfg), None if state else markdown_table(flatten(cfg.to_dict())))
-            members.append(Member(cfg, run_dir, logger, threshold))
+            members.append(Member(cfg, run_dir, logger, SolvedAt(threshold)))
         print(
             f"{label}: {len(members)} members ({_families(members_cfg)}) of a2c on "
             f"{base.env.id} x{envs_per_member} envs each, {run.total_steps:,} steps per member, "
@@ -386,8 +378,6 @@ class Loop:
 
     def boundary(self, step: int) -> None:
         """Between updates: a checkpoint when due, or when a stop signal came (then stop)."""
-        from rl_rmsprop.train import Interrupted
-
         if self.stop is not None and self.stop.signum is not None and self.checkpoint:
             self.save()
             raise Interrupted(self.stop.signum, step, self.checkpoint.parent)
@@ -467,8 +457,8 @@ class Loop:
                 "wall_time_s": wall,
                 "sps": step / wall,
                 "episodic_return_mean100": m.mean_recent(),
-                "solved_at_step": m.solved_at_step,
-                "solved_at_time_s": m.solved_at_time_s,
+                "solved_at_step": m.solved.step,
+                "solved_at_time_s": m.solved.time_s,
                 "eval_return_mean": results[k][0],
                 "eval_return_std": results[k][1],
                 "population": {"members": k_members, "aggregate_sps": step * k_members / wall},
@@ -504,8 +494,6 @@ def _load_checkpoint(path: Path, cfgs: list[Config]) -> dict[str, Any] | None:
     Raises:
         UserError: unreadable, or the checkpoint of other members or settings.
     """
-    from rl_rmsprop.train import UserError
-
     if not path.exists():
         return None
     try:
@@ -516,9 +504,7 @@ def _load_checkpoint(path: Path, cfgs: list[Config]) -> dict[str, Any] | None:
         raise UserError(
             f"{path} is the checkpoint of another population; remove it or resume its own"
         )
-    missing = [
-        c.run.run_name for c in cfgs if not (Path(c.run.logdir) / (c.run.run_name or "")).is_dir()
-    ]
+    missing = [c.run.run_name for c in cfgs if not run_folder(c).is_dir()]
     if missing:
         raise UserError(f"cannot resume {path}: member folder {missing[0]} is gone")
     return state
@@ -558,7 +544,7 @@ def _log_eval(
 def _progress(members: list[Member], step: int, total: int, elapsed: float, out: TextIO) -> None:
     recent = [r for r in (m.mean_recent(SOLVE_WINDOW) for m in members) if r is not None]
     ret = f"{np.median(recent):.1f}" if recent else "n/a"
-    solved = sum(m.solved_at_step is not None for m in members)
+    solved = sum(m.solved.step is not None for m in members)
     aggregate = step * len(members) / max(elapsed, 1e-9)
     print(
         f"{step:>10,}/{total:,} steps per member ({100 * step / total:5.1f}%)  "

@@ -68,6 +68,46 @@ no_grad = torch.no_grad()
 
 SOLVE_WINDOW = 20
 """solved_at_step: the mean of this many last training episodes reaches the env's threshold."""
+EVAL_SEED_OFFSET = 10_000
+"""Evaluation envs are seeded with the run's seed plus this."""
+
+
+class SolvedAt:
+    """When a run first counts as solved (the rule of single runs and population members).
+
+    Solved: the mean return of the last :data:`SOLVE_WINDOW` training episodes reaches the
+    env's reward threshold; never for an env without a threshold.
+
+    Args:
+        threshold: the env's reward threshold, or None.
+    """
+
+    def __init__(self, threshold: float | None) -> None:
+        self.threshold = threshold
+        self.window: list[float] = []
+        self.step: int | None = None
+        self.time_s: float | None = None
+
+    def add(self, episodic_return: float, step: int, elapsed_s: float) -> None:
+        """Take one finished episode (its return, the env step and wall time it ended at)."""
+        if self.step is not None or self.threshold is None:
+            return
+        self.window = [*self.window[-(SOLVE_WINDOW - 1) :], episodic_return]
+        if len(self.window) == SOLVE_WINDOW and np.mean(self.window) >= self.threshold:
+            self.step, self.time_s = step, elapsed_s
+
+    def state_dict(self) -> dict[str, Any]:
+        """The window and the solved-at figures (the keys of earlier checkpoints)."""
+        return {
+            "window": list(self.window),
+            "solved_at_step": self.step,
+            "solved_at_time_s": self.time_s,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.window = list(state["window"])
+        self.step, self.time_s = state["solved_at_step"], state["solved_at_time_s"]
 
 
 class UserError(Exception):
@@ -99,11 +139,8 @@ class Tracker:
     def __init__(self, cfg: Config, collector: Collector, opt: Any, logger: Logger) -> None:
         self.run, self.collector, self.opt, self.logger = cfg.run, collector, opt, logger
         self.max_norm = cfg.learn.max_grad_norm
-        self.threshold = env_reward_threshold(cfg.env.id)
         self.atari = is_atari(cfg.env.id)
-        self.window: list[float] = []
-        self.solved_at_step: int | None = None
-        self.solved_at_time_s: float | None = None
+        self.solved = SolvedAt(env_reward_threshold(cfg.env.id))
         self.updates = 0
         self.start = time.perf_counter()
         on_cpu = all(p.device.type == "cpu" for g in opt.param_groups for p in g["params"])
@@ -139,18 +176,14 @@ class Tracker:
     def state_dict(self) -> dict[str, Any]:
         """Counters and the solved-at bookkeeping (for checkpoints)."""
         return {
-            "window": list(self.window),
-            "solved_at_step": self.solved_at_step,
-            "solved_at_time_s": self.solved_at_time_s,
+            **self.solved.state_dict(),
             "updates": self.updates,
             "elapsed_s": time.perf_counter() - self.start,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output; wall time continues from the saved elapsed time."""
-        self.window = list(state["window"])
-        self.solved_at_step = state["solved_at_step"]
-        self.solved_at_time_s = state["solved_at_time_s"]
+        self.solved.load_state_dict(state)
         self.updates = state["updates"]
         self.start = time.perf_counter() - state["elapsed_s"]
 
@@ -162,11 +195,7 @@ class Tracker:
         """Log finished episodes, note when the env is first solved, update the progress."""
         for ep in self.collector.pop_finished():
             self.logger.episode(ep.episodic_return, ep.length, ep.step)
-            self.window = [*self.window[-(SOLVE_WINDOW - 1) :], ep.episodic_return]
-            full = len(self.window) == SOLVE_WINDOW and self.threshold is not None
-            if full and self.solved_at_step is None and np.mean(self.window) >= self.threshold:
-                self.solved_at_step = ep.step
-                self.solved_at_time_s = time.perf_counter() - self.start
+            self.solved.add(ep.episodic_return, ep.step, time.perf_counter() - self.start)
         recent = self.collector.mean_recent(SOLVE_WINDOW)
         self.logger.progress(self.collector.global_step, self.sps(), recent)
 
@@ -179,8 +208,8 @@ class Tracker:
             "wall_time_s": wall,
             "sps": self.collector.global_step / wall,
             "episodic_return_mean100": self.collector.mean_recent(),
-            "solved_at_step": self.solved_at_step,
-            "solved_at_time_s": self.solved_at_time_s,
+            "solved_at_step": self.solved.step,
+            "solved_at_time_s": self.solved.time_s,
         }
 
 
@@ -278,9 +307,14 @@ def run_name(cfg: Config) -> str:
     )
 
 
+def run_folder(cfg: Config) -> Path:
+    """The run's folder: ``--logdir`` / the run name."""
+    return Path(cfg.run.logdir) / run_name(cfg)
+
+
 def make_run_dir(cfg: Config) -> Path:
     """Create the run folder, refusing an existing one (unless ``--force``) or an unwritable one."""
-    path = Path(cfg.run.logdir) / run_name(cfg)
+    path = run_folder(cfg)
     if path.exists() and not cfg.run.force:
         raise UserError(
             f"run folder {path} already exists; choose another --run-name, continue it with "
@@ -553,7 +587,7 @@ def evaluate(
         record = partial(RecordVideo, video_folder=str(video_dir), episode_trigger=lambda _: True)
         record_quietly = partial(_quiet_video, record)
         wrappers = [record_quietly, *atari_wrappers()] if is_atari(cfg.env.id) else [record_quietly]
-    seed = cfg.run.seed + 10_000
+    seed = cfg.run.seed + EVAL_SEED_OFFSET
     env = make_vector_env(
         cfg.env.id,
         1,
