@@ -115,6 +115,15 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_NAME.fullmatch(p.name).group(1)))
 
 
+def resume_candidates(run_dir: Path) -> list[Path]:
+    """The checkpoints a run can resume from, in the order to try them.
+
+    The final ``checkpoint.pt`` first, then the periodic ones, newest first.
+    """
+    final = Path(run_dir) / "checkpoint.pt"
+    return [p for p in (final, *reversed(list_checkpoints(run_dir))) if p.exists()]
+
+
 def prune_checkpoints(run_dir: Path, keep: int) -> None:
     """Delete all but the newest ``keep`` periodic checkpoints (``keep`` <= 0 keeps all)."""
     if keep <= 0:

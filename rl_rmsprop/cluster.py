@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from rl_rmsprop.checkpoint import resume_candidates
 from rl_rmsprop.config import Config
 
 RAY_INSTALL = 'pip install -e ".[ray]"'
@@ -104,12 +105,6 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def _has_checkpoint(run_dir: Path) -> bool:
-    from rl_rmsprop.checkpoint import list_checkpoints
-
-    return (run_dir / "checkpoint.pt").exists() or bool(list_checkpoints(run_dir))
-
-
 def train_or_resume(cfg: Config) -> dict[str, Any]:
     """One run: resumed from its newest checkpoint if an earlier attempt left one.
 
@@ -122,7 +117,7 @@ def train_or_resume(cfg: Config) -> dict[str, Any]:
     summary_file = run_dir / "summary.json"
     if summary_file.exists():
         return json.loads(summary_file.read_text())
-    resume = run_dir if run_dir.exists() and _has_checkpoint(run_dir) else None
+    resume = run_dir if resume_candidates(run_dir) else None
     if resume is None and run_dir.exists():
         shutil.rmtree(run_dir)  # an attempt that died before its first checkpoint
     try:

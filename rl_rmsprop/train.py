@@ -55,6 +55,7 @@ from rl_rmsprop.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    resume_candidates,
     save_checkpoint,
     write_json_atomic,
 )
@@ -678,8 +679,7 @@ def find_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     """
     if not (run_dir / "config.json").is_file():
         raise UserError(f"{run_dir} is not a run folder (no config.json); check the --resume path")
-    candidates = [run_dir / "checkpoint.pt", *reversed(list_checkpoints(run_dir))]
-    candidates = [c for c in candidates if c.exists()]
+    candidates = resume_candidates(run_dir)
     if not candidates:
         raise UserError(f"{run_dir} has no checkpoint to resume from; start a new run instead")
     problems = []

@@ -10,6 +10,7 @@ from rl_rmsprop.checkpoint import (
     list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
+    resume_candidates,
     save_checkpoint,
     write_json_atomic,
 )
@@ -76,3 +77,15 @@ def test_periodic_checkpoints_are_listed_by_step_and_pruned(tmp_path):
     assert [load_checkpoint(p)["step"] for p in list_checkpoints(tmp_path)] == [5_000, 20_000]
     prune_checkpoints(tmp_path, keep=0)  # 0 keeps all
     assert len(list_checkpoints(tmp_path)) == 2
+
+
+def test_resume_candidates_are_the_final_checkpoint_then_the_newest_periodic_ones(tmp_path):
+    assert resume_candidates(tmp_path / "missing") == []
+    checkpoint_path(tmp_path, 0).parent.mkdir()
+    for step in (100, 2000, 300):
+        save_checkpoint({"step": step}, checkpoint_path(tmp_path, step))
+    assert [p.name for p in resume_candidates(tmp_path)] == [
+        checkpoint_path(tmp_path, s).name for s in (2000, 300, 100)
+    ]
+    save_checkpoint({"step": 2500}, tmp_path / "checkpoint.pt")
+    assert resume_candidates(tmp_path)[0] == tmp_path / "checkpoint.pt"
