@@ -23,8 +23,7 @@ from torch import Tensor
 from .functional import Coeffs, Hyper, Rule, State, coefficients, denominator, init_state, update_
 from .presets import preset_group
 from .rmsprop import hyper_of, rule_of
-
-MAX_QUANTILE_ELEMENTS = 1 << 20
+from .stats import eps_dominated, quantiles, strided_sample
 
 
 @dataclass
@@ -130,10 +129,6 @@ class PopulationOptimizer:
         return torch.cat([getattr(b.hyper, field).squeeze(1) for b in self.blocks])
 
     # -- the step --------------------------------------------------------------------------
-
-    def zero_grad(self) -> None:
-        """Zero the gradient buffer."""
-        self.grad.zero_()
 
     def grad_norms(self) -> Tensor:
         """Each member's gradient L2 norm, ``[K]``."""
@@ -308,7 +303,6 @@ class PopulationOptimizer:
             return {}
         c = self._coeffs(block)
         d = denominator(block.state, block.rule, c)
-        n = self.data.shape[1]
         if d is None:  # SGD: every element's rate is the lr
             clr = c.clr.squeeze(1)
             figures = {f"optim/effective_lr/{k}": clr for k in ("mean", "p05", "p50", "p95")}
@@ -320,14 +314,13 @@ class PopulationOptimizer:
         figures["optim/sq_avg/max"] = v.amax(1)
         eff = c.clr / d
         figures["optim/effective_lr/mean"] = eff.mean(1)
-        sample = eff if n <= MAX_QUANTILE_ELEMENTS else eff[:, :: -(-n // MAX_QUANTILE_ELEMENTS)]
-        qs = torch.tensor([0.05, 0.5, 0.95], dtype=sample.dtype, device=sample.device)
-        p05, p50, p95 = torch.quantile(sample.float(), qs.float(), dim=1)
+        p05, p50, p95 = quantiles(eff, (0.05, 0.5, 0.95))
         figures["optim/effective_lr/p05"] = p05
         figures["optim/effective_lr/p50"] = p50
         figures["optim/effective_lr/p95"] = p95
-        small = d * d < 2 * c.eps if block.rule.eps_in_sqrt else d < 2 * c.eps
-        figures["optim/eps_dominated_fraction"] = small.float().mean(1)
+        figures["optim/eps_dominated_fraction"] = (
+            eps_dominated(d, block.rule, c.eps).float().mean(1)
+        )
         return figures
 
     def histograms(self, k: int, max_elements: int = 1 << 16) -> dict[str, Tensor]:
@@ -338,6 +331,5 @@ class PopulationOptimizer:
         if block.state.square_avg is not None:
             parts["optim/sq_avg"] = block.state.square_avg[k - block.start]
         for tag, x in parts.items():
-            x = x.detach().float().cpu()
-            out[tag] = x[:: max(1, -(-x.numel() // max_elements))]
+            out[tag] = strided_sample(x.detach().float().cpu(), max_elements)
         return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .functional import coefficients, denominator
+from .functional import Rule, Scalar, coefficients, denominator
 from .rmsprop import RMSprop, hyper_of, rule_of
 
 MAX_QUANTILE_ELEMENTS = 1 << 20
@@ -54,10 +54,28 @@ def total_grad_norm(optimizer: RMSprop) -> Tensor:
     return torch.linalg.vector_norm(torch.stack([n.to(device, dtype) for n in norms]))
 
 
-def _quantiles(x: Tensor, qs: tuple[float, ...]) -> Tensor:
-    if x.numel() > MAX_QUANTILE_ELEMENTS:
-        x = x[:: -(-x.numel() // MAX_QUANTILE_ELEMENTS)]
-    return torch.quantile(x.float(), torch.tensor(qs, device=x.device))
+def quantiles(x: Tensor, qs: tuple[float, ...]) -> Tensor:
+    """Quantiles of ``x`` along its last dimension: ``[len(qs), ...]``.
+
+    Exact up to :data:`MAX_QUANTILE_ELEMENTS` elements, taken on an even stride beyond.
+    """
+    n = x.shape[-1]
+    if n > MAX_QUANTILE_ELEMENTS:
+        x = x[..., :: -(-n // MAX_QUANTILE_ELEMENTS)]
+    return torch.quantile(x.float(), torch.tensor(qs, device=x.device), dim=-1)
+
+
+def eps_dominated(d: Tensor, rule: Rule, eps: Scalar) -> Tensor:
+    """Where eps outweighs the variance term of the denominator ``d`` (bool, like ``d``).
+
+    sqrt(var) < eps <=> d < 2 eps (eps outside the sqrt); var < eps <=> d^2 < 2 eps (inside).
+    """
+    return d * d < 2 * eps if rule.eps_in_sqrt else d < 2 * eps
+
+
+def strided_sample(x: Tensor, max_elements: int) -> Tensor:
+    """At most about ``max_elements`` of a 1-d tensor, evenly strided (for histograms)."""
+    return x[:: max(1, -(-x.numel() // max_elements))]
 
 
 def statistics(
@@ -115,10 +133,7 @@ def statistics(
         sq.append(torch.cat(list(space.active_slices(space.state.square_avg))))
         d = torch.cat(list(space.active_slices(d)))
         eff.append((c.clr / d).cpu())
-        # eps dominates when it exceeds the variance term: sqrt(var) < eps <=> d < 2 eps
-        # (eps outside), var < eps <=> d^2 < 2 eps (eps inside).
-        small = d * d < 2 * c.eps if rule.eps_in_sqrt else d < 2 * c.eps
-        dominated = dominated + small.sum().cpu()
+        dominated = dominated + eps_dominated(d, rule, c.eps).sum().cpu()
     if sq:
         v = torch.cat([x.cpu() for x in sq])
         out["optim/sq_avg/mean"] = v.mean()
@@ -127,7 +142,7 @@ def statistics(
     if eff:
         e = torch.cat(eff)
         out["optim/effective_lr/mean"] = e.mean()
-        p05, p50, p95 = _quantiles(e, (0.05, 0.5, 0.95))
+        p05, p50, p95 = quantiles(e, (0.05, 0.5, 0.95))
         out["optim/effective_lr/p05"] = p05
         out["optim/effective_lr/p50"] = p50
         out["optim/effective_lr/p95"] = p95
@@ -165,5 +180,5 @@ def histograms(optimizer: RMSprop, max_elements: int = 1 << 16) -> dict[str, Ten
     for tag, parts in (("optim/sq_avg", sq), ("grad/values", grads)):
         if parts:
             x = torch.cat([p.detach().float().cpu() for p in parts])
-            out[tag] = x[:: max(1, -(-x.numel() // max_elements))]
+            out[tag] = strided_sample(x, max_elements)
     return out
