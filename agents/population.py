@@ -19,6 +19,7 @@ A2C loss and GAE therefore run unchanged; only their means are taken per member
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -75,10 +76,7 @@ class Segment(NamedTuple):
     @property
     def numel(self) -> int:
         """Number of elements."""
-        n = 1
-        for s in self.shape:
-            n *= s
-        return n
+        return math.prod(self.shape)
 
 
 def _layout(net: ActorCritic) -> tuple[list[Segment], list[tuple[str, list[str]]]]:
@@ -127,14 +125,12 @@ class PopulationActorCritic:
         self.segments, leaves = _layout(members[0])
         self.n_actions = members[0].policy[-1].out_features
         self.layers = sum(isinstance(m, nn.Linear) for m in members[0].policy)
-        width = sum(s.numel for s in self.segments)
         dtype = next(members[0].parameters()).dtype
         rows = []
         for net in members:
             named = dict(net.named_parameters())
             rows.append(torch.cat([named[s.name].detach().reshape(-1) for s in self.segments]))
         self.data = torch.stack(rows).to(device=device, dtype=dtype).contiguous()
-        assert self.data.shape[1] == width
         self.grad = torch.zeros_like(self.data)
         by_name = {s.name: s for s in self.segments}
         self.leaves: dict[str, nn.Parameter] = {}
@@ -175,18 +171,31 @@ class PopulationActorCritic:
         w, b = self.leaves[f"{name}.weight"], self.leaves[f"{name}.bias"]
         return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
 
-    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits ``[K, B, A]`` and values ``[K, B]`` of inputs ``[K, B, obs_dim]``."""
-        h = tanh(self._linear(x, "first"))
-        width = h.shape[-1] // 2
-        outs = []
-        for net, z in (("policy", h[..., :width]), ("value", h[..., width:])):
+    def _activations(self, x: Tensor, policy_only: bool = False) -> dict[str, list[Tensor]]:
+        """Every layer's output for inputs ``[K, B, obs_dim]``, per network.
+
+        ``out["policy"][i]`` is the policy's layer-i output (tanh applied, except the last:
+        the logits ``[K, B, A]``); ``out["value"]`` likewise, ending in values ``[K, B, 1]``.
+        The first layers run as one fused product (``policy_only``: its policy half only).
+        """
+        w, b = self.leaves["first.weight"], self.leaves["first.bias"]
+        width = w.shape[1] // 2
+        if policy_only:
+            first = tanh(torch.baddbmm(b[:, None, :width], x, w[:, :width].transpose(1, 2)))
+            halves = {"policy": first}
+        else:
+            first = tanh(torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)))
+            halves = {"policy": first[..., :width], "value": first[..., width:]}
+        out = {}
+        for net, z in halves.items():
+            outs = [z]
             for i in range(1, self.layers):
                 z = self._linear(z, f"{net}.{2 * i}")
                 if i < self.layers - 1:
                     z = tanh(z)
-            outs.append(z)
-        return outs[0], outs[1].squeeze(-1)
+                outs.append(z)
+            out[net] = outs
+        return out
 
     def _to_members(self, obs: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """``[..., K * E, d]`` -> ``[K, L * E, d]`` (and the leading shape ``[..., K * E]``)."""
@@ -204,7 +213,8 @@ class PopulationActorCritic:
     def __call__(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """Logits ``[..., K * E, A]`` and values ``[..., K * E]`` (member-major envs, any E)."""
         x, lead = self._to_members(obs.to(self.data.dtype))
-        logits, values = self._heads(x)
+        out = self._activations(x)
+        logits, values = out["policy"][-1], out["value"][-1].squeeze(-1)
         return self._from_members(logits, lead), self._from_members(values, lead)
 
     def logits(self, obs: Tensor) -> Tensor:
@@ -221,14 +231,7 @@ class PopulationActorCritic:
 
     def _torch_logits(self, obs: Tensor) -> Tensor:
         x, lead = self._to_members(obs.to(self.data.dtype))
-        w, b = self.leaves["first.weight"], self.leaves["first.bias"]
-        width = w.shape[1] // 2  # the policy's half of the fused first layer
-        z = tanh(torch.baddbmm(b[:, None, :width], x, w[:, :width].transpose(1, 2)))
-        for i in range(1, self.layers):
-            z = self._linear(z, f"policy.{2 * i}")
-            if i < self.layers - 1:
-                z = tanh(z)
-        return self._from_members(z, lead)
+        return self._from_members(self._activations(x, policy_only=True)["policy"][-1], lead)
 
     def _numpy_logits(self, obs: np.ndarray) -> np.ndarray:
         if self._policy_np is None:  # [K, in, out] weight and [K, 1, out] bias views
@@ -395,22 +398,8 @@ def a2c_gradients(
     """
     k, e = model.members, model.envs_per_member
     steps = rollout.actions.shape[0]
-    leaves = {n: p.detach() for n, p in model.leaves.items()}
     x, lead = model._to_members(rollout.obs.to(model.data.dtype))
-    first = tanh(
-        torch.baddbmm(leaves["first.bias"].unsqueeze(1), x, leaves["first.weight"].transpose(1, 2))
-    )
-    width = first.shape[-1] // 2
-    activations: dict[str, list[Tensor]] = {}
-    for net, z in (("policy", first[..., :width]), ("value", first[..., width:])):
-        outs = [z]
-        for i in range(1, model.layers):
-            w, b = leaves[f"{net}.{2 * i}.weight"], leaves[f"{net}.{2 * i}.bias"]
-            z = torch.baddbmm(b.unsqueeze(1), z, w.transpose(1, 2))
-            if i < model.layers - 1:
-                z = tanh(z)
-            outs.append(z)
-        activations[net] = outs
+    activations = model._activations(x)
     logits = model._from_members(activations["policy"][-1], lead)
     values = model._from_members(activations["value"][-1].squeeze(-1), lead)
     v, next_v = values[:-1], values[1:]
@@ -448,7 +437,7 @@ def a2c_gradients(
             name, below = f"{net}.{2 * i}", outs[i - 1]
             grads[f"{name}.weight"] = torch.bmm(dz.transpose(1, 2), below)
             grads[f"{name}.bias"] = dz.sum(1)
-            dz = torch.bmm(dz, leaves[f"{name}.weight"]).mul_(1.0 - below * below)
+            dz = torch.bmm(dz, model.leaves[f"{name}.weight"]).mul_(1.0 - below * below)
         d_first.append(dz)
     dz = torch.cat(d_first, -1)
     grads["first.weight"] = torch.bmm(dz.transpose(1, 2), x)
