@@ -21,7 +21,6 @@ import numpy as np
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 from gymnasium.spaces import MultiDiscrete
 from gymnasium.utils import seeding
-from gymnasium.vector import SyncVectorEnv
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
 from envs.make import EnvError, make_vector_env
@@ -172,9 +171,10 @@ def make_population_env(env_id: str, seeds: Sequence[int], envs_per_member: int)
     """
     if not seeds or envs_per_member < 1:
         raise EnvError("a population needs at least one member and one env per member")
-    total = len(seeds) * envs_per_member
-    probe = make_vector_env(env_id, total, int(seeds[0]))
+    # One env tells which kind it is (and checks the id and the action space).
+    probe = make_vector_env(env_id, 1, int(seeds[0]))
     base = probe.unwrapped
+    probe.close()
     if type(base) is CartPoleVectorEnv:
         kwargs = {
             "max_episode_steps": base.max_episode_steps,
@@ -182,10 +182,7 @@ def make_population_env(env_id: str, seeds: Sequence[int], envs_per_member: int)
         }
         env: Any = MemberSeededCartPole(len(seeds), envs_per_member, **kwargs)
     else:
-        if not isinstance(base, SyncVectorEnv):
-            probe.close()
-            probe = make_vector_env(env_id, total, int(seeds[0]), vectorization="sync")
-        env = probe.env if isinstance(probe, RecordEpisodeStatistics) else probe
-    if env is not probe:
-        probe.close()
+        total = len(seeds) * envs_per_member
+        vec = make_vector_env(env_id, total, int(seeds[0]), vectorization="sync")
+        env = vec.env if isinstance(vec, RecordEpisodeStatistics) else vec
     return PopulationEnv(env, seeds, envs_per_member)
