@@ -634,24 +634,31 @@ def write_summary(study: Path, rows: list[OptimizerResult], meta: dict[str, Any]
     tmp.replace(study / "summary.csv")
 
 
-def choose_mode(base: Config, requested: bool | None, workers: int) -> tuple[bool, str]:
-    """Population mode or worker processes, and the console line that says which and why.
+def choose_mode(
+    base: Config, requested: bool | None, workers: int, ray: RayOptions | None = None
+) -> tuple[bool, str]:
+    """Population mode or one process (or Ray task) per run, and the line that says which.
 
     Population mode is used wherever it is supported unless ``--no-population`` was given;
-    where it is not (DQN, Atari, video capture) the study falls back to worker processes,
+    where it is not (DQN, Atari, video capture) the study falls back to one process per run,
     also when ``--population`` was asked for.
     """
     from rl_rmsprop.population import unsupported
 
     reason = unsupported(base)
-    if requested is False:
-        return False, f"{workers} worker process(es), one run each (--no-population)"
-    if reason is None:
+    population = requested is not False and reason is None
+    why = "--no-population" if requested is False else reason
+    if ray is not None:
+        where = f"Ray at {ray.address}" if ray.address else "a local Ray instance"
+        if population:
+            return True, f"population mode: runs batched in {workers} Ray task(s) on {where}"
+        return False, f"one Ray task per run on {where} ({why})"
+    if population:
         return True, (
             f"population mode: runs batched in {workers} process(es) "
             "(--no-population for one process per run)"
         )
-    return False, f"{workers} worker process(es), one run each ({reason})"
+    return False, f"{workers} worker process(es), one run each ({why})"
 
 
 def auc_scale(threshold: float | None, finals: list[float | None]) -> float:
@@ -716,7 +723,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ray-retries",
         type=int,
-        default=2,
+        default=RayOptions.retries,
         help="with --backend ray: times a run is retried after its worker or node died (it "
         "resumes from its last checkpoint)",
     )
@@ -776,7 +783,7 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
         args.logdir = str(Path(args.logdir).resolve())
     else:
         given = [f for f in ("ray_address", "ray_ship_runs") if getattr(args, f)]
-        if given or args.ray_retries != 2:
+        if given or args.ray_retries != RayOptions.retries:
             flag = "--" + (given[0] if given else "ray_retries").replace("_", "-")
             raise StudyError(f"{flag} needs --backend ray")
     specs = parse_specs(args.optimizers)
@@ -800,14 +807,7 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
         write_json_atomic(definition, meta_file)
     except OSError as e:
         raise StudyError(f"cannot write {study} ({e.strerror}); choose a writable --logdir") from e
-    population, how = choose_mode(base, args.population, args.workers)
-    if ray is not None:
-        where = f"Ray at {ray.address}" if ray.address else "a local Ray instance"
-        how = (
-            f"population mode: runs batched in {args.workers} Ray task(s) on {where}"
-            if population
-            else f"one Ray task per run on {where} ({how.rsplit('(', 1)[-1]}"
-        )
+    population, how = choose_mode(base, args.population, args.workers, ray)
     print(
         f"study {study}: {base.run.algo} on {base.env.id}, {len(specs)} optimizer(s) x "
         f"{len(seeds)} seed(s) = {len(pairs)} runs of {base.run.total_steps:,} steps; {how}",
