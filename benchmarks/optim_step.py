@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from agents.dqn import CnnQNetwork
 from rl_rmsprop.optim import RMSprop
 
 
@@ -28,19 +29,8 @@ def cartpole_mlp() -> tuple[nn.Module, torch.Tensor]:
 
 
 def nature_cnn() -> tuple[nn.Module, torch.Tensor]:
-    net = nn.Sequential(
-        nn.Conv2d(4, 32, 8, stride=4),
-        nn.ReLU(),
-        nn.Conv2d(32, 64, 4, stride=2),
-        nn.ReLU(),
-        nn.Conv2d(64, 64, 3, stride=1),
-        nn.ReLU(),
-        nn.Flatten(),
-        nn.Linear(3136, 512),
-        nn.ReLU(),
-        nn.Linear(512, 18),
-    )
-    return net, torch.randn(8, 4, 84, 84)
+    # The project's own Atari Q-network (the same parameter shapes as DeepMind's).
+    return CnnQNetwork(4, 18), torch.randn(8, 4, 84, 84)
 
 
 def deep_mlp() -> tuple[nn.Module, torch.Tensor]:
