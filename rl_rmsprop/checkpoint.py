@@ -115,12 +115,16 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(_NAME.fullmatch(p.name).group(1)))
 
 
+FINAL_CHECKPOINT = "checkpoint.pt"
+"""A run folder's final checkpoint (a population's only one, while it runs)."""
+
+
 def resume_candidates(run_dir: Path) -> list[Path]:
     """The checkpoints a run can resume from, in the order to try them.
 
     The final ``checkpoint.pt`` first, then the periodic ones, newest first.
     """
-    final = Path(run_dir) / "checkpoint.pt"
+    final = Path(run_dir) / FINAL_CHECKPOINT
     return [p for p in (final, *reversed(list_checkpoints(run_dir))) if p.exists()]
 
 

@@ -50,6 +50,7 @@ from envs import EnvError, close_env, env_reward_threshold, is_atari, make_vecto
 from envs.atari import FRAME_SKIP, atari_wrappers
 from rl_rmsprop.checkpoint import (
     CHECKPOINT_DIR,
+    FINAL_CHECKPOINT,
     CheckpointError,
     checkpoint_path,
     list_checkpoints,
@@ -841,7 +842,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             {"eval/episodic_return_mean": mean, "eval/episodic_return_std": std},
             summary["total_steps"],
         )
-    save_checkpoint(final_state, run_dir / "checkpoint.pt")
+    save_checkpoint(final_state, run_dir / FINAL_CHECKPOINT)
     summary["run_dir"] = str(run_dir)
     write_json_atomic(summary, run_dir / "summary.json")
     logger.final(
@@ -933,17 +934,18 @@ def train_population(cfg: Config, resume: Path | None = None) -> int:
         write_json_atomic({"members": size, "config": cfg.to_dict()}, folder / POPULATION_FILE)
     else:
         folder = resume
-        if not (folder / "checkpoint.pt").exists():
-            raise UserError(
-                f"{folder} has no population checkpoint to resume from (finished, or stopped "
-                "before its first one); start it again"
-            )
+    checkpoint = folder / FINAL_CHECKPOINT
+    if resume is not None and not checkpoint.exists():
+        raise UserError(
+            f"{folder} has no population checkpoint to resume from (finished, or stopped "
+            "before its first one); start it again"
+        )
     try:
         with StopSignals() as stop:
             summaries = run_population(
                 population_configs(cfg, size, folder),
                 label=f"population {folder}",
-                checkpoint=folder / "checkpoint.pt",
+                checkpoint=checkpoint,
                 stop=stop,
             )
     except PopulationError as e:
@@ -954,7 +956,7 @@ def train_population(cfg: Config, resume: Path | None = None) -> int:
         if resume is None:
             shutil.rmtree(folder, ignore_errors=True)
         raise
-    (folder / "checkpoint.pt").unlink(missing_ok=True)  # finished: nothing to resume
+    checkpoint.unlink(missing_ok=True)  # finished: nothing to resume
     done = [s for s in summaries if "error" not in s]
     failed = [s["error"] for s in summaries if "error" in s]
     wall = max((s["wall_time_s"] for s in done), default=0.0)
