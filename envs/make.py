@@ -24,7 +24,7 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium.envs.registration import EnvSpec, VectorizeMode
-from gymnasium.spaces import Discrete
+from gymnasium.spaces import Discrete, MultiDiscrete
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
@@ -53,6 +53,36 @@ class EnvError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+class VectorActions(MultiDiscrete):
+    """A vector env's ``MultiDiscrete`` actions with a cheaper membership test, same answers.
+
+    Gymnasium's test (~10 us for 8 envs) runs at every step of a native vector env such as
+    CartPole's, and half of it is ``np.all`` dispatch and bounds recomputed at each call;
+    here the bounds are computed once and the reductions are array methods.
+    """
+
+    def __init__(self, nvec: Any, dtype: Any = np.int64, start: Any = None) -> None:
+        super().__init__(nvec, dtype=dtype, start=start)
+        self._high = self.start + (self.nvec - 1)  # fits the dtype for a valid space
+
+    def __setstate__(self, state: Any) -> None:
+        """Unpickle (also a checkpoint's space pickled before ``_high`` existed)."""
+        super().__setstate__(state)
+        self._high = self.start + (self.nvec - 1)
+
+    def contains(self, x: Any) -> bool:
+        """Whether ``x`` has this shape and every action is in ``[start, start + nvec)``."""
+        if isinstance(x, Sequence):
+            x = np.array(x)
+        return bool(
+            isinstance(x, np.ndarray)
+            and x.shape == self.shape
+            and np.can_cast(x.dtype, self.dtype)
+            and (self.start <= x).all()
+            and (x <= self._high).all()
+        )
 
 
 def make_vector_env(
@@ -185,6 +215,9 @@ def make_vector_env(
             "Choose an environment with Discrete actions (e.g. CartPole-v1)"
         )
 
+    if type(env.action_space) is MultiDiscrete:
+        space = env.action_space
+        env.action_space = VectorActions(space.nvec, dtype=space.dtype, start=space.start)
     if not atari:
         env = RecordEpisodeStatistics(env)
     env.action_space.seed(seed)

@@ -275,7 +275,7 @@ def run_population(
                 run_dir = run_folder(cfg)
             # Events after the checkpoint's step are replaced (those at it were logged first).
             purge = None if resume_step is None else resume_step + 1
-            logger = Logger(run_dir, run.total_steps, quiet=True, purge_step=purge, buffered=True)
+            logger = Logger(run_dir, run.total_steps, quiet=True, purge_step=purge)
             logger.config(hparams(cfg), None if state else markdown_table(flatten(cfg.to_dict())))
             members.append(Member(cfg, run_dir, logger, SolvedAt(threshold)))
         print(

@@ -32,6 +32,7 @@ import torch
 from gymnasium.wrappers import RecordVideo
 from torch import Tensor, nn
 
+from agents import a2c_numpy
 from agents.a2c import a2c_loss
 from agents.dqn import (
     CnnQNetwork,
@@ -198,8 +199,9 @@ class Tracker:
         for ep in self.collector.pop_finished():
             self.logger.episode(ep.episodic_return, ep.length, ep.step)
             self.solved.add(ep.episodic_return, ep.step, time.perf_counter() - self.start)
-        recent = self.collector.mean_recent(SOLVE_WINDOW)
-        self.logger.progress(self.collector.global_step, self.sps(), recent)
+        step = self.collector.global_step
+        if self.logger.progress_due(step):
+            self.logger.progress(step, self.sps(), self.collector.mean_recent(SOLVE_WINDOW))
 
     def summary(self) -> dict[str, Any]:
         """The figures of ``summary.json`` that the loop knows."""
@@ -434,6 +436,8 @@ class Session:
     def checkpoint(self) -> None:
         """Write a periodic checkpoint now and prune old ones."""
         step = self.collector.global_step
+        # Events logged up to here go to disk first: a resume keeps them (and purges later ones).
+        self.logger.flush()
         (self.run_dir / CHECKPOINT_DIR).mkdir(exist_ok=True)
         save_checkpoint(self.state(), checkpoint_path(self.run_dir, step))
         prune_checkpoints(self.run_dir, self.cfg.run.keep_checkpoints)
@@ -469,15 +473,37 @@ def train_a2c(sess: Session) -> dict:
         sess.model,
         sess.opt,
     )
+    engine = a2c_numpy.NumpyA2C(model) if a2c_engine(cfg, model) == "numpy" else None
+    act = engine.act if engine is not None else model.act
     while collector.global_step < cfg.run.total_steps:
-        rollout = collector.collect(model.act, cfg.a2c.n_steps)
-        loss, metrics = a2c_loss(model, rollout, cfg.a2c, cfg.learn.gamma)
-        opt.zero_grad()
-        loss.backward()
+        rollout = collector.collect(act, cfg.a2c.n_steps)
+        if engine is not None:  # writes the gradients into .grad itself
+            metrics = engine.gradients(rollout, cfg.a2c, cfg.learn.gamma)
+        else:
+            loss, metrics = a2c_loss(model, rollout, cfg.a2c, cfg.learn.gamma)
+            opt.zero_grad()
+            loss.backward()
         tracker.clip_and_step(metrics)
         tracker.record_episodes()
         sess.boundary()
     return tracker.summary()
+
+
+def a2c_engine(cfg: Config, model: nn.Module) -> str:
+    """The A2C engine a run uses: ``--engine``, with auto resolved (numpy where it applies).
+
+    Raises:
+        UserError: ``--engine numpy`` for a model it cannot train (Atari CNN, CUDA).
+    """
+    fits = a2c_numpy.supports(model)
+    if cfg.a2c.engine == "numpy" and not fits:
+        raise UserError(
+            "--engine numpy trains MLP actor-critics on the CPU only; use --engine auto "
+            "(or autograd) for Atari or --device cuda"
+        )
+    if cfg.a2c.engine == "auto":
+        return "numpy" if fits else "autograd"
+    return cfg.a2c.engine
 
 
 def training_batches(
@@ -766,7 +792,9 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             )
         except ValueError as e:
             raise UserError(f"{e} (see --optimizer and its options in --help)") from e
-        dqn, replay_note = None, ""
+        dqn, replay_note, engine_note = None, "", ""
+        if cfg.run.algo == "a2c":
+            engine_note = f", {a2c_engine(cfg, model)} gradients"
         if cfg.run.algo == "dqn":
             buffer, replay_note = build_replay(cfg, env, device)
             dqn = DQNParts(copy.deepcopy(model).requires_grad_(False), buffer)
@@ -807,7 +835,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             sess.logger.message(replay_note)
         sess.logger.message(
             f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}, optimizer "
-            f"{cfg.optim.name} ({opt.impl}), device {device}"
+            f"{cfg.optim.name} ({opt.impl}){engine_note}, device {device}"
             + device_note(cfg.run.device, device, images=is_atari(cfg.env.id))
         )
         loop = train_a2c if cfg.run.algo == "a2c" else train_dqn
@@ -831,6 +859,9 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
                 f"an environment worker of {cfg.env.id} died ({type(e).__name__}) at step "
                 f"{sess.collector.global_step:,}; {where}"
             ) from None
+        except BaseException:  # anything else: what was logged still reaches the disk
+            sess.logger.close()
+            raise
     finally:
         close_env(sess.env if sess is not None else env)
     model, logger = sess.model, sess.logger

@@ -171,7 +171,7 @@ def test_read_scalars_of_summary_writer_matches_tensorboard(tmp_path):
 
 
 def test_read_scalars_of_a_buffered_logger_matches_tensorboard(tmp_path):
-    logger = Logger(tmp_path, total_steps=10_000, quiet=True, buffered=True)
+    logger = Logger(tmp_path, total_steps=10_000, quiet=True)
     logger.config({"lr": 0.01}, "| key | value |\n|---|---|\n" + "| lr | 0.01 |\n" * 40)
     for step in range(0, 10_000, 40):
         logger.episode(float(step % 97), 20 + step % 13, step)

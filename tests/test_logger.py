@@ -22,13 +22,17 @@ def test_flatten_and_markdown():
 def test_plain_progress_lines_every_tenth_and_quiet(tmp_path):
     out = io.StringIO()
     logger = Logger(tmp_path / "a", total_steps=1000, stream=out)
+    due = []
     for step in range(0, 1001, 50):
+        due.append(logger.progress_due(step))
         logger.progress(step, 123.0, None if step < 500 else 42.0)
     logger.close()
     lines = out.getvalue().splitlines()
     assert len(lines) == 11 and "n/a" in lines[0] and "42.0" in lines[-1] and "SPS" in lines[0]
+    assert due == [step % 100 == 0 for step in range(0, 1001, 50)]  # exactly the drawn ones
     quiet = io.StringIO()
     logger = Logger(tmp_path / "b", total_steps=1000, quiet=True, stream=quiet)
+    assert not logger.progress_due(500)
     logger.progress(500, 1.0, 1.0)
     logger.message("hello")
     logger.close()
@@ -77,7 +81,7 @@ def test_scalar_event_is_the_protobuf_encoding(step):
 
 def test_a_buffered_logger_writes_what_tensorboard_reads(tmp_path):
     threads = threading.active_count()
-    logger = Logger(tmp_path, 1000, quiet=True, buffered=True)
+    logger = Logger(tmp_path, 1000, quiet=True)
     logger.scalars({"a": 1.0}, 0)
     assert threading.active_count() == threads  # no writer thread (SummaryWriter starts one)
     logger.writer.file_writer.event_writer.max_events = 7  # several batches

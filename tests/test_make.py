@@ -350,3 +350,30 @@ def test_envs_package_imports_only_gymnasium_numpy_and_stdlib():
             else:
                 continue
             assert not roots & forbidden, f"{path.name} imports {roots & forbidden}"
+
+
+def test_vector_actions_answer_as_multidiscrete_and_replace_it():
+    from gymnasium.spaces import MultiDiscrete
+
+    from envs.make import VectorActions
+
+    for nvec, start in [([2] * 8, None), ([3, 5, 2], [-1, 0, 4])]:
+        ref, fast = MultiDiscrete(nvec, start=start), VectorActions(nvec, start=start)
+        low = ref.start
+        high = ref.start + ref.nvec - 1
+        for x in [low, high, low - 1, high + 1, list(low), list(low)[:-1], low.astype(float)]:
+            assert fast.contains(x) == ref.contains(x), x
+        assert fast.contains(high.astype(np.int8))
+    # A space pickled before the bounds were cached (old checkpoints) unpickles whole.
+    import pickle
+
+    old = VectorActions([2] * 4)
+    del old._high
+    back = pickle.loads(pickle.dumps(old))
+    assert back.contains(np.ones(4, dtype=np.int64)) and not back.contains(np.full(4, 2))
+    env = make_vector_env("CartPole-v1", 4, 0)
+    assert type(env.unwrapped.action_space) is VectorActions
+    with pytest.raises(AssertionError):
+        env.reset(seed=0)
+        env.step(np.array([0, 1, 2, 0]))
+    env.close()

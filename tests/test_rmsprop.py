@@ -322,6 +322,26 @@ def test_skip_nonfinite_leaves_everything_untouched_and_counts():
     assert not torch.equal(params[0], next(net.parameters()))
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_host_finite_check_finds_any_nonfinite_and_passes_huge_finite(bad, dtype):
+    net = small_net().to(dtype)
+    opt = RMSprop(net.parameters(), lr=1e-2, skip_nonfinite=True)
+    params = list(net.parameters())
+    for i, p in enumerate(params):  # one non-finite element, in each parameter in turn
+        for q in params:
+            q.grad = torch.zeros_like(q)
+        p.grad.view(-1)[-1] = bad
+        opt.step()
+        assert opt.nonfinite_skipped == i + 1
+    # Finite gradients whose squares (and sum) overflow are still finite: not skipped.
+    big = torch.finfo(dtype).max / 2
+    for q in params:
+        q.grad = torch.full_like(q, big)
+    opt.step()
+    assert opt.nonfinite_skipped == len(params) and opt.nonfinite_streak == 0
+
+
 def test_device_mode_skips_without_a_sync_and_undoes_the_step():
     net = small_net()
     opt = RMSprop(net.parameters(), lr=1e-2, momentum=0.9, centered=True, skip_nonfinite="device")

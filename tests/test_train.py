@@ -89,8 +89,11 @@ def test_a_short_run_writes_the_schema(tmp_path, capsys):
     assert (run_dir / "checkpoint.pt").stat().st_size > 0
 
 
-def test_same_seed_gives_identical_returns_and_losses(tmp_path):
-    runs = [events(short_run(tmp_path, f"r{i}", "--seed", "3")) for i in range(2)]
+@pytest.mark.parametrize("engine", ["numpy", "autograd"])
+def test_same_seed_gives_identical_returns_and_losses(tmp_path, engine):
+    runs = [
+        events(short_run(tmp_path, f"r{i}", "--seed", "3", "--engine", engine)) for i in range(2)
+    ]
     for tag in ["charts/episodic_return", "losses/policy_loss", "losses/value_loss"]:
         a, b = ([(e.step, e.value) for e in acc.Scalars(tag)] for acc in runs)
         assert a == b, tag
@@ -98,6 +101,24 @@ def test_same_seed_gives_identical_returns_and_losses(tmp_path):
     assert [e.value for e in other.Scalars("charts/episodic_return")] != [
         e.value for e in runs[0].Scalars("charts/episodic_return")
     ]
+
+
+def test_the_a2c_engine_is_numpy_for_mlps_on_the_cpu_and_said(tmp_path, capsys):
+    from agents.networks import ActorCritic, CnnActorCritic
+    from rl_rmsprop.config import parse_config
+    from rl_rmsprop.train import UserError, a2c_engine
+
+    cfg = parse_config([])
+    assert a2c_engine(cfg, ActorCritic(4, 2)) == "numpy"
+    assert a2c_engine(cfg, CnnActorCritic(4, 6)) == "autograd"
+    assert a2c_engine(parse_config(["--engine", "autograd"]), ActorCritic(4, 2)) == "autograd"
+    with pytest.raises(UserError, match="--engine numpy trains MLP actor-critics on the CPU"):
+        a2c_engine(parse_config(["--engine", "numpy"]), CnnActorCritic(4, 6))
+    argv = ["--total-steps", "80", "--eval-episodes", "0", "--logdir", str(tmp_path)]
+    assert main([*argv, "--run-name", "a"]) == 0
+    assert "(eager), numpy gradients, device cpu" in capsys.readouterr().err
+    assert main([*argv, "--run-name", "b", "--engine", "autograd"]) == 0
+    assert "autograd gradients" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -434,8 +455,9 @@ def test_force_replaces_an_existing_run(tmp_path):
     assert len(list((tmp_path / "r").glob("events.out.tfevents.*"))) == 1
 
 
+@pytest.mark.parametrize("engine", ["autograd", "numpy"])
 def test_nonfinite_gradients_are_skipped_counted_and_a_diverged_run_stops(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, engine
 ):
     import math
 
@@ -446,17 +468,27 @@ def test_nonfinite_gradients_are_skipped_counted_and_a_diverged_run_stops(
 
     calls = {"n": 0}
     poisoned = {"from": 10**9, "only": {7, 30, 31}}
-    real_loss = train.a2c_loss
+
+    def poison_now():
+        calls["n"] += 1
+        return calls["n"] in poisoned["only"] or calls["n"] >= poisoned["from"]
+
+    real_loss, real_gradients = train.a2c_loss, train.a2c_numpy.NumpyA2C.gradients
 
     def loss_with_nan(*args, **kwargs):
         loss, metrics = real_loss(*args, **kwargs)
-        calls["n"] += 1
-        if calls["n"] in poisoned["only"] or calls["n"] >= poisoned["from"]:
-            loss = loss * float("nan")
-        return loss, metrics
+        return (loss * float("nan") if poison_now() else loss), metrics
+
+    def gradients_with_nan(self, *args, **kwargs):
+        metrics = real_gradients(self, *args, **kwargs)
+        if poison_now():
+            self.model.value[0].weight.grad[0, 0] = float("nan")
+        return metrics
 
     monkeypatch.setattr(train, "a2c_loss", loss_with_nan)
+    monkeypatch.setattr(train.a2c_numpy.NumpyA2C, "gradients", gradients_with_nan)
     argv = ["--total-steps", "4000", "--log-every", "1", "--quiet", "--logdir", str(tmp_path)]
+    argv += ["--engine", engine]
     assert main([*argv, "--run-name", "nan"]) == 0
     skipped = events(tmp_path / "nan").Scalars("optim/nonfinite_skipped")
     assert skipped[-1].value == 3.0

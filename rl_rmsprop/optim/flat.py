@@ -90,6 +90,7 @@ class FlatSpace:
         self.data = torch.empty(total, dtype=self.dtype, device=self.device)
         self.grad = torch.zeros(total, dtype=self.dtype, device=self.device)
         self.grad_views: list[Tensor] = []
+        self._zeros: Tensor | None = None
         for p, a, b in zip(self.params, self.offsets, self.offsets[1:], strict=False):
             self.data[a:b].copy_(p.detach().reshape(-1))
             p.data = self.data[a:b].view_as(p)
@@ -109,6 +110,12 @@ class FlatSpace:
     def numel(self) -> int:
         """Number of elements in the buffer."""
         return self.offsets[-1]
+
+    def zeros(self) -> Tensor:
+        """A zero vector the size of the buffer (made once; for the host-side finite check)."""
+        if self._zeros is None:
+            self._zeros = torch.zeros_like(self.grad)
+        return self._zeros
 
     def params_moved(self) -> bool:
         """True when some parameter no longer lives in the flat buffer (``.to()``, ``.data =``)."""
