@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.util
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -53,6 +54,12 @@ class EnvError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+ASYNC_MIN_CORES = 4
+"""``vectorization="auto"`` steps several Atari copies in worker processes only with at least
+this many cores. On 2 cores the 16 workers of ``--preset a2c-atari`` compete with the learner:
+measured 660 training steps/s against 714 stepping them in-process (medians of 4)."""
 
 
 class VectorActions(MultiDiscrete):
@@ -142,8 +149,9 @@ def make_vector_env(
         seed: Non-negative seed for the action spaces; pass the same value to ``reset``.
         vectorization: ``"auto"`` uses the environment's native vectorized implementation
             (its spec's ``vector_entry_point``, e.g. CartPole-v1's ``CartPoleVectorEnv``)
-            when it has one and no ``wrappers`` are given, otherwise ``"sync"``.
-            ``"sync"`` (``SyncVectorEnv``, one process), ``"async"`` (``AsyncVectorEnv``,
+            when it has one and no ``wrappers`` are given, otherwise ``"sync"``; several
+            Atari copies go to ``"async"`` on machines with at least ``ASYNC_MIN_CORES``
+            cores. ``"sync"`` (``SyncVectorEnv``, one process), ``"async"`` (``AsyncVectorEnv``,
             one worker process per sub-environment) and ``"native"`` force a mode.
         env_kwargs: Keyword arguments for the environment constructor (for a native vector
             environment, for its constructor, e.g. ``max_episode_steps``).
@@ -184,7 +192,7 @@ def make_vector_env(
     if vectorization == "auto":
         native = spec.vector_entry_point is not None and not wrappers
         mode = VectorizeMode.VECTOR_ENTRY_POINT if native else VectorizeMode.SYNC
-        if atari and num_envs > 1:
+        if atari and num_envs > 1 and (os.cpu_count() or 1) >= ASYNC_MIN_CORES:
             mode = VectorizeMode.ASYNC  # an emulator step is costly: step the copies in parallel
     else:
         mode = _MODES[vectorization]

@@ -90,7 +90,8 @@ class EnvConfig:
     vectorization: str = field(
         default="auto", metadata={"choices": ("auto", "native", "sync", "async")}
     )
-    """auto: Gymnasium's native vectorized env where one exists, sync otherwise."""
+    """auto: Gymnasium's native vectorized env where one exists, sync otherwise (Atari copies:
+    async on 4 or more cores)."""
 
 
 @dataclass(frozen=True)

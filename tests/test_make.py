@@ -377,3 +377,16 @@ def test_vector_actions_answer_as_multidiscrete_and_replace_it():
         env.reset(seed=0)
         env.step(np.array([0, 1, 2, 0]))
     env.close()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ale_py") is None, reason="needs ale-py")
+@pytest.mark.parametrize("cores,kind", [(2, SyncVectorEnv), (4, AsyncVectorEnv)])
+def test_auto_steps_atari_copies_in_workers_only_with_enough_cores(monkeypatch, cores, kind):
+    import envs.make
+
+    monkeypatch.setattr(envs.make.os, "cpu_count", lambda: cores)
+    env = make_vector_env("PongNoFrameskip-v4", 2, 0)
+    try:
+        assert isinstance(env.unwrapped, kind)
+    finally:
+        env.close()
