@@ -405,3 +405,26 @@ def test_lazy_epsilon_greedy_matches_and_skips_the_network_when_all_explore():
     actions = lazy_epsilon_greedy(q_fn, obs, 1.0, Q_ROWS.shape[1], torch.Generator().manual_seed(5))
     assert len(calls) == 3  # every row explored: no Q-values computed
     assert ((actions >= 0) & (actions < Q_ROWS.shape[1])).all()
+
+
+@pytest.mark.parametrize("double", [False, True])
+def test_targets_of_many_rows_are_computed_in_chunks_with_the_same_values(double):
+    import agents.dqn as dqn
+
+    torch.manual_seed(0)
+    target, online = QNetwork(4, 3, (32, 32)), QNetwork(4, 3, (32, 32))
+    rows = 2 * dqn.TARGET_CHUNK + 37
+    next_obs = torch.randn(rows, 4)
+    rewards, terminated = torch.randn(rows), torch.rand(rows) < 0.1
+    calls = []
+    target.register_forward_hook(lambda m, inp, out: calls.append(inp[0].shape[0]))
+    got = dqn.td_targets(rewards, next_obs, terminated, target, online, 0.9, double=double)
+    assert calls == [dqn.TARGET_CHUNK, dqn.TARGET_CHUNK, 37]
+    with torch.no_grad():
+        q = target(next_obs)
+        if double:
+            v = q.gather(-1, online(next_obs).argmax(-1, keepdim=True)).squeeze(-1)
+        else:
+            v = q.amax(-1)
+    expected = rewards + 0.9 * v.masked_fill(terminated, 0.0)
+    torch.testing.assert_close(got, expected)
