@@ -86,8 +86,9 @@ def _backward(
 class NumpyA2C:
     """Acts with and computes A2C gradients for an :class:`~agents.networks.ActorCritic`.
 
-    Holds no parameters of its own: NumPy views of the model's parameters and gradients are
-    taken at each call (the optimizer may move them into its flat buffer; the views follow).
+    Holds no parameters of its own, only NumPy views of the model's parameters and gradients,
+    checked at each call and taken again when they moved (the optimizer moves parameters into
+    its flat buffer; other code may replace a ``.grad``).
 
     Args:
         model: the actor-critic (see :func:`supports`).
