@@ -35,3 +35,23 @@ def test_package_imports_only_what_the_design_allows(package):
     for path in files:
         extra = _imports(path) - ALLOWED[package]
         assert not extra, f"{path.relative_to(ROOT)} imports {sorted(extra)}"
+
+
+def test_folders_named_like_our_packages_in_the_working_directory_do_not_shadow_them(tmp_path):
+    """`python -m` puts the cwd first on sys.path: an `envs` folder there (no __init__) or a
+    user's own `agents` package must not replace ours."""
+    import subprocess
+
+    (tmp_path / "envs").mkdir()
+    (tmp_path / "agents").mkdir()
+    (tmp_path / "agents" / "__init__.py").write_text("raise ImportError('not ours')\n")
+    argv = ["--total-steps", "200", "--eval-episodes", "0", "--logdir", "runs", "--quiet"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "rl_rmsprop.train", *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "logs in runs" in proc.stdout
