@@ -307,7 +307,7 @@ class Logger:
 
     def progress(self, step: int, sps: float, mean_return: float | None) -> None:
         """Show progress: a live line on a terminal, a plain line every 10% otherwise."""
-        if self.quiet:
+        if not self.progress_due(step):
             return
         ret = "n/a" if mean_return is None else f"{mean_return:8.1f}"
         pct = 100.0 * step / self.total_steps
@@ -315,12 +315,10 @@ class Logger:
             f"{step:>10,}/{self.total_steps:,} steps ({pct:5.1f}%)  {sps:8,.0f} SPS  return {ret}"
         )
         if self.live:
-            now = time.monotonic()
-            if now - self._last_draw > 0.2 or step >= self.total_steps:
-                self._last_draw = now
-                bar = "#" * int(pct / 5)
-                print(f"\r[{bar:<20}] {text}", end="", file=self.stream, flush=True)
-        elif step >= self._next_line:
+            self._last_draw = time.monotonic()
+            bar = "#" * int(pct / 5)
+            print(f"\r[{bar:<20}] {text}", end="", file=self.stream, flush=True)
+        else:
             self._next_line = step + max(1, self.total_steps // 10)
             print(text, file=self.stream, flush=True)
 

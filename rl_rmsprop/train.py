@@ -398,6 +398,8 @@ class Session:
     env_restored: bool = True
     device: torch.device | None = None
     evaluations: int = 0
+    a2c_engine: str | None = None
+    """How A2C updates are computed (:func:`a2c_engine`, resolved once); None for DQN."""
 
     def state(self) -> dict[str, Any]:
         """The full training state: everything an exact continuation needs."""
@@ -473,7 +475,7 @@ def train_a2c(sess: Session) -> dict:
         sess.model,
         sess.opt,
     )
-    engine = a2c_numpy.NumpyA2C(model) if a2c_engine(cfg, model) == "numpy" else None
+    engine = a2c_numpy.NumpyA2C(model) if sess.a2c_engine == "numpy" else None
     act = engine.act if engine is not None else model.act
     while collector.global_step < cfg.run.total_steps:
         rollout = collector.collect(act, cfg.a2c.n_steps)
@@ -792,9 +794,9 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             )
         except ValueError as e:
             raise UserError(f"{e} (see --optimizer and its options in --help)") from e
-        dqn, replay_note, engine_note = None, "", ""
-        if cfg.run.algo == "a2c":
-            engine_note = f", {a2c_engine(cfg, model)} gradients"
+        dqn, replay_note = None, ""
+        engine = a2c_engine(cfg, model) if cfg.run.algo == "a2c" else None
+        engine_text = f", {engine} gradients" if engine else ""
         if cfg.run.algo == "dqn":
             buffer, replay_note = build_replay(cfg, env, device)
             dqn = DQNParts(copy.deepcopy(model).requires_grad_(False), buffer)
@@ -807,7 +809,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             run_dir = resume
             logger = None  # opened after the checks below, with the resume step
         sess = Session(cfg, run_dir, env, model, opt, logger, collector, None, StopSignals(), dqn)
-        sess.device = device
+        sess.device, sess.a2c_engine = device, engine
         sess.tracker = Tracker(cfg, collector, opt, logger)
         flat = hparams(cfg)
         if state is not None:
@@ -835,7 +837,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             sess.logger.message(replay_note)
         sess.logger.message(
             f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}, optimizer "
-            f"{cfg.optim.name} ({opt.impl}){engine_note}, device {device}"
+            f"{cfg.optim.name} ({opt.impl}){engine_text}, device {device}"
             + device_note(cfg.run.device, device, images=is_atari(cfg.env.id))
         )
         loop = train_a2c if cfg.run.algo == "a2c" else train_dqn
