@@ -146,7 +146,9 @@ class Collector:
 
     def mean_recent(self, n: int = 100) -> float | None:
         """Mean return of the last ``n`` (at most 100) finished episodes; None before any."""
-        if not self.recent:
-            return None
-        last = list(self.recent)[-n:]
-        return float(np.mean(last))
+        return mean_of_last(self.recent, n)
+
+
+def mean_of_last(returns: deque[float], n: int) -> float | None:
+    """Mean of the last ``n`` entries of a window of returns; None when it is empty."""
+    return float(np.mean(list(returns)[-n:])) if returns else None

@@ -36,6 +36,7 @@ from agents.population import (
     a2c_gradients,
     sample_actions,
 )
+from agents.rollout import mean_of_last
 from envs import env_reward_threshold, is_atari
 from envs.population import make_population_env
 from rl_rmsprop.checkpoint import (
@@ -130,7 +131,7 @@ class Member:
 
     def mean_recent(self, n: int = 100) -> float | None:
         """Mean return of the last ``n`` (at most 100) episodes; None before any."""
-        return float(np.mean(list(self.recent)[-n:])) if self.recent else None
+        return mean_of_last(self.recent, n)
 
     def state_dict(self) -> dict[str, Any]:
         """The bookkeeping a resumed population continues from."""
