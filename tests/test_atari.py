@@ -10,7 +10,8 @@ pytest.importorskip("ale_py", reason="the atari extra (ale-py) is not installed"
 pytest.importorskip("cv2", reason="the atari extra (opencv-python-headless) is not installed")
 
 from agents.replay import FrameReplayBuffer
-from envs import make_vector_env
+from envs import EnvError, make_vector_env
+from envs.atari import NativeAtari, atari_wrappers
 
 CPU = torch.device("cpu")
 
@@ -28,9 +29,72 @@ def test_observations_are_stacked_uint8_frames():
     env.close()
 
 
-def test_clipped_rewards_for_learning_real_score_logged_and_lives_end_learning_episodes():
+def test_native_observations_are_stacked_uint8_frames_zero_padded_after_a_reset():
+    env = make_vector_env("PongNoFrameskip-v4", 2, seed=0)  # auto: ALE's C++ vector env
+    assert isinstance(env, NativeAtari)
+    obs, _ = env.reset(seed=0)
+    assert env.single_observation_space.shape == (4, 84, 84)
+    assert obs.shape == (2, 4, 84, 84) and obs.dtype == np.uint8
+    # A new game's first stack: three zero frames and the reset frame (as SB3's VecFrameStack).
+    assert (obs[:, :3] == 0).all() and (obs[:, 3] > 0).any()
+    new, *_ = env.step(np.zeros(2, dtype=np.int64))
+    assert new.dtype == np.uint8 and (new[:, :3] == obs[:, 1:]).all()
+    env.close()
+
+
+def test_native_copies_are_seeded_seed_plus_index_and_replay_the_same():
+    actions = np.random.default_rng(1).integers(0, 6, size=(60, 2))
+
+    def play(num_envs, seed, cols):
+        env = make_vector_env("PongNoFrameskip-v4", num_envs, seed=seed, vectorization="native")
+        frames = [env.reset(seed=seed)[0]]
+        frames += [env.step(actions[t, cols])[0] for t in range(len(actions))]
+        env.close()
+        return np.stack(frames)
+
+    both = play(2, 5, [0, 1])
+    assert np.array_equal(both, play(2, 5, [0, 1]))  # threads or not, the same games
+    assert np.array_equal(both[:, 1], play(1, 6, [1])[:, 0])  # copy i is seeded seed + i
+    assert not np.array_equal(both[:, 0], both[:, 1])
+
+
+def test_native_clipped_rewards_are_the_sign_of_the_scores_it_logs():
+    # The same games played twice, with and without clipping: the learner's reward is the
+    # sign of the raw one and each logged game return is the sum of its raw rewards.
+    clipped_env = NativeAtari("BreakoutNoFrameskip-v4", 2)
+    raw_env = NativeAtari("BreakoutNoFrameskip-v4", 2, clip_rewards=False)
+    clipped_env.reset(seed=3)
+    raw_env.reset(seed=3)
+    rng = np.random.default_rng(0)
+    sums, steps, games, was_over = np.zeros(2), np.zeros(2, dtype=int), [], np.zeros(2, bool)
+    for _ in range(3000):
+        actions = rng.integers(0, 4, size=2)
+        _, clipped, term_c, trunc_c, info_c = clipped_env.step(actions)
+        _, raw, terminated, truncated, info = raw_env.step(actions)
+        assert np.array_equal(clipped, np.sign(raw))
+        assert np.array_equal(term_c, terminated) and np.array_equal(trunc_c, truncated)
+        sums += np.where(was_over, 0, raw)  # the step after a game over is its reset
+        steps += ~was_over
+        over = np.zeros(2, bool)
+        if "episode" in info:
+            over = info["_episode"]
+            assert np.array_equal(info_c["episode"]["r"], info["episode"]["r"])
+            for e in np.flatnonzero(over):
+                assert info["episode"]["r"][e] == sums[e] and info["episode"]["l"][e] == steps[e]
+                games.append(sums[e])
+            sums[over], steps[over] = 0, 0
+        was_over = over
+    clipped_env.close()
+    raw_env.close()
+    assert len(games) >= 2 and max(games) > 0
+
+
+@pytest.mark.parametrize("vectorization", ["sync", "native"])
+def test_clipped_rewards_for_learning_real_score_logged_and_lives_end_learning_episodes(
+    vectorization,
+):
     # Breakout: bricks are worth 1 to 7 points (clipped to 1), a game has 5 lives.
-    env = make_vector_env("BreakoutNoFrameskip-v4", 1, seed=3, vectorization="sync")
+    env = make_vector_env("BreakoutNoFrameskip-v4", 1, seed=3, vectorization=vectorization)
     env.reset(seed=3)
     rng = np.random.default_rng(0)
     clipped, life_ends, game = 0.0, 0, None
@@ -175,3 +239,45 @@ def test_capture_video_records_the_evaluation_games(tmp_path):
     assert main(argv) == 0
     (video,) = (tmp_path / "video" / "videos").glob("*.mp4")
     assert video.stat().st_size > 1000
+
+
+def test_native_atari_runs_checkpoint_without_env_state_and_resume_says_so(tmp_path, capsys):
+    from rl_rmsprop.train import main
+
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        import pickle
+
+        pickle.dumps(NativeAtari("PongNoFrameskip-v4", 1))
+    argv = [
+        *("--preset", "a2c-atari", "--env", "PongNoFrameskip-v4", "--num-envs", "2"),
+        *("--total-steps", "400", "--eval-episodes", "0"),
+        *("--logdir", str(tmp_path), "--run-name", "a2c", "--checkpoint-every", "200"),
+    ]
+    assert main(argv) == 0
+    assert main(["--resume", str(tmp_path / "a2c"), "--total-steps", "600"]) == 0
+    err = capsys.readouterr().err
+    assert "ALE's native vector env" in err and "not an exact continuation" in err
+    summary = json.loads((tmp_path / "a2c" / "summary.json").read_text())
+    assert summary["total_steps"] >= 600
+
+
+def test_dqn_refuses_the_native_atari_env_in_one_line(tmp_path, capsys):
+    from rl_rmsprop.train import main
+
+    argv = [
+        *("--preset", "dqn-nature", "--env", "PongNoFrameskip-v4", "--vectorization", "native"),
+        *("--total-steps", "100", "--logdir", str(tmp_path), "--run-name", "dqn"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "frame replay" in err and "--vectorization auto" in err
+    assert not (tmp_path / "dqn").exists()
+
+
+def test_native_atari_rejects_env_kwargs_and_wrappers():
+    with pytest.raises(EnvError, match="cannot be passed to ALE"):
+        make_vector_env("PongNoFrameskip-v4", 1, 0, env_kwargs={"render_mode": "rgb_array"})
+    with pytest.raises(EnvError, match="native"):
+        make_vector_env(
+            "PongNoFrameskip-v4", 1, 0, vectorization="native", wrappers=atari_wrappers()
+        )

@@ -383,9 +383,11 @@ def test_vector_actions_answer_as_multidiscrete_and_replace_it():
 @pytest.mark.parametrize("cores,kind", [(2, SyncVectorEnv), (4, AsyncVectorEnv)])
 def test_auto_steps_atari_copies_in_workers_only_with_enough_cores(monkeypatch, cores, kind):
     import envs.make
+    from envs.atari import atari_wrappers
 
     monkeypatch.setattr(envs.make.os, "cpu_count", lambda: cores)
-    env = make_vector_env("PongNoFrameskip-v4", 2, 0)
+    # The Python wrapper chain (DQN's); without wrappers auto takes ALE's C++ vector env.
+    env = make_vector_env("PongNoFrameskip-v4", 2, 0, wrappers=atari_wrappers())
     try:
         assert isinstance(env.unwrapped, kind)
     finally:
