@@ -17,10 +17,10 @@ divides by 255.
 
 :class:`NativeAtari` is the fast path: ale-py's own vector env (``AtariVectorEnv``), which does
 the same preprocessing in C++ and steps the copies on a thread pool, with the episode statistics,
-reward clipping and life-loss ends added here in the same form. It differs from the wrapper
-chain in three small ways, the ways Stable-Baselines3's ``VecFrameStack`` and EnvPool also
-differ from it: a new game's first stack is padded with zero frames (not the first frame), the
-stack runs on across a lost life, and FIRE is pressed after a reset but not after a lost life.
+reward clipping, life-loss ends and FIRE after a lost life added here in the same form. It
+differs from the wrapper chain in two small ways, as Stable-Baselines3's ``VecFrameStack`` and
+EnvPool also do: a new game's first stack is padded with zero frames (not the first frame),
+and the stack runs on across a lost life.
 """
 
 from __future__ import annotations
@@ -148,8 +148,9 @@ class NativeAtari(VectorWrapper):
       ``RecordEpisodeStatistics`` under a ``SyncVectorEnv``.
 
     Autoreset is Gymnasium's ``NEXT_STEP``: the step after a game over is the reset (reward 0,
-    not counted in the next game). After a lost life the next step is a real game step; the
-    agents drop it like any step that follows an episode end.
+    not counted in the next game). After a lost life the next step is a real game step, which
+    the agents drop like any step that follows an episode end; in games that wait for FIRE it
+    presses FIRE whatever the action, as the wrapper chain's reset after a lost life does.
 
     The env cannot be pickled (the emulators live in C++), so checkpoints of a run on it hold
     no environment state and a resume starts new games.
@@ -193,6 +194,11 @@ class NativeAtari(VectorWrapper):
             reward_clipping=False,  # done here, after the real score is counted
         )
         super().__init__(env)
+        self.threads = threads
+        """ALE threads stepping the copies."""
+        action_set = env.ale.get_action_set()
+        self.fire = len(action_set) > 1 and str(action_set[1]).endswith("FIRE")
+        """Whether the game waits for FIRE (action 1), as :func:`needs_fire` decides."""
         self.clip_rewards = clip_rewards
         self.terminal_on_life_loss = terminal_on_life_loss
         self._return = np.zeros(num_envs, dtype=np.float64)
@@ -200,6 +206,7 @@ class NativeAtari(VectorWrapper):
         self._start = np.zeros(num_envs, dtype=np.float64)
         self._lives = np.zeros(num_envs, dtype=np.int64)
         self._over = np.zeros(num_envs, dtype=bool)
+        self._life_lost = np.zeros(num_envs, dtype=bool)
 
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
@@ -211,13 +218,17 @@ class NativeAtari(VectorWrapper):
         self._start[:] = time.perf_counter()
         self._lives[:] = info["lives"]
         self._over[:] = False
+        self._life_lost[:] = False
         return obs, info
 
     def step(
         self, actions: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
         """Step every copy; rewards clipped, game statistics in ``info`` when a game ends."""
-        obs, raw, terminated, truncated, info = self.env.step(np.asarray(actions))
+        actions = np.asarray(actions)
+        if self.fire and self._life_lost.any():  # a new life starts with FIRE
+            actions = np.where(self._life_lost, 1, actions).astype(actions.dtype)
+        obs, raw, terminated, truncated, info = self.env.step(actions)
         playing = ~self._over  # the others were reset by this step (NEXT_STEP autoreset)
         now = time.perf_counter()
         self._start[self._over] = now
@@ -226,6 +237,7 @@ class NativeAtari(VectorWrapper):
         lives = info["lives"]
         life_lost = terminated & (lives > 0) & (lives < self._lives)
         self._lives = lives.astype(np.int64)
+        self._life_lost = life_lost
         over = truncated | (terminated & ~life_lost)
         self._over = over
         if over.any():

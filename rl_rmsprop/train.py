@@ -48,7 +48,7 @@ from agents.networks import ActorCritic, CnnActorCritic
 from agents.replay import FrameReplayBuffer, ReplayBuffer, ReplaySample
 from agents.rollout import Collector
 from envs import EnvError, close_env, env_reward_threshold, is_atari, make_vector_env
-from envs.atari import FRAME_SKIP, atari_wrappers
+from envs.atari import FRAME_SKIP, NativeAtari, atari_wrappers
 from rl_rmsprop.checkpoint import (
     CHECKPOINT_DIR,
     FINAL_CHECKPOINT,
@@ -658,6 +658,13 @@ def env_options(cfg: Config) -> dict[str, Any]:
     return {"vectorization": cfg.env.vectorization}
 
 
+def env_note(env: Any) -> str:
+    """`` (ALE vector env, N threads)`` for ALE's C++ env on the run line; empty otherwise."""
+    if isinstance(env, NativeAtari):
+        return f" (ALE vector env, {env.threads} threads)"
+    return ""
+
+
 def check_video(cfg: Config) -> None:
     """Fail early, before anything is written, if evaluation episodes cannot be recorded.
 
@@ -851,8 +858,8 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
         if replay_note:
             sess.logger.message(replay_note)
         sess.logger.message(
-            f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}, optimizer "
-            f"{cfg.optim.name} ({opt.impl}){engine_text}, device {device}"
+            f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}{env_note(env)}, "
+            f"optimizer {cfg.optim.name} ({opt.impl}){engine_text}, device {device}"
             + device_note(cfg.run.device, device, images=is_atari(cfg.env.id))
         )
         loop = train_a2c if cfg.run.algo == "a2c" else train_dqn

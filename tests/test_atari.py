@@ -1,6 +1,7 @@
 """Atari preprocessing, the frame replay memory and the presets (need the atari extra)."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -87,6 +88,30 @@ def test_native_clipped_rewards_are_the_sign_of_the_scores_it_logs():
     clipped_env.close()
     raw_env.close()
     assert len(games) >= 2 and max(games) > 0
+
+
+def test_native_env_presses_fire_on_the_step_after_a_lost_life():
+    # The step after a lost life is dropped by the agents; in Breakout it launches the ball
+    # (FIRE) whatever action was given, as the wrapper chain's reset after a lost life does.
+    envs = [NativeAtari("BreakoutNoFrameskip-v4", 1) for _ in range(2)]
+    for env in envs:
+        env.reset(seed=4)
+    rng = np.random.default_rng(2)
+    life_losses, after = 0, False
+    for _ in range(1500):
+        action = rng.integers(0, 4, size=1)
+        if after:  # one copy gets NOOP, the other LEFT: both must press FIRE
+            steps = [env.step(np.array([a])) for env, a in zip(envs, (0, 3), strict=True)]
+        else:
+            steps = [env.step(action) for env in envs]
+        assert np.array_equal(steps[0][0], steps[1][0])
+        terminated, info = steps[0][2][0], steps[0][4]
+        after = bool(terminated) and info["lives"][0] > 0
+        life_losses += after
+    for env in envs:
+        env.close()
+    assert life_losses >= 2
+    assert not NativeAtari("FreewayNoFrameskip-v4", 1).fire and envs[0].fire
 
 
 @pytest.mark.parametrize("vectorization", ["sync", "native"])
@@ -208,7 +233,7 @@ def test_a_short_dqn_nature_run_on_pong(tmp_path, capsys):
     assert config["dqn"]["loss_reduction"] == "sum" and config["run"]["eval_epsilon"] == 0.05
 
 
-def test_a_short_a2c_atari_run_on_pong(tmp_path):
+def test_a_short_a2c_atari_run_on_pong(tmp_path, capsys):
     from rl_rmsprop.train import main
 
     argv = [
@@ -217,6 +242,9 @@ def test_a_short_a2c_atari_run_on_pong(tmp_path):
         *("--logdir", str(tmp_path), "--run-name", "a2c"),
     ]
     assert main(argv) == 0
+    threads = min(4, os.cpu_count() or 1)
+    line = f"on PongNoFrameskip-v4 x4 (ALE vector env, {threads} threads), optimizer"
+    assert line in capsys.readouterr().err
     acc = _events(tmp_path / "a2c")
     assert {"losses/policy_loss", "losses/entropy", "grad/norm_preclip"} <= set(
         acc.Tags()["scalars"]
