@@ -45,6 +45,7 @@ from rl_rmsprop.cluster import (
 )
 from rl_rmsprop.config import Config, OneLineErrorParser, OptimConfig, parse_config
 from rl_rmsprop.optim.presets import preset_group
+from rl_rmsprop.train import UserError, env_options
 
 GRID_POINTS = 100
 """Points of the env-step grid the learning curves are put on."""
@@ -792,7 +793,11 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
     study = Path(args.logdir) / f"compare-{args.name}"
     pairs = build_pairs(specs, seeds, train_args, study)
     base = pairs[0].cfg
-    make_vector_env(base.env.id, 1, 0, vectorization=base.env.vectorization).close()  # exists?
+    try:
+        options = env_options(base)  # refuses what every run would (DQN on ALE's native env)
+    except UserError as e:
+        raise StudyError(str(e)) from None
+    make_vector_env(base.env.id, 1, 0, **options).close()  # exists?
     definition = {"train_args": train_args}
     meta_file = study / "study.json"
     if meta_file.exists():

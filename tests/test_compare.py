@@ -1,3 +1,4 @@
+import importlib.util
 import json
 
 import pytest
@@ -68,6 +69,13 @@ def test_parse_seeds():
         (["--optimizer", "adam"], "use --optimizers"),
         (["--env", "CartPol-v1"], "CartPole-v1"),
         (["--workers", "0"], "--workers must be >= 1"),
+        pytest.param(
+            ["--algo", "dqn", "--env", "PongNoFrameskip-v4", "--vectorization", "native"],
+            "frame replay",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("ale_py") is None, reason="needs the atari extra"
+            ),
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, needle):
