@@ -44,9 +44,8 @@ from cartpole_vs_sb3 import machine, revision
 
 from agents.replay import FrameReplayBuffer
 from envs import close_env, make_vector_env
-from envs.atari import atari_wrappers
 from rl_rmsprop.config import parse_config
-from rl_rmsprop.train import run
+from rl_rmsprop.train import env_options, run
 
 ENV_ID = "PongNoFrameskip-v4"
 PRESETS = {"dqn-nature": 1, "a2c-atari": 16}
@@ -74,8 +73,8 @@ def env_fps_sb3(num_envs: int, steps: int) -> float:
 def env_fps_ours(preset: str, steps: int) -> float:
     """Emulator frames per second through our preprocessing, the env the preset trains on."""
     num_envs = PRESETS[preset]
-    wrappers = atari_wrappers() if preset == "dqn-nature" else None
-    env = make_vector_env(ENV_ID, num_envs, 0, wrappers=wrappers)
+    options = env_options(parse_config(["--preset", preset, "--env", ENV_ID]))
+    env = make_vector_env(ENV_ID, num_envs, 0, **options)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     start = time.perf_counter()

@@ -94,7 +94,11 @@ class ClipReward(gymnasium.RewardWrapper):
 
 def needs_fire(env: gymnasium.Env) -> bool:
     """Whether the game's action 1 is FIRE (the games that wait for it to start)."""
-    meanings = env.unwrapped.get_action_meanings()
+    return fire_is_action_1(env.unwrapped.get_action_meanings())
+
+
+def fire_is_action_1(meanings: list[str]) -> bool:
+    """Whether action 1 of a game's minimal action set, given by name, is FIRE."""
     return len(meanings) > 1 and meanings[1] == "FIRE"
 
 
@@ -196,11 +200,9 @@ class NativeAtari(VectorWrapper):
         super().__init__(env)
         self.threads = threads
         """ALE threads stepping the copies."""
-        action_set = env.ale.get_action_set()
-        self.fire = len(action_set) > 1 and str(action_set[1]).endswith("FIRE")
+        self.fire = fire_is_action_1([action.name for action in env.ale.get_action_set()])
         """Whether the game waits for FIRE (action 1), as :func:`needs_fire` decides."""
         self.clip_rewards = clip_rewards
-        self.terminal_on_life_loss = terminal_on_life_loss
         self._return = np.zeros(num_envs, dtype=np.float64)
         self._length = np.zeros(num_envs, dtype=np.int64)
         self._start = np.zeros(num_envs, dtype=np.float64)
