@@ -45,7 +45,6 @@ from rl_rmsprop.cluster import (
 )
 from rl_rmsprop.config import Config, OneLineErrorParser, OptimConfig, parse_config
 from rl_rmsprop.optim.presets import preset_group
-from rl_rmsprop.train import UserError, env_options
 
 GRID_POINTS = 100
 """Points of the env-step grid the learning curves are put on."""
@@ -793,6 +792,8 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
     study = Path(args.logdir) / f"compare-{args.name}"
     pairs = build_pairs(specs, seeds, train_args, study)
     base = pairs[0].cfg
+    from rl_rmsprop.train import UserError, env_options
+
     try:
         options = env_options(base)  # refuses what every run would (DQN on ALE's native env)
     except UserError as e:
