@@ -1,4 +1,5 @@
 import importlib.util
+import itertools
 import json
 
 import pytest
@@ -195,3 +196,52 @@ def test_auc_scale_is_a_positive_goal_or_one():
     assert auc_scale(None, [20.0, None, 50.0]) == 50.0
     assert auc_scale(None, [-20.0, None]) == 1.0
     assert auc_scale(None, []) == 1.0
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e5])
+def test_plots_keep_every_label_inside_the_figure(tmp_path, scale):
+    """Fixed margins (no tight_layout) still fit wide tick labels, offsets and titles."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from rl_rmsprop import compare
+
+    specs = parse_specs("rmsprop,adam")
+    grid = np.linspace(0, 10_000_000, 50)
+
+    class Pair:
+        def __init__(self, spec):
+            self.spec = spec
+
+    telemetry = {tag: np.logspace(-8, 3, 50) for tag in compare.OPTIM_TAGS}
+    curves = {
+        Pair(s): {"return": np.linspace(-0.2, 0.2, 50) * scale + i, **telemetry}
+        for s in specs
+        for i in range(3)
+    }
+    figures = []
+    real_close = plt.close
+    plt.close = figures.append  # keep the figures to measure them
+    try:
+        title = "dqn on ALE/MontezumaRevenge-v5, 3 seeds"
+        compare.plot_curves(specs, curves, grid, tmp_path / "c.png", title, 0.1 * scale)
+        compare.plot_optim(specs, curves, grid, tmp_path / "o.png", title)
+    finally:
+        plt.close = real_close
+    for fig in figures:
+        renderer = fig.canvas.get_renderer()
+        box = fig.bbox
+        for ax in fig.axes:
+            tight = ax.get_tightbbox(renderer)
+            assert box.x0 <= tight.x0 and tight.x1 <= box.x1, (fig, ax.get_title())
+            assert box.y0 <= tight.y0 and tight.y1 <= box.y1, (fig, ax.get_title())
+        boxes = sorted((ax.get_tightbbox(renderer) for ax in fig.axes), key=lambda b: b.x0)
+        for left, right in itertools.pairwise(boxes):  # side by side panels do not overlap
+            assert left.x1 <= right.x0
+        for text in fig.texts:  # the suptitle
+            extent = text.get_window_extent(renderer)
+            assert box.y0 <= extent.y0 and extent.y1 <= box.y1
+        plt.close(fig)
