@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .a2c import rollout_gae
+from .a2c_numpy import gae as numpy_gae
 from .networks import ActorCritic
 from .rollout import Collector, Episode, Rollout
 
@@ -373,11 +374,27 @@ class PopulationCollector(Collector):
         return out
 
 
-@torch.no_grad()
 def a2c_gradients(
     model: PopulationActorCritic, rollout: Rollout, hp: Any, gamma: float
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Every member's A2C loss and its gradient, written into ``model.grad``; no autograd.
+
+    On the CPU by :func:`numpy_a2c_gradients`, elsewhere by :func:`torch_a2c_gradients`: the
+    same arithmetic (equal to float rounding; tests compare both with autograd).
+
+    Returns:
+        ``[K]`` losses and the ``losses/*`` metrics as ``[K]`` tensors.
+    """
+    if model.device.type == "cpu":
+        return numpy_a2c_gradients(model, rollout, hp, gamma)
+    return torch_a2c_gradients(model, rollout, hp, gamma)
+
+
+@torch.no_grad()
+def torch_a2c_gradients(
+    model: PopulationActorCritic, rollout: Rollout, hp: Any, gamma: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Every member's A2C loss and its gradient, by hand in torch (any device).
 
     The same loss as :func:`agents.a2c.a2c_loss` with per-member means (GAE advantages and
     returns from the detached values, policy, value and entropy terms over the valid steps),
@@ -450,3 +467,123 @@ def a2c_gradients(
         "losses/entropy": entropy,
     }
     return losses, metrics
+
+
+def _member_major(a: np.ndarray, members: int) -> np.ndarray:
+    """``[T, K * E, ...]`` (env-major rows of a rollout) -> ``[K, T * E, ...]`` (a copy)."""
+    t, n = a.shape[:2]
+    per_member = n // members
+    rest = a.shape[2:]
+    return a.reshape(t, members, per_member, *rest).swapaxes(0, 1).reshape(members, -1, *rest)
+
+
+def numpy_a2c_gradients(
+    model: PopulationActorCritic, rollout: Rollout, hp: Any, gamma: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """:func:`torch_a2c_gradients` in NumPy, on NumPy views of a CPU population's buffers.
+
+    The same loss and hand-written gradient, computed member-major (``[K, T * E, ...]``) with
+    NumPy's stacked products: at a population's sizes (a few dozen rows per member, 64-wide
+    layers) torch's per-operation dispatch costs about as much as the arithmetic, and an
+    update took about half the time this way (measured on 2 cores, 16 members). Every
+    product and reduction is per member, so members stay independent. Overflow in a member
+    whose parameters diverged gives inf or nan silently, as torch does (the trainer stops
+    such a member).
+
+    Returns:
+        ``[K]`` losses and the ``losses/*`` metrics as ``[K]`` tensors.
+    """
+    with np.errstate(all="ignore"):
+        return _numpy_a2c_gradients(model, rollout, hp, gamma)
+
+
+def _numpy_a2c_gradients(
+    model: PopulationActorCritic, rollout: Rollout, hp: Any, gamma: float
+) -> tuple[Tensor, dict[str, Tensor]]:
+    k = model.members
+    steps = rollout.actions.shape[0]
+    rows = steps * model.envs_per_member  # each member's rows that are differentiated
+    weights = {name: leaf.detach().numpy() for name, leaf in model.leaves.items()}
+    dtype = model.data.numpy().dtype
+    x = _member_major(rollout.obs.numpy().astype(dtype, copy=False), k)  # [K, (T + 1) E, d]
+    first = np.matmul(x, weights["first.weight"].transpose(0, 2, 1))
+    first += weights["first.bias"][:, None, :]
+    np.tanh(first, out=first)
+    width = first.shape[-1] // 2
+    outs: dict[str, list[np.ndarray]] = {}
+    for net, z in (("policy", first[:, :rows, :width]), ("value", first[..., width:])):
+        layer_outs = [z]
+        for i in range(1, model.layers):
+            name = f"{net}.{2 * i}"
+            z = np.matmul(z, weights[f"{name}.weight"].transpose(0, 2, 1))
+            z += weights[f"{name}.bias"][:, None, :]
+            if i < model.layers - 1:
+                np.tanh(z, out=z)
+            layer_outs.append(z)
+        outs[net] = layer_outs
+
+    # GAE runs env-major ([T, K * E], as the rollout), the loss member-major ([K, T * E]).
+    values = outs["value"][-1].reshape(k, steps + 1, -1).swapaxes(0, 1).reshape(steps + 1, -1)
+    valid = rollout.valid.numpy()
+    adv, ret = numpy_gae(
+        rollout.rewards.numpy().astype(dtype, copy=False),
+        values[:-1],
+        values[1:],
+        rollout.terminated.numpy(),
+        rollout.truncated.numpy(),
+        valid,
+        gamma,
+        hp.gae_lambda,
+    )
+    mask, adv, ret = (_member_major(a, k) for a in (valid, adv, ret))
+    v = _member_major(values[:-1], k)
+    actions = _member_major(rollout.actions.numpy(), k)[..., None]
+    logits = outs["policy"][-1]  # [K, T * E, A]
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    p = np.exp(log_p)
+    plogp = p * log_p
+    step_entropy = -plogp.sum(-1)
+    zero = dtype.type(0)
+    count = np.maximum(mask.sum(1), 1).astype(dtype)
+    taken = np.take_along_axis(log_p, actions, -1)[..., 0]
+    policy_loss = -np.where(mask, adv * taken, zero).sum(1) / count
+    err = ret - v
+    value_loss = np.where(mask, err * err, zero).sum(1) / count
+    entropy = np.where(mask, step_entropy, zero).sum(1) / count
+    losses = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
+
+    weight = (1.0 / count)[:, None]  # [K, 1]
+    scaled_adv = (weight * adv)[..., None]
+    d_logits = p * scaled_adv  # -w A (onehot(a) - p) ...
+    np.put_along_axis(d_logits, actions, np.take_along_axis(d_logits, actions, -1) - scaled_adv, -1)
+    if hp.ent_coef:  # ... + ent_coef w p (log p + H)
+        d_logits += (hp.ent_coef * weight)[..., None] * (plogp + p * step_entropy[..., None])
+    d_out = {
+        "policy": np.where(mask[..., None], d_logits, zero).astype(dtype, copy=False),
+        "value": np.where(mask, (-2.0 * hp.vf_coef) * weight * err, zero)[..., None].astype(
+            dtype, copy=False
+        ),
+    }
+    grads: dict[str, np.ndarray] = {}
+    d_first = []
+    for net, layer_outs in outs.items():
+        dz = d_out[net]
+        for i in range(model.layers - 1, 0, -1):
+            name, below = f"{net}.{2 * i}", layer_outs[i - 1][:, :rows]
+            grads[f"{name}.weight"] = np.matmul(dz.transpose(0, 2, 1), below)
+            grads[f"{name}.bias"] = dz.sum(1)
+            dz = np.matmul(dz, weights[f"{name}.weight"])
+            dz *= 1.0 - below * below
+        d_first.append(dz)
+    dz = np.concatenate(d_first, -1)
+    grads["first.weight"] = np.matmul(dz.transpose(0, 2, 1), x[:, :rows])
+    grads["first.bias"] = dz.sum(1)
+    for name, leaf in model.leaves.items():
+        leaf.grad.numpy()[...] = grads[name]
+    metrics = {
+        "losses/policy_loss": torch.from_numpy(policy_loss),
+        "losses/value_loss": torch.from_numpy(value_loss),
+        "losses/entropy": torch.from_numpy(entropy),
+    }
+    return torch.from_numpy(losses), metrics

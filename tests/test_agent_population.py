@@ -10,9 +10,10 @@ from agents.networks import ActorCritic
 from agents.population import (
     MemberNoise,
     PopulationActorCritic,
-    a2c_gradients,
+    numpy_a2c_gradients,
     sample_actions,
     tanh,
+    torch_a2c_gradients,
 )
 from agents.rollout import Rollout
 
@@ -150,9 +151,10 @@ def test_members_must_share_an_architecture():
         PopulationActorCritic([], 2)
 
 
+@pytest.mark.parametrize("engine", [torch_a2c_gradients, numpy_a2c_gradients])
 @pytest.mark.parametrize("hidden", [(64, 64), (32,), (16, 8, 8)])
 @pytest.mark.parametrize("ent_coef", [0.0, 0.01])
-def test_hand_written_gradients_equal_autograds(hidden, ent_coef):
+def test_hand_written_gradients_equal_autograds(hidden, ent_coef, engine):
     class Hp(Hyper):
         pass
 
@@ -165,9 +167,30 @@ def test_hand_written_gradients_equal_autograds(hidden, ent_coef):
     losses.sum().backward()
     reference = pop.grad.clone()
     pop.grad.fill_(float("nan"))  # every entry must be written
-    mine, my_metrics = a2c_gradients(pop, rollout, Hp, 0.99)
+    mine, my_metrics = engine(pop, rollout, Hp, 0.99)
     torch.testing.assert_close(mine, losses.detach())
     for tag, value in metrics.items():
         torch.testing.assert_close(my_metrics[tag], value.detach())
     torch.testing.assert_close(pop.grad, reference, rtol=1e-5, atol=1e-7)
     assert reference.abs().max() > 1e-3
+
+
+def test_numpy_gradients_keep_a_diverged_member_to_itself_and_do_not_warn():
+    """A member whose parameters overflowed gets non-finite figures; the others are untouched."""
+    import warnings
+
+    seeds, envs = [0, 1, 2], 4
+    rollout = _rollout(len(seeds), envs, seed=5)
+    healthy = PopulationActorCritic(_members(seeds), envs)
+    losses, _ = numpy_a2c_gradients(healthy, rollout, Hyper, 0.99)
+    reference = healthy.grad.clone()
+    broken = PopulationActorCritic(_members(seeds), envs)
+    broken.data[1] = float("inf")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy's overflow warnings would reach the console
+        broken_losses, metrics = numpy_a2c_gradients(broken, rollout, Hyper, 0.99)
+    assert not torch.isfinite(broken_losses[1])
+    for k in (0, 2):
+        assert torch.equal(broken.grad[k], reference[k])
+        assert broken_losses[k] == losses[k]
+    assert torch.isfinite(metrics["losses/value_loss"][[0, 2]]).all()
