@@ -515,7 +515,10 @@ def _numpy_a2c_gradients(
         layer_outs = [z]
         for i in range(1, model.layers):
             name = f"{net}.{2 * i}"
-            z = np.matmul(z, weights[f"{name}.weight"].transpose(0, 2, 1))
+            # NumPy's stacked product is slow on a transposed operand (~100 against ~60 us
+            # at 16 x 48 x 64 x 64); a transposed copy of the weights costs less than that.
+            w_t = np.ascontiguousarray(weights[f"{name}.weight"].transpose(0, 2, 1))
+            z = np.matmul(z, w_t)
             z += weights[f"{name}.bias"][:, None, :]
             if i < model.layers - 1:
                 np.tanh(z, out=z)
