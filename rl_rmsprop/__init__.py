@@ -1,8 +1,10 @@
 """rl_rmsprop: reinforcement learning around an exact, vectorized, observable RMSprop."""
 
+import gc
 import importlib.util
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 __version__ = "0.1.0"
 
@@ -35,6 +37,19 @@ def _claim_siblings() -> None:
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
+
+
+def exit_cli(code: int) -> NoReturn:
+    """``sys.exit(code)`` for a command-line entry point, without the collection at exit.
+
+    As the interpreter shuts down it runs a full garbage collection over every object still
+    alive: with torch and matplotlib loaded, ~200k objects and 0.2-0.4 s on the build
+    machine, spent as the process ends and the OS frees its memory anyway. Freezing them
+    first (``gc.freeze``) takes them out of that collection; files, ``atexit`` handlers and
+    child processes are finished as usual.
+    """
+    gc.freeze()
+    sys.exit(code)
 
 
 _claim_siblings()

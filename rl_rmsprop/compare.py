@@ -887,6 +887,7 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
 if __name__ == "__main__":
     # Run the imported module's main, not this __main__ copy's: the modules it calls raise
     # rl_rmsprop.compare's exception classes, which __main__'s own copies would not catch.
+    from rl_rmsprop import exit_cli
     from rl_rmsprop.compare import main as module_main
 
-    sys.exit(module_main())
+    exit_cli(module_main())

@@ -1109,6 +1109,7 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # Run the imported module's main, not this __main__ copy's: the modules it calls raise
     # rl_rmsprop.train's exception classes, which __main__'s own copies would not catch.
+    from rl_rmsprop import exit_cli
     from rl_rmsprop.train import main as module_main
 
-    sys.exit(module_main())
+    exit_cli(module_main())

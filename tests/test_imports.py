@@ -55,3 +55,17 @@ def test_folders_named_like_our_packages_in_the_working_directory_do_not_shadow_
     )
     assert proc.returncode == 0, proc.stderr
     assert "logs in runs" in proc.stdout
+
+
+def test_exit_cli_exits_with_the_code_and_takes_the_heap_out_of_the_last_collection():
+    import gc
+
+    from rl_rmsprop import exit_cli
+
+    try:
+        with pytest.raises(SystemExit) as info:
+            exit_cli(2)
+        assert info.value.code == 2
+        assert gc.get_freeze_count() > 1000  # the objects alive now are frozen
+    finally:
+        gc.unfreeze()
