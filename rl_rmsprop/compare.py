@@ -22,6 +22,7 @@ import multiprocessing
 import re
 import shutil
 import sys
+import threading
 import time
 import warnings
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -31,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from envs import EnvError, env_reward_threshold, make_vector_env
+from envs import EnvError, env_reward_threshold, is_atari, make_vector_env
 from rl_rmsprop.aggregate import RunCurves, bootstrap_ci, iqm, normalized_auc, step_grid
 from rl_rmsprop.checkpoint import write_json_atomic
 from rl_rmsprop.cluster import (
@@ -348,7 +349,7 @@ def run_pairs(
     else:
         chunks = [[p] for p in todo]
         jobs = [(_train_pair, (p.cfg,)) for p in todo]
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(start_method(population, [p.cfg for p in todo]))
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
     pending: dict[Future, list[Pair]] = {}
     try:
@@ -375,6 +376,25 @@ def run_pairs(
     # interpreter with torch loaded takes ~0.5 s); Python joins them before it exits.
     pool.shutdown(wait=False)
     return results
+
+
+def start_method(population: bool, cfgs: list[Config]) -> str:
+    """How worker processes start: ``fork`` for CPU populations where it is safe, else spawn.
+
+    A spawned worker imports torch and the project again (~1.3 s on the build machine, before
+    it trains); a forked one starts with this process's modules. Fork is used only where
+    nothing it copies can bite: population mode (MLPs) on the CPU with one torch thread per
+    worker (so OpenMP never starts a thread pool in a child), no other thread in this
+    process, and a platform that has fork. Everything else (process mode, Atari, CUDA,
+    several threads) spawns fresh interpreters.
+    """
+    forkable = "fork" in multiprocessing.get_all_start_methods()
+    cpu_single_threaded = all(
+        c.run.device in ("cpu", "auto") and c.run.threads == 1 and not is_atari(c.env.id)
+        for c in cfgs
+    )
+    alone = threading.active_count() == 1
+    return "fork" if population and forkable and cpu_single_threaded and alone else "spawn"
 
 
 def _describe(pair: Pair, summary: dict) -> str:
