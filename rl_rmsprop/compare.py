@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import gc
 import json
 import math
 import multiprocessing
@@ -349,7 +350,12 @@ def run_pairs(
     else:
         chunks = [[p] for p in todo]
         jobs = [(_train_pair, (p.cfg,)) for p in todo]
-    context = multiprocessing.get_context(start_method(population, [p.cfg for p in todo]))
+    method = start_method(population, [p.cfg for p in todo])
+    if method == "fork":
+        # The children's collector then skips what they inherit, instead of touching (and so
+        # copying) every page of it (the use gc.freeze is documented for).
+        gc.freeze()
+    context = multiprocessing.get_context(method)
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
     pending: dict[Future, list[Pair]] = {}
     try:
