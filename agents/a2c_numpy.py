@@ -175,16 +175,7 @@ class NumpyA2C:
         values = v_outs[-1].reshape(steps + 1, envs)
         v = values[:-1]
         valid = rollout.valid.numpy()
-        adv, ret = gae(
-            rollout.rewards.numpy().astype(dtype, copy=False),
-            v,
-            values[1:],
-            rollout.terminated.numpy(),
-            rollout.truncated.numpy(),
-            valid,
-            gamma,
-            hp.gae_lambda,
-        )
+        adv, ret = rollout_gae(rollout, values, gamma, hp.gae_lambda)
 
         logits = p_outs[-1]  # [rows, A]
         shifted = logits - logits.max(-1, keepdims=True)
@@ -218,6 +209,26 @@ class NumpyA2C:
             "losses/value_loss": float(value_loss),
             "losses/entropy": float(entropy),
         }
+
+
+def rollout_gae(
+    rollout: Rollout, values: np.ndarray, gamma: float, gae_lambda: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`gae` of a rollout, given the values ``[T + 1, E]`` of its observations.
+
+    Returns:
+        ``(advantages, returns)``, ``[T, E]``, in the values' dtype.
+    """
+    return gae(
+        rollout.rewards.numpy().astype(values.dtype, copy=False),
+        values[:-1],
+        values[1:],
+        rollout.terminated.numpy(),
+        rollout.truncated.numpy(),
+        rollout.valid.numpy(),
+        gamma,
+        gae_lambda,
+    )
 
 
 def gae(

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .a2c import rollout_gae
-from .a2c_numpy import gae as numpy_gae
+from .a2c_numpy import rollout_gae as numpy_rollout_gae
 from .networks import ActorCritic
 from .rollout import Collector, Episode, Rollout
 
@@ -527,18 +527,8 @@ def _numpy_a2c_gradients(
 
     # GAE runs env-major ([T, K * E], as the rollout), the loss member-major ([K, T * E]).
     values = outs["value"][-1].reshape(k, steps + 1, -1).swapaxes(0, 1).reshape(steps + 1, -1)
-    valid = rollout.valid.numpy()
-    adv, ret = numpy_gae(
-        rollout.rewards.numpy().astype(dtype, copy=False),
-        values[:-1],
-        values[1:],
-        rollout.terminated.numpy(),
-        rollout.truncated.numpy(),
-        valid,
-        gamma,
-        hp.gae_lambda,
-    )
-    mask, adv, ret = (_member_major(a, k) for a in (valid, adv, ret))
+    adv, ret = numpy_rollout_gae(rollout, values, gamma, hp.gae_lambda)
+    mask, adv, ret = (_member_major(a, k) for a in (rollout.valid.numpy(), adv, ret))
     v = _member_major(values[:-1], k)
     actions = _member_major(rollout.actions.numpy(), k)[..., None]
     logits = outs["policy"][-1]  # [K, T * E, A]
