@@ -261,8 +261,14 @@ def test_compare_in_population_mode_gives_the_same_report_whatever_the_chunking(
     assert compare.main([*args, "--name", "one", "--workers", "1"]) == 0
     out_one = capfd.readouterr().out
     assert "population mode" in out_one
-    assert compare.main([*args, "--name", "two", "--workers", "2", "--population"]) == 0
-    out_two = capfd.readouterr().out
+    # Two populations through the real CLI: a fresh interpreter, so its workers are forked
+    # (see compare.start_method), against the same runs trained in this process.
+    two = [*args, "--name", "two", "--workers", "2", "--population"]
+    cli = subprocess.run(
+        [sys.executable, "-m", "rl_rmsprop.compare", *two], capture_output=True, text=True
+    )
+    assert cli.returncode == 0, cli.stderr
+    out_two = cli.stdout
     assert "population 1/2" in out_two and "population 2/2" in out_two
 
     def table(text):
