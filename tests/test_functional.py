@@ -295,3 +295,94 @@ def test_sgd_dampening_first_step_matches_torch():
         torch.testing.assert_close(state.momentum_buffer, buf, rtol=1e-12, atol=1e-300)
         if t == 1:
             assert torch.equal(state.momentum_buffer, g)
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["rmsprop", "rmsprop_centered", "adam", "adagrad"],
+)
+def test_denormal_square_averages_give_torchs_bits(kind):
+    """Parameters whose gradient stopped (dead units) take the floored square root, same bits."""
+    from rl_rmsprop.optim.presets import make_optimizer
+
+    n = 4096
+    gen = torch.Generator().manual_seed(0)
+    grads = [torch.randn(n, generator=gen) * 1e-3 for _ in range(3)]
+    for g in grads:
+        g[: n // 2] = 0  # half the parameters get no gradient
+    p_ours = torch.nn.Parameter(torch.randn(n, generator=gen))
+    p_ref = torch.nn.Parameter(p_ours.detach().clone())
+    if kind == "rmsprop_centered":
+        ours = make_optimizer("rmsprop", [p_ours], lr=1e-3, eps=1e-8, centered=True, impl="eager")
+        ref = torch.optim.RMSprop([p_ref], lr=1e-3, eps=1e-8, centered=True)
+    elif kind == "rmsprop":
+        ours = make_optimizer("rmsprop", [p_ours], lr=1e-3, eps=1e-8, impl="eager")
+        ref = torch.optim.RMSprop([p_ref], lr=1e-3, eps=1e-8)
+    elif kind == "adam":
+        ours = make_optimizer("adam", [p_ours], lr=1e-3, eps=1e-8, impl="eager")
+        ref = torch.optim.Adam([p_ref], lr=1e-3, eps=1e-8, foreach=False)
+    else:
+        ours = make_optimizer("adagrad", [p_ours], lr=1e-2, eps=1e-10, impl="eager")
+        ref = torch.optim.Adagrad([p_ref], lr=1e-2, eps=1e-10, foreach=False)
+    # The first step fills the state; then the dead half's square averages are put where
+    # they decay to, the denormal floats (and some exact zeros), in both optimizers.
+    for opt, p in ((ours, p_ours), (ref, p_ref)):
+        p.grad = grads[0].clone()
+        opt.step()
+    (space,) = ours.spaces
+    name = {"adam": "exp_avg_sq", "adagrad": "sum"}.get(kind, "square_avg")
+    for v in (space.state.square_avg, ref.state[p_ref][name]):
+        v[: n // 2 : 2] = 1e-40
+        v[1 : n // 2 : 2] = 0.0
+    assert torch.equal(space.state.square_avg, ref.state[p_ref][name])
+    for g in grads[1:]:
+        for opt, p in ((ours, p_ours), (ref, p_ref)):
+            p.grad = g.clone()
+            opt.step()
+    assert torch.equal(p_ours.detach(), p_ref.detach())
+
+
+def test_the_square_root_floor_is_off_where_it_could_change_a_bit():
+    from rl_rmsprop.optim.functional import _sqrt_floor
+
+    v = torch.zeros(4)
+    plain = Rule(sq_mode="ema")
+    tiny = torch.finfo(torch.float32).tiny
+
+    def coeffs(eps, rule=plain, t=1):
+        return coefficients(rule, Hyper(lr=1e-3, alpha=0.99, eps=eps), t)
+
+    assert _sqrt_floor(v, plain, coeffs(1e-8)) == tiny
+    assert _sqrt_floor(v, plain, coeffs(0.0)) == 0.0  # sqrt(v) itself is the denominator
+    assert _sqrt_floor(v, plain, coeffs(1e-30)) == 0.0  # sqrt(tiny) is not below its ulp
+    in_sqrt = Rule(sq_mode="ema", eps_in_sqrt=True)
+    assert _sqrt_floor(v, in_sqrt, coeffs(1e-8, in_sqrt)) == 0.0
+    per_row = coefficients(plain, Hyper(lr=1e-3, alpha=0.99, eps=torch.tensor([[1e-8]])), 1)
+    assert _sqrt_floor(v, plain, per_row) == 0.0  # tensor coefficients: no floor
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("t", [1, 1000])
+def test_floored_denominator_equals_torchs_formula_on_tiny_variances(dtype, t):
+    from rl_rmsprop.optim.functional import State, denominator
+
+    info = torch.finfo(dtype)
+    v = torch.tensor(
+        [0.0, info.tiny / 3, info.tiny / 1e6, info.tiny, info.tiny * 7, 1e-20], dtype=dtype
+    )
+    v = v.repeat(3)
+    for rule, hyper in (
+        (Rule(sq_mode="ema"), Hyper(lr=1e-3, alpha=0.99, eps=1e-8)),
+        (
+            Rule(sq_mode="ema", use_beta1=True, bias_correction=True),
+            Hyper(lr=1e-3, alpha=0.999, eps=1e-8),
+        ),
+        (Rule(sq_mode="sum"), Hyper(lr=1e-2, alpha=0.0, eps=1e-10)),
+    ):
+        c = coefficients(rule, hyper, t)
+        state = State(v.clone(), None, None, None)
+        expected = v.sqrt()
+        if rule.bias_correction:
+            expected = expected / c.bias_correction2**0.5
+        expected = expected + c.eps
+        assert torch.equal(denominator(state, rule, c), expected), rule
