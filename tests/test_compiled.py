@@ -13,7 +13,7 @@ HAS_CC = shutil.which("g++") is not None or shutil.which("c++") is not None
 def wide_net(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Linear(64, 512), nn.Tanh(), nn.Linear(512, 256), nn.Tanh(), nn.Linear(256, 4)
+        nn.Linear(64, 512), nn.Tanh(), nn.Linear(512, 512), nn.Tanh(), nn.Linear(512, 4)
     )
 
 
@@ -46,6 +46,9 @@ def test_compiled_matches_eager_and_auto_picks_it_for_large_buffers(spec, kw):
 def test_auto_stays_eager_for_small_buffers_on_cpu():
     opt = RMSprop(nn.Linear(4, 2).parameters())
     assert opt.impl == "eager"
+    # DQN's CartPole network (67k parameters): compiling would cost more than it saves.
+    dqn = nn.Sequential(nn.Linear(4, 256), nn.ReLU(), nn.Linear(256, 256), nn.Linear(256, 2))
+    assert RMSprop(dqn.parameters()).impl == "eager"
 
 
 def test_failed_compilation_falls_back_to_eager_silently_and_correctly(monkeypatch):

@@ -13,18 +13,18 @@ from torch import Tensor
 
 from .functional import Coeffs, Hyper, Rule, State, coefficients, state_dtype, update_
 
-AUTO_COMPILE_MIN_NUMEL = 1 << 16
-"""On CPU, ``impl="auto"`` compiles buffers at least this large; below it the eager ops win
-(a compiled call costs about 25 us of dispatch, a 5k-element eager step about 15 us).
+AUTO_COMPILE_MIN_NUMEL = 1 << 18
+"""On CPU, ``impl="auto"`` compiles buffers at least this large; below it the eager ops win or
+come close, and compiling (the trial step included) costs ~2.7 s at start-up even with the
+kernel cached on disk. On the build machine (one thread) an ``rmsprop`` step took, eager
+against compiled: 65,536 elements 90 / 80 us, 262,144 elements 224 / 145 us, 1.7M (the Nature
+CNN) 1,831 / 615 us; Adam gained nothing from compiling at any of these sizes.
 
-Compiling costs ~2.7 s at start-up (kernel cached on disk). A threshold of 262,144 was tried
-(git d957baa) and reverted: DQN CartPole's 67k-parameter RMSprop then ran eager and trained
-at ~955 env steps/s against ~1,290 compiled, because square averages that decay into
-denormal floats (parameters of ReLU units that stopped receiving gradient) made the eager
-``sqrt`` ~28x slower. The eager denominator now floors the variance where that keeps every
-bit (:func:`~rl_rmsprop.optim.functional.denominator`), and the same run trains eager at
-~1,370 env steps/s, so the threshold could be raised again; that changes the default DQN
-CartPole runs' rounding, and so their results, and has not been re-measured yet."""
+The threshold was 65,536 until the eager denominator learned to floor denormal variances
+(:func:`~rl_rmsprop.optim.functional.denominator`): before that, square averages decaying into
+denormal floats (dead ReLU units) made the eager ``sqrt`` ~28x slower, and DQN CartPole's
+67k-parameter RMSprop trained at ~955 env steps/s eager against ~1,290 compiled; with the
+floor, eager, ~1,370."""
 
 _TRIAL_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 _kernel = None
