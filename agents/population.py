@@ -484,8 +484,8 @@ def numpy_a2c_gradients(
 
     The same loss and hand-written gradient, computed member-major (``[K, T * E, ...]``) with
     NumPy's stacked products: at a population's sizes (a few dozen rows per member, 64-wide
-    layers) torch's per-operation dispatch costs about as much as the arithmetic, and an
-    update took about half the time this way (measured on 2 cores, 16 members). Every
+    layers) torch's per-operation dispatch costs about as much as the arithmetic: an update's
+    gradient of 16 members took ~1.1 ms this way against ~1.7 ms in torch. Every
     product and reduction is per member, so members stay independent. Overflow in a member
     whose parameters diverged gives inf or nan silently, as torch does (the trainer stops
     such a member).
@@ -526,10 +526,11 @@ def _numpy_a2c_gradients(
         outs[net] = layer_outs
 
     # GAE runs env-major ([T, K * E], as the rollout), the loss member-major ([K, T * E]).
-    values = outs["value"][-1].reshape(k, steps + 1, -1).swapaxes(0, 1).reshape(steps + 1, -1)
+    member_values = outs["value"][-1][..., 0]  # [K, (T + 1) E]
+    values = member_values.reshape(k, steps + 1, -1).swapaxes(0, 1).reshape(steps + 1, -1)
     adv, ret = numpy_rollout_gae(rollout, values, gamma, hp.gae_lambda)
     mask, adv, ret = (_member_major(a, k) for a in (rollout.valid.numpy(), adv, ret))
-    v = _member_major(values[:-1], k)
+    v = member_values[:, :rows]
     actions = _member_major(rollout.actions.numpy(), k)[..., None]
     logits = outs["policy"][-1]  # [K, T * E, A]
     shifted = logits - logits.max(-1, keepdims=True)
