@@ -361,6 +361,8 @@ def run_pairs(
     try:
         for (fn, args), chunk in zip(jobs, chunks, strict=True):
             pending[pool.submit(fn, *args)] = chunk
+        if method == "fork":
+            gc.unfreeze()  # all forked at the first submit; this process collects as before
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
