@@ -26,69 +26,24 @@ import torch
 from torch import Tensor, nn
 
 from .networks import ActorCritic
+from .numpy_mlp import Layers, ParamViews, backward, cpu_float, forward, linear_params
 from .rollout import Rollout
 
 
 def supports(model: nn.Module) -> bool:
     """Whether :class:`NumpyA2C` can train ``model``: an MLP actor-critic in float on the CPU."""
-    if type(model) is not ActorCritic:
-        return False
-    params = list(model.parameters())
-    return all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params)
+    return type(model) is ActorCritic and cpu_float(list(model.parameters()))
 
 
 def _layers(net: nn.Sequential) -> list[nn.Linear]:
     return [m for m in net if isinstance(m, nn.Linear)]
 
 
-def _pairs(views: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``[w0, b0, w1, b1, ...]`` -> ``[(w0, b0), (w1, b1), ...]``."""
-    return list(zip(views[::2], views[1::2], strict=True))
-
-
-def _forward(x: np.ndarray, weights: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
-    """Every layer's output of a tanh MLP (the last without tanh) for rows ``x``."""
-    outs = []
-    last = len(weights) - 1
-    for i, (w, b) in enumerate(weights):
-        x = np.matmul(x, w.T)
-        x += b
-        if i < last:
-            np.tanh(x, out=x)
-        outs.append(x)
-    return outs
-
-
-def _backward(
-    x: np.ndarray,
-    outs: list[np.ndarray],
-    weights: list[tuple[np.ndarray, np.ndarray]],
-    d_out: np.ndarray,
-    grads: list[tuple[np.ndarray, np.ndarray]],
-) -> None:
-    """Write dL/dW and dL/db of every layer into ``grads`` given dL/d(output) ``d_out``.
-
-    Only the first ``len(d_out)`` rows of ``x`` and ``outs`` take part (the rollout's last
-    observation is only bootstrapped from, never differentiated).
-    """
-    rows = d_out.shape[0]
-    dz = d_out
-    for i in range(len(weights) - 1, -1, -1):
-        below = outs[i - 1][:rows] if i else x[:rows]
-        g_w, g_b = grads[i]
-        np.matmul(dz.T, below, out=g_w)
-        dz.sum(0, out=g_b)
-        if i:
-            dz = np.matmul(dz, weights[i][0])
-            dz *= 1.0 - below * below
-
-
 class NumpyA2C:
     """Acts with and computes A2C gradients for an :class:`~agents.networks.ActorCritic`.
 
-    Holds no parameters of its own, only NumPy views of the model's parameters and gradients,
-    checked at each call and taken again when they moved (the optimizer moves parameters into
-    its flat buffer; other code may replace a ``.grad``).
+    Holds no parameters of its own, only NumPy views of the model's parameters and gradients
+    (:class:`~agents.numpy_mlp.ParamViews`).
 
     Args:
         model: the actor-critic (see :func:`supports`).
@@ -100,33 +55,16 @@ class NumpyA2C:
         self.model = model
         self.policy = _layers(model.policy)
         self.value = _layers(model.value)
-        self._params = {
-            net: [t for m in layers for t in (m.weight, m.bias)]
-            for net, layers in (("policy", self.policy), ("value", self.value))
+        self._views = {
+            "policy": ParamViews(linear_params(self.policy)),
+            "value": ParamViews(linear_params(self.value)),
         }
-        self._views: dict[str, tuple[tuple[int, ...], list[tuple[np.ndarray, np.ndarray]]]] = {}
-        self._grad_views: dict[str, tuple[list[Tensor | None], list[Any]]] = {}
 
-    def _weights(self, net: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """NumPy views of ``net``'s weights and biases, cached while the storage stays put."""
-        params = self._params[net]
-        where = tuple(map(Tensor.data_ptr, params))
-        cached = self._views.get(net)
-        if cached is None or cached[0] != where:
-            self._views[net] = cached = (where, _pairs([t.detach().numpy() for t in params]))
-        return cached[1]
+    def _weights(self, net: str) -> Layers:
+        return self._views[net].weights()
 
-    def _grads(self, net: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """NumPy views of ``net``'s ``.grad`` tensors (made where None), cached while unchanged."""
-        params = self._params[net]
-        grads = [p.grad for p in params]
-        cached = self._grad_views.get(net)
-        if cached is None or any(g is not c for g, c in zip(grads, cached[0], strict=True)):
-            for i, p in enumerate(params):
-                if grads[i] is None:
-                    p.grad = grads[i] = torch.zeros_like(p)
-            cached = self._grad_views[net] = (grads, _pairs([g.numpy() for g in grads]))
-        return cached[1]
+    def _grads(self, net: str) -> Layers:
+        return self._views[net].grads()
 
     def act(self, obs: Tensor, greedy: bool = False) -> Tensor:
         """Sample actions ``[E]`` for observations ``[E, d]`` (most likely with ``greedy``).
@@ -135,7 +73,7 @@ class NumpyA2C:
         draws :func:`~agents.networks.sample_categorical` makes, in the same order.
         """
         weights = self._weights("policy")
-        logits = _forward(obs.numpy().astype(weights[0][0].dtype, copy=False), weights)[-1]
+        logits = forward(obs.numpy().astype(weights[0][0].dtype, copy=False), weights, "tanh")[-1]
         if not greedy:
             noise = torch.empty(logits.shape, dtype=self.policy[-1].weight.dtype).exponential_()
             logits = logits - np.log(noise.numpy())
@@ -170,8 +108,8 @@ class NumpyA2C:
         dtype = pw[0][0].dtype
         obs = rollout.obs.numpy()
         x = obs.reshape(obs.shape[0] * envs, -1).astype(dtype, copy=False)
-        p_outs = _forward(x[:rows], pw)
-        v_outs = _forward(x, vw)
+        p_outs = forward(x[:rows], pw, "tanh")
+        v_outs = forward(x, vw, "tanh")
         values = v_outs[-1].reshape(steps + 1, envs)
         v = values[:-1]
         valid = rollout.valid.numpy()
@@ -202,8 +140,9 @@ class NumpyA2C:
         d_logits = np.where(mask[:, None], d_logits, zero)
         d_values = np.where(mask, (-2.0 * hp.vf_coef * weight) * err, zero)[:, None]
         d_values = d_values.astype(dtype, copy=False)
-        _backward(x, p_outs, pw, d_logits.astype(dtype, copy=False), self._grads("policy"))
-        _backward(x, v_outs, vw, d_values, self._grads("value"))
+        d_logits = d_logits.astype(dtype, copy=False)
+        backward(x, p_outs, pw, d_logits, self._grads("policy"), "tanh")
+        backward(x, v_outs, vw, d_values, self._grads("value"), "tanh")
         return {
             "losses/policy_loss": float(policy_loss),
             "losses/value_loss": float(value_loss),

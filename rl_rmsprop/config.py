@@ -139,6 +139,11 @@ class LearnConfig:
     """Global gradient-norm clip, 0 turns it off (a2c 0.5, dqn 10)."""
     hidden: tuple[int, ...] | None = None
     """Hidden layer widths (a2c: 64 64 tanh policy and value MLPs; dqn: 256 256 ReLU)."""
+    engine: str = field(default="auto", metadata={"choices": ("auto", "numpy", "autograd")})
+    """How gradients are computed: numpy differentiates the MLP (A2C's actor-critic, DQN's
+    Q-network) by hand in NumPy (CPU only; faster at CartPole sizes), autograd runs torch's
+    autograd; auto takes numpy where it applies (MLP on the CPU) and autograd otherwise. Both
+    give the same gradients up to float rounding."""
 
 
 @dataclass(frozen=True)
@@ -153,11 +158,6 @@ class A2CConfig:
     """Entropy bonus coefficient."""
     vf_coef: float = 0.5
     """Value loss coefficient."""
-    engine: str = field(default="auto", metadata={"choices": ("auto", "numpy", "autograd")})
-    """How the update is computed: numpy differentiates the MLP actor-critic by hand in NumPy
-    (CPU only; several times faster at CartPole sizes), autograd runs torch's autograd;
-    auto takes numpy where it applies (MLP on the CPU) and autograd otherwise. Both give the
-    same gradients up to float rounding."""
 
 
 @dataclass(frozen=True)
@@ -243,6 +243,10 @@ class Config:
         for f in dataclasses.fields(Config):
             cls = _section_class(f.name)
             values = dict(data.get(f.name, {}))
+            if f.name == "learn" and "engine" in data.get("a2c", {}):
+                values.setdefault("engine", data["a2c"]["engine"])  # config.json before 2026-11-24
+            if f.name == "a2c":
+                values.pop("engine", None)
             for sub in dataclasses.fields(cls):
                 if sub.name in values and isinstance(values[sub.name], list):
                     values[sub.name] = tuple(values[sub.name])

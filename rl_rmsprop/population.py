@@ -48,6 +48,7 @@ from rl_rmsprop.checkpoint import (
 from rl_rmsprop.config import Config
 from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim.population import PopulationOptimizer, member_settings
+from rl_rmsprop.threads import set_threads
 from rl_rmsprop.train import (
     EVAL_SEED_OFFSET,
     SOLVE_WINDOW,
@@ -242,7 +243,7 @@ def run_population(
     base = members_cfg[0]
     run, learn = base.run, base.learn
     if run.threads:
-        torch.set_num_threads(run.threads)
+        set_threads(run.threads)
     device = resolve_device(run.device)
     seeds = [c.run.seed for c in members_cfg]
     envs_per_member = base.env.num_envs

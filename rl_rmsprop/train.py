@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -32,7 +32,7 @@ import torch
 from gymnasium.wrappers import RecordVideo
 from torch import Tensor, nn
 
-from agents import a2c_numpy
+from agents import a2c_numpy, dqn_numpy
 from agents.a2c import a2c_loss
 from agents.dqn import (
     CnnQNetwork,
@@ -65,6 +65,7 @@ from rl_rmsprop.config import Config, parse_config
 from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim import clip_grad_norm_, histograms, make_optimizer, statistics
 from rl_rmsprop.optim.presets import preset_group
+from rl_rmsprop.threads import set_threads
 
 no_grad = torch.no_grad()
 """Decorator for the acting policies: acting needs no autograd graph."""
@@ -398,8 +399,8 @@ class Session:
     env_restored: bool = True
     device: torch.device | None = None
     evaluations: int = 0
-    a2c_engine: str | None = None
-    """How A2C updates are computed (:func:`a2c_engine`, resolved once); None for DQN."""
+    engine: str | None = None
+    """How gradients are computed (:func:`gradient_engine`, resolved once)."""
 
     def state(self) -> dict[str, Any]:
         """The full training state: everything an exact continuation needs."""
@@ -475,7 +476,7 @@ def train_a2c(sess: Session) -> dict:
         sess.model,
         sess.opt,
     )
-    engine = a2c_numpy.NumpyA2C(model) if sess.a2c_engine == "numpy" else None
+    engine = a2c_numpy.NumpyA2C(model) if sess.engine == "numpy" else None
     act = engine.act if engine is not None else model.act
     while collector.global_step < cfg.run.total_steps:
         rollout = collector.collect(act, cfg.a2c.n_steps)
@@ -491,25 +492,29 @@ def train_a2c(sess: Session) -> dict:
     return tracker.summary()
 
 
-def a2c_engine(cfg: Config, model: nn.Module) -> str:
-    """The A2C engine a run uses: ``--engine``, with auto resolved (numpy where it applies).
+def gradient_engine(cfg: Config, model: nn.Module) -> str:
+    """The engine a run computes gradients with: ``--engine``, auto resolved (numpy where it fits).
 
     Raises:
         UserError: ``--engine numpy`` for a model it cannot train (Atari CNN, CUDA).
     """
-    fits = a2c_numpy.supports(model)
-    if cfg.a2c.engine == "numpy" and not fits:
+    fits = (a2c_numpy if cfg.run.algo == "a2c" else dqn_numpy).supports(model)
+    if cfg.learn.engine == "numpy" and not fits:
         raise UserError(
-            "--engine numpy trains MLP actor-critics on the CPU only; use --engine auto "
-            "(or autograd) for Atari or --device cuda"
+            "--engine numpy trains MLPs on the CPU only; use --engine auto (or autograd) for "
+            "Atari or --device cuda"
         )
-    if cfg.a2c.engine == "auto":
+    if cfg.learn.engine == "auto":
         return "numpy" if fits else "autograd"
-    return cfg.a2c.engine
+    return cfg.learn.engine
+
+
+TargetsFn = Callable[[ReplaySample], Tensor]
+"""A replay sample -> its ``[B]`` TD targets (target network, gamma and the rule bound in)."""
 
 
 def training_batches(
-    buffer: ReplayBuffer, target: nn.Module, q_net: nn.Module, cfg: Config
+    buffer: ReplayBuffer, targets_of: TargetsFn, cfg: Config
 ) -> Iterator[tuple[ReplaySample, Tensor]]:
     """A training round's ``gradient_steps`` minibatches with their TD targets.
 
@@ -519,43 +524,63 @@ def training_batches(
     ``gradient_steps`` small ones. Double DQN's targets use the online network, which changes
     after each gradient step, so they are computed per minibatch.
     """
-    dqn, gamma = cfg.dqn, cfg.learn.gamma
-    size, steps = dqn.batch_size, dqn.gradient_steps
-    if dqn.double_dqn:
+    size, steps = cfg.dqn.batch_size, cfg.dqn.gradient_steps
+    if cfg.dqn.double_dqn:
         for _ in range(steps):
             batch = buffer.sample(size)
-            yield (
-                batch,
-                td_targets(
-                    batch.rewards,
-                    batch.next_obs,
-                    batch.terminated,
-                    target,
-                    q_net,
-                    gamma,
-                    double=True,
-                ),
-            )
+            yield batch, targets_of(batch)
         return
     big = buffer.sample(size * steps)
-    targets = td_targets(big.rewards, big.next_obs, big.terminated, target, None, gamma)
+    targets = targets_of(big)
     for i in range(0, size * steps, size):
         yield ReplaySample(*(t[i : i + size] for t in big)), targets[i : i + size]
 
 
+def dqn_engine(
+    sess: Session,
+) -> tuple[Callable[[Tensor], Tensor], TargetsFn, Callable[[ReplaySample, Tensor], dict]]:
+    """The run's Q-values for acting, TD targets and gradient step, by ``sess.engine``.
+
+    The gradient step computes the TD loss of a minibatch and leaves its gradient in the
+    parameters' ``.grad``; it returns the loss metrics.
+    """
+    cfg, q_net = sess.cfg, sess.model
+    assert sess.dqn is not None
+    target, dqn, gamma = sess.dqn.target, cfg.dqn, cfg.learn.gamma
+    if sess.engine == "numpy":
+        online, offline = dqn_numpy.NumpyQ(q_net), dqn_numpy.NumpyQ(target)
+        double = online if dqn.double_dqn else None
+
+        def numpy_targets(b: ReplaySample) -> Tensor:
+            return offline.td_targets(b.rewards, b.next_obs, b.terminated, gamma, double)
+
+        def numpy_step(batch: ReplaySample, targets: Tensor) -> dict:
+            return online.gradients(batch, targets, dqn.loss, dqn.loss_reduction)
+
+        return online.q_values, numpy_targets, numpy_step
+
+    def torch_targets(b: ReplaySample) -> Tensor:
+        return td_targets(
+            b.rewards, b.next_obs, b.terminated, target, q_net, gamma, double=dqn.double_dqn
+        )
+
+    def torch_step(batch: ReplaySample, targets: Tensor) -> dict:
+        loss, metrics = dqn_loss(q_net, batch, targets, dqn.loss, dqn.loss_reduction)
+        sess.opt.zero_grad()
+        loss.backward()
+        return metrics
+
+    return no_grad(q_net), torch_targets, torch_step
+
+
 def train_dqn(sess: Session) -> dict:
     """The DQN run loop: act epsilon-greedily -> store valid transitions -> gradient steps."""
-    cfg, collector, tracker, q_net, opt = (
-        sess.cfg,
-        sess.collector,
-        sess.tracker,
-        sess.model,
-        sess.opt,
-    )
+    cfg, collector, tracker, q_net = sess.cfg, sess.collector, sess.tracker, sess.model
     assert sess.dqn is not None
     dqn, run, parts = cfg.dqn, cfg.run, sess.dqn
     steps_per_round = max(1, dqn.train_freq // collector.num_envs)
     n_actions = int(sess.env.single_action_space.n)
+    q_values, targets_of, gradient_step = dqn_engine(sess)
     while collector.global_step < run.total_steps:
         for _ in range(steps_per_round):
             eps = linear_epsilon(
@@ -565,9 +590,7 @@ def train_dqn(sess: Session) -> dict:
                 dqn.exploration_initial_eps,
                 dqn.exploration_final_eps,
             )
-            s = collector.step(
-                no_grad(lambda obs, e=eps: lazy_epsilon_greedy(q_net, obs, e, n_actions))
-            )
+            s = collector.step(lambda obs, e=eps: lazy_epsilon_greedy(q_values, obs, e, n_actions))
             parts.buffer.add(s.obs, s.next_obs, s.actions, s.rewards, s.terminated, s.valid)
             tracker.record_episodes()
             # SB3 counts the target interval in env steps and updates only while collecting,
@@ -576,10 +599,8 @@ def train_dqn(sess: Session) -> dict:
                 parts.target_updates = collector.global_step // dqn.target_update_interval
                 polyak_update(parts.target, q_net, dqn.tau)
         if collector.global_step >= dqn.learning_starts and len(parts.buffer) > 0:
-            for batch, targets in training_batches(parts.buffer, parts.target, q_net, cfg):
-                loss, metrics = dqn_loss(q_net, batch, targets, dqn.loss, dqn.loss_reduction)
-                opt.zero_grad()
-                loss.backward()
+            for batch, targets in training_batches(parts.buffer, targets_of, cfg):
+                metrics = gradient_step(batch, targets)
                 tracker.clip_and_step({**metrics, "charts/epsilon": eps})
         sess.boundary()
     return tracker.summary()
@@ -793,7 +814,7 @@ def restore(sess: Session, state: dict[str, Any], path: Path) -> None:
 def run(cfg: Config, resume: Path | None = None) -> dict:
     """Train one configuration (or continue the run in ``resume``); returns the summary."""
     if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+        set_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device, images=is_atari(cfg.env.id))
     if cfg.run.capture_video:
         check_video(cfg)
@@ -817,8 +838,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
         except ValueError as e:
             raise UserError(f"{e} (see --optimizer and its options in --help)") from e
         dqn, replay_note = None, ""
-        engine = a2c_engine(cfg, model) if cfg.run.algo == "a2c" else None
-        engine_text = f", {engine} gradients" if engine else ""
+        engine = gradient_engine(cfg, model)
         if cfg.run.algo == "dqn":
             buffer, replay_note = build_replay(cfg, env, device)
             dqn = DQNParts(copy.deepcopy(model).requires_grad_(False), buffer)
@@ -831,7 +851,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             run_dir = resume
             logger = None  # opened after the checks below, with the resume step
         sess = Session(cfg, run_dir, env, model, opt, logger, collector, None, StopSignals(), dqn)
-        sess.device, sess.a2c_engine = device, engine
+        sess.device, sess.engine = device, engine
         sess.tracker = Tracker(cfg, collector, opt, logger)
         flat = hparams(cfg)
         if state is not None:
@@ -859,7 +879,7 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             sess.logger.message(replay_note)
         sess.logger.message(
             f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}{env_note(env)}, "
-            f"optimizer {cfg.optim.name} ({opt.impl}){engine_text}, device {device}"
+            f"optimizer {cfg.optim.name} ({opt.impl}), {engine} gradients, device {device}"
             + device_note(cfg.run.device, device, images=is_atari(cfg.env.id))
         )
         loop = train_a2c if cfg.run.algo == "a2c" else train_dqn

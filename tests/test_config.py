@@ -81,6 +81,14 @@ def test_json_round_trip():
     assert Config.from_dict(cfg.to_dict()) == cfg
 
 
+def test_a_config_json_with_the_engine_under_a2c_still_loads():
+    """Runs written before the engine was shared kept it in the a2c section."""
+    old = parse_config(["--engine", "autograd"]).to_dict()
+    old["a2c"]["engine"] = old["learn"].pop("engine")
+    cfg = Config.from_dict(old)
+    assert cfg.learn.engine == "autograd" and cfg == parse_config(["--engine", "autograd"])
+
+
 @pytest.mark.parametrize(
     "argv,needle",
     [

@@ -103,22 +103,60 @@ def test_same_seed_gives_identical_returns_and_losses(tmp_path, engine):
     ]
 
 
-def test_the_a2c_engine_is_numpy_for_mlps_on_the_cpu_and_said(tmp_path, capsys):
+def test_the_engine_is_numpy_for_mlps_on_the_cpu_and_said(tmp_path, capsys):
+    from agents.dqn import CnnQNetwork, QNetwork
     from agents.networks import ActorCritic, CnnActorCritic
     from rl_rmsprop.config import parse_config
-    from rl_rmsprop.train import UserError, a2c_engine
+    from rl_rmsprop.train import UserError, gradient_engine
 
-    cfg = parse_config([])
-    assert a2c_engine(cfg, ActorCritic(4, 2)) == "numpy"
-    assert a2c_engine(cfg, CnnActorCritic(4, 6)) == "autograd"
-    assert a2c_engine(parse_config(["--engine", "autograd"]), ActorCritic(4, 2)) == "autograd"
-    with pytest.raises(UserError, match="--engine numpy trains MLP actor-critics on the CPU"):
-        a2c_engine(parse_config(["--engine", "numpy"]), CnnActorCritic(4, 6))
+    cfg, dqn = parse_config([]), parse_config(["--algo", "dqn"])
+    assert gradient_engine(cfg, ActorCritic(4, 2)) == "numpy"
+    assert gradient_engine(cfg, CnnActorCritic(4, 6)) == "autograd"
+    assert gradient_engine(dqn, QNetwork(4, 2)) == "numpy"
+    assert gradient_engine(dqn, CnnQNetwork(4, 6)) == "autograd"
+    assert gradient_engine(parse_config(["--engine", "autograd"]), ActorCritic(4, 2)) == "autograd"
+    with pytest.raises(UserError, match="--engine numpy trains MLPs on the CPU only"):
+        gradient_engine(parse_config(["--engine", "numpy"]), CnnActorCritic(4, 6))
+    with pytest.raises(UserError, match="--engine numpy trains MLPs on the CPU only"):
+        gradient_engine(parse_config(["--algo", "dqn", "--engine", "numpy"]), CnnQNetwork(4, 6))
     argv = ["--total-steps", "80", "--eval-episodes", "0", "--logdir", str(tmp_path)]
     assert main([*argv, "--run-name", "a"]) == 0
     assert "(eager), numpy gradients, device cpu" in capsys.readouterr().err
     assert main([*argv, "--run-name", "b", "--engine", "autograd"]) == 0
     assert "autograd gradients" in capsys.readouterr().err
+    dqn_argv = [*argv, "--algo", "dqn", "--learning-starts", "40", "--train-freq", "20"]
+    assert main([*dqn_argv, "--run-name", "c"]) == 0
+    assert "(eager), numpy gradients, device cpu" in capsys.readouterr().err
+    assert main([*dqn_argv, "--run-name", "d", "--engine", "autograd"]) == 0
+    assert "autograd gradients" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("engine", ["numpy", "autograd"])
+def test_dqn_same_seed_gives_identical_losses_under_either_engine(tmp_path, engine):
+    argv = ["--algo", "dqn", "--total-steps", "3000", "--learning-starts", "500"]
+    argv += ["--train-freq", "100", "--gradient-steps", "20", "--log-every", "5"]
+    argv += ["--eval-episodes", "0", "--quiet", "--logdir", str(tmp_path), "--engine", engine]
+    for name in ("a", "b"):
+        assert main([*argv, "--run-name", name]) == 0
+    a, b = events(tmp_path / "a"), events(tmp_path / "b")
+    for tag in ["charts/episodic_return", "losses/td_loss", "losses/q_values"]:
+        values = [(e.step, e.value) for e in a.Scalars(tag)]
+        assert values and values == [(e.step, e.value) for e in b.Scalars(tag)], tag
+
+
+def test_dqn_engines_agree_to_rounding_over_the_first_updates(tmp_path):
+    """Same seed, numpy against autograd: the same acting until rounding shows in an argmax."""
+    argv = ["--algo", "dqn", "--total-steps", "1000", "--learning-starts", "500"]
+    argv += ["--train-freq", "100", "--gradient-steps", "5", "--log-every", "1"]
+    argv += ["--eval-episodes", "0", "--quiet", "--logdir", str(tmp_path)]
+    for engine in ("numpy", "autograd"):
+        assert main([*argv, "--run-name", engine, "--engine", engine]) == 0
+    runs = {engine: events(tmp_path / engine) for engine in ("numpy", "autograd")}
+    losses = {k: [e.value for e in acc.Scalars("losses/td_loss")] for k, acc in runs.items()}
+    assert len(losses["numpy"]) == 30  # rounds ending at 500, 600, ..., 1000
+    # The first update sees the same batch through the same network: equal to rounding.
+    assert losses["numpy"][0] == pytest.approx(losses["autograd"][0], rel=1e-5)
+    assert losses["numpy"][:5] == pytest.approx(losses["autograd"][:5], rel=1e-3)
 
 
 @pytest.mark.parametrize(
@@ -238,7 +276,10 @@ def test_batched_targets_equal_minibatch_by_minibatch_targets():
     for i in range(300):
         buffer.add(torch.randn(1, 4), torch.randn(1, 4), [i % 2], [1.0], [i % 7 == 0], [True])
     cfg = parse_config(["--algo", "dqn", "--gradient-steps", "5", "--batch-size", "16"])
-    batches = list(training_batches(buffer, target, q_net, cfg))
+    def targets_of(b):
+        return td_targets(b.rewards, b.next_obs, b.terminated, target)
+
+    batches = list(training_batches(buffer, targets_of, cfg))
     assert len(batches) == 5
     for batch, targets in batches:
         assert batch.obs.shape == (16, 4) and targets.shape == (16,)

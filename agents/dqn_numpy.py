@@ -1,0 +1,141 @@
+"""DQN for the MLP Q-network on the CPU in NumPy: Q-values, TD targets and the TD loss's gradient.
+
+The zoo's CartPole DQN takes 128 gradient steps of a 256-256 MLP on 64 transitions every 256
+env steps. Through torch a step is three 64x256x256 products plus ~40 operations of autograd
+and dispatch; :class:`NumpyQ` computes the same loss and its gradient by hand with NumPy and
+writes the gradient into the parameters' ``.grad``, in ~25 operations with no graph. Clipping,
+the optimizer step and all telemetry stay in torch.
+
+The arithmetic is that of :func:`agents.dqn.td_targets` and :func:`agents.dqn.dqn_loss` up to
+float rounding (tests compare them against autograd); the network, its ``state_dict`` and the
+optimizer are untouched, so checkpoints, telemetry and evaluation do not know which engine
+trained.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .dqn import LOSSES, REDUCTIONS, TARGET_CHUNK, DQNBatch, QNetwork
+from .numpy_mlp import ParamViews, backward, cpu_float, forward, linear_params
+
+
+def supports(model: nn.Module) -> bool:
+    """Whether :class:`NumpyQ` can run ``model``: a :class:`QNetwork` in float on the CPU."""
+    return type(model) is QNetwork and cpu_float(list(model.parameters()))
+
+
+class NumpyQ:
+    """A :class:`~agents.dqn.QNetwork`'s Q-values, TD targets and TD-loss gradients in NumPy.
+
+    Holds no parameters of its own, only NumPy views of the network's parameters and gradients
+    (:class:`~agents.numpy_mlp.ParamViews`).
+
+    Args:
+        model: the Q-network (see :func:`supports`).
+    """
+
+    def __init__(self, model: QNetwork) -> None:
+        if not supports(model):
+            raise ValueError("NumpyQ needs a QNetwork (MLP) with float parameters on the CPU")
+        self.model = model
+        self.views = ParamViews(linear_params(list(model.layers)))
+
+    def _input(self, obs: Tensor) -> np.ndarray:
+        """Observations as ``[rows, obs_dim]`` in the weights' dtype (integers are cast)."""
+        x = obs.numpy()
+        return x.reshape(x.shape[0], -1).astype(self.views.dtype, copy=False)
+
+    def _q(self, x: np.ndarray) -> np.ndarray:
+        """Q-values ``[rows, n_actions]``, ``TARGET_CHUNK`` rows at a time for large inputs."""
+        layers = self.views.weights()
+        if x.shape[0] <= TARGET_CHUNK:
+            return forward(x, layers, "relu")[-1]
+        starts = range(0, len(x), TARGET_CHUNK)
+        return np.concatenate([self._q(x[i : i + TARGET_CHUNK]) for i in starts])
+
+    def q_values(self, obs: Tensor) -> Tensor:
+        """Q-values ``[B, n_actions]`` of observations ``[B, ...]`` (for acting)."""
+        return torch.from_numpy(self._q(self._input(obs)))
+
+    def td_targets(
+        self,
+        rewards: Tensor,
+        next_obs: Tensor,
+        terminated: Tensor,
+        gamma: float,
+        online: NumpyQ | None = None,
+    ) -> Tensor:
+        """:func:`agents.dqn.td_targets` with this network as the target network.
+
+        Args:
+            rewards: ``[B]`` rewards.
+            next_obs: ``[B, ...]`` successor observations.
+            terminated: ``[B]`` true termination flags.
+            gamma: discount factor in [0, 1].
+            online: the online network's engine for Double-DQN targets (None: plain DQN).
+
+        Returns:
+            ``[B]`` targets in the weights' dtype.
+        """
+        if not 0.0 <= gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+        x = self._input(next_obs)
+        next_q = self._q(x)
+        if online is not None:
+            best = online._q(online._input(next_obs)).argmax(-1)
+            next_v = next_q[np.arange(len(best)), best]
+        else:
+            next_v = next_q.max(-1)
+        # A terminal successor's Q is never trained and may be inf or nan: select, not multiply.
+        next_v = np.where(terminated.numpy().astype(bool), next_v.dtype.type(0), next_v)
+        return torch.from_numpy(rewards.numpy().astype(next_v.dtype) + gamma * next_v)
+
+    def gradients(
+        self, batch: DQNBatch, targets: Tensor, loss: str = "huber", reduction: str = "mean"
+    ) -> dict[str, float]:
+        """:func:`agents.dqn.dqn_loss`; its gradient is written into the parameters' ``.grad``.
+
+        With ``d = Q(s, a) - y`` per sample, dL/dQ(s, a) is ``clip(d, -1, 1)`` for Huber and
+        ``2 d`` for the squared error, times ``1 / B`` for ``"mean"``; the other actions' Q-values
+        get 0. Then through each layer: dW = dz^T h, db = sum dz, dh = dz W, zero where the ReLU's
+        output was <= 0.
+
+        Args:
+            batch: replay sample with ``obs`` and ``actions``.
+            targets: ``[B]`` TD targets.
+            loss: ``"huber"`` or ``"mse"``.
+            reduction: ``"mean"`` or ``"sum"`` over the batch.
+
+        Returns:
+            ``losses/td_loss`` and ``losses/q_values`` (the mean of ``Q(s, a)``) as floats.
+        """
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        layers = self.views.weights()
+        x = self._input(batch.obs)
+        outs = forward(x, layers, "relu")
+        q = outs[-1]
+        rows = np.arange(q.shape[0])
+        actions = batch.actions.numpy()
+        q_taken = q[rows, actions]
+        d = q_taken - targets.numpy().astype(q.dtype, copy=False)
+        if loss == "huber":
+            size = np.abs(d)
+            per_sample = np.where(size < 1.0, 0.5 * d * d, size - 0.5)
+            d_q = np.clip(d, -1.0, 1.0)
+        else:
+            per_sample = d * d
+            d_q = 2.0 * d
+        value = per_sample.sum()
+        if reduction == "mean":
+            value = value / len(d)
+            d_q *= q.dtype.type(1.0 / len(d))
+        d_out = np.zeros_like(q)
+        d_out[rows, actions] = d_q
+        backward(x, outs, layers, d_out, self.views.grads(), "relu")
+        return {"losses/td_loss": float(value), "losses/q_values": float(q_taken.mean())}

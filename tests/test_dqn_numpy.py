@@ -1,0 +1,178 @@
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from agents.dqn import TARGET_CHUNK, CnnQNetwork, QNetwork, dqn_loss, td_targets
+from agents.dqn_numpy import NumpyQ, supports
+from rl_rmsprop.optim import clip_grad_norm_, make_optimizer
+
+
+class Batch(NamedTuple):
+    obs: Tensor
+    actions: Tensor
+    rewards: Tensor
+    next_obs: Tensor
+    terminated: Tensor
+
+
+def make_batch(rows=64, obs_dim=4, actions=2, seed=0, dtype=torch.float32) -> Batch:
+    """A replay sample with a few terminated rows."""
+    g = torch.Generator().manual_seed(seed)
+    terminated = torch.zeros(rows, dtype=torch.bool)
+    terminated[::7] = True
+    return Batch(
+        obs=torch.randn(rows, obs_dim, generator=g, dtype=dtype),
+        actions=torch.randint(0, actions, (rows,), generator=g),
+        rewards=torch.rand(rows, generator=g, dtype=torch.float32),
+        next_obs=torch.randn(rows, obs_dim, generator=g, dtype=dtype),
+        terminated=terminated,
+    )
+
+
+def autograd_reference(model, batch, targets, loss, reduction):
+    model.zero_grad()
+    value, metrics = dqn_loss(model, batch, targets, loss, reduction)
+    value.backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters()}, metrics
+
+
+@pytest.mark.parametrize("hidden", [(256, 256), (16,), (8, 8, 8)])
+@pytest.mark.parametrize("loss", ["huber", "mse"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_gradients_and_metrics_equal_autograd(hidden, loss, reduction):
+    torch.manual_seed(1)
+    model = QNetwork(4, 3, hidden).double()
+    batch = make_batch(rows=48, actions=3, dtype=torch.float64)
+    # Errors on both sides of Huber's kink at |d| = 1.
+    targets = torch.linspace(-3.0, 3.0, 48, dtype=torch.float64)
+    ref, ref_metrics = autograd_reference(model, batch, targets, loss, reduction)
+    model.zero_grad(set_to_none=True)  # the engine makes the .grad tensors it needs
+    metrics = NumpyQ(model).gradients(batch, targets, loss, reduction)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, ref[name], rtol=1e-10, atol=1e-13, msg=name)
+    for tag, value in ref_metrics.items():
+        assert metrics[tag] == pytest.approx(float(value), rel=1e-12, abs=1e-14)
+
+
+def test_huber_uses_both_branches_in_that_test():
+    torch.manual_seed(1)
+    model = QNetwork(4, 3, (16,)).double()
+    batch = make_batch(rows=48, actions=3, dtype=torch.float64)
+    q = model(batch.obs).gather(-1, batch.actions.unsqueeze(-1)).squeeze(-1)
+    error = (q - torch.linspace(-3.0, 3.0, 48, dtype=torch.float64)).abs()
+    assert (error < 1).any() and (error > 1).any()
+
+
+def test_float32_gradients_equal_autograd_to_rounding():
+    torch.manual_seed(2)
+    model = QNetwork(4, 2, (256, 256))
+    batch = make_batch()
+    targets = torch.randn(64)
+    ref, _ = autograd_reference(model, batch, targets, "huber", "mean")
+    NumpyQ(model).gradients(batch, targets, "huber", "mean")
+    for name, p in model.named_parameters():
+        scale = ref[name].abs().max().item()
+        torch.testing.assert_close(p.grad, ref[name], rtol=1e-4, atol=1e-6 * scale, msg=name)
+
+
+@pytest.mark.parametrize("double", [False, True])
+@pytest.mark.parametrize("rows", [64, 3 * TARGET_CHUNK + 5])
+def test_td_targets_equal_the_torch_targets(double, rows):
+    torch.manual_seed(3)
+    target, online = QNetwork(4, 2, (32, 32)).double(), QNetwork(4, 2, (32, 32)).double()
+    batch = make_batch(rows=rows, dtype=torch.float64)
+    want = td_targets(
+        batch.rewards, batch.next_obs, batch.terminated, target, online, 0.97, double=double
+    )
+    got = NumpyQ(target).td_targets(
+        batch.rewards, batch.next_obs, batch.terminated, 0.97, NumpyQ(online) if double else None
+    )
+    assert got.dtype == torch.float64 and got.shape == (rows,)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    # Terminated rows are the reward alone (in the targets' dtype).
+    torch.testing.assert_close(got[batch.terminated], batch.rewards[batch.terminated].double())
+
+
+def test_double_dqn_targets_take_the_online_argmax():
+    """With networks that disagree, plain and double targets differ, and double is checked."""
+    torch.manual_seed(4)
+    target, online = QNetwork(4, 2, (8,)).double(), QNetwork(4, 2, (8,)).double()
+    batch = make_batch(rows=256, dtype=torch.float64)
+    engine = NumpyQ(target)
+    plain = engine.td_targets(batch.rewards, batch.next_obs, batch.terminated, 0.9)
+    double = engine.td_targets(batch.rewards, batch.next_obs, batch.terminated, 0.9, NumpyQ(online))
+    assert not torch.equal(plain, double)
+    q_next = target(batch.next_obs).detach()
+    best = online(batch.next_obs).argmax(-1)
+    want = batch.rewards.double() + 0.9 * q_next[torch.arange(256), best] * ~batch.terminated
+    torch.testing.assert_close(double, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_terminal_successor_with_nonfinite_q_gives_the_reward():
+    model = QNetwork(4, 2, (8,)).double()
+    batch = make_batch(rows=14, dtype=torch.float64)
+    poisoned = batch.next_obs.clone()
+    poisoned[batch.terminated] = float("nan")
+    got = NumpyQ(model).td_targets(batch.rewards, poisoned, batch.terminated, 0.99)
+    torch.testing.assert_close(got[batch.terminated], batch.rewards[batch.terminated].double())
+    assert torch.isfinite(got).all()
+
+
+def test_integer_observations_are_cast_as_the_module_casts_them():
+    torch.manual_seed(5)
+    model = QNetwork(3, 2, (8,))
+    obs = torch.randint(0, 5, (6, 3))
+    torch.testing.assert_close(NumpyQ(model).q_values(obs), model(obs).detach())
+
+
+def test_training_through_the_optimizer_follows_autograd():
+    """100 clipped Adam steps: the engine's network stays on autograd's."""
+    torch.manual_seed(6)
+    model = QNetwork(4, 2, (64, 64))
+    twin = QNetwork(4, 2, (64, 64))
+    twin.load_state_dict(model.state_dict())
+    start = model.layers[1].weight.detach().clone()
+    engine = NumpyQ(model)
+    engine.q_values(torch.zeros(1, 4))  # views taken now; the optimizer then moves the storage
+    ptr = model.layers[0].weight.data_ptr()
+    opt = make_optimizer("adam", model.named_parameters(), lr=1e-3)
+    assert model.layers[0].weight.data_ptr() != ptr
+    twin_opt = make_optimizer("adam", twin.named_parameters(), lr=1e-3)
+    for i in range(100):
+        batch = make_batch(seed=100 + i)
+        targets = torch.randn(64, generator=torch.Generator().manual_seed(i))
+        engine.gradients(batch, targets, "huber", "mean")
+        clip_grad_norm_(opt, 1.0)
+        opt.step()
+        twin_opt.zero_grad()
+        dqn_loss(twin, batch, targets)[0].backward()
+        clip_grad_norm_(twin_opt, 1.0)
+        twin_opt.step()
+    for (name, a), b in zip(model.named_parameters(), twin.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    # Not trivially close: the weights moved much further than the tolerance.
+    assert (model.layers[1].weight - start).abs().max() > 1e-2
+
+
+def test_supports_only_float_mlp_q_networks_on_the_cpu():
+    assert supports(QNetwork(4, 2))
+    assert supports(QNetwork(4, 2).double())
+    assert not supports(QNetwork(4, 2).half())
+    assert not supports(CnnQNetwork(4, 6))
+    with pytest.raises(ValueError, match="MLP"):
+        NumpyQ(CnnQNetwork(4, 6))
+
+
+def test_bad_arguments():
+    engine = NumpyQ(QNetwork(4, 2, (8,)))
+    batch = make_batch(rows=4)
+    with pytest.raises(ValueError, match="loss"):
+        engine.gradients(batch, torch.zeros(4), "l1")
+    with pytest.raises(ValueError, match="reduction"):
+        engine.gradients(batch, torch.zeros(4), "huber", "max")
+    with pytest.raises(ValueError, match="gamma"):
+        engine.td_targets(batch.rewards, batch.next_obs, batch.terminated, 1.5)
+    assert np.isfinite(engine.gradients(batch, torch.zeros(4))["losses/td_loss"])
