@@ -57,12 +57,38 @@ def total_grad_norm(optimizer: RMSprop) -> Tensor:
 def quantiles(x: Tensor, qs: tuple[float, ...]) -> Tensor:
     """Quantiles of ``x`` along its last dimension: ``[len(qs), ...]``.
 
-    Exact up to :data:`MAX_QUANTILE_ELEMENTS` elements, taken on an even stride beyond.
+    Exact up to :data:`MAX_QUANTILE_ELEMENTS` elements, taken on an even stride beyond. The
+    values are ``torch.quantile``'s (linear interpolation), bit for bit; on the CPU the sort
+    is done on the floats' bits as integers (:func:`sorted_floats`).
     """
     n = x.shape[-1]
     if n > MAX_QUANTILE_ELEMENTS:
         x = x[..., :: -(-n // MAX_QUANTILE_ELEMENTS)]
-    return torch.quantile(x.float(), torch.tensor(qs, device=x.device), dim=-1)
+        n = x.shape[-1]
+    x = x.float()
+    q = torch.tensor(qs, device=x.device)
+    if x.device.type != "cpu" or n == 0 or bool(torch.isnan(x).any()):
+        return torch.quantile(x, q, dim=-1)
+    ordered = sorted_floats(x)
+    # torch.quantile's linear rule: the values at floor and ceil of q (n - 1), lerped.
+    ranks = q * (n - 1)
+    below = ordered[..., ranks.long()]
+    above = ordered[..., ranks.ceil().long()]
+    return below.lerp(above, ranks - ranks.long()).movedim(-1, 0)
+
+
+def sorted_floats(x: Tensor) -> Tensor:
+    """A float32 CPU tensor without NaN, sorted along its last dimension.
+
+    torch sorts 67k floats in ~7 ms on the build machine and 67k int32 in ~1 ms (a radix
+    sort). A float's bits read as an int32 are in the float's order for positive floats and
+    in reverse order for negative ones; flipping the 31 bits below the sign of negative ones
+    makes the order total (-0 just below +0, infinities at the ends), and the same flip after
+    the sort gives the floats back.
+    """
+    bits = x.view(torch.int32)
+    keys = torch.sort(bits ^ ((bits >> 31) & 0x7FFFFFFF), dim=-1).values
+    return (keys ^ ((keys >> 31) & 0x7FFFFFFF)).view(torch.float32)
 
 
 def eps_dominated(d: Tensor, rule: Rule, eps: Scalar) -> Tensor:
