@@ -17,7 +17,7 @@ real last observation (no ``final_obs`` lookup in ``info`` is needed, unlike ``S
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -129,7 +129,16 @@ class ReplayBuffer:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def _as_tensor(self, x: Tensor | np.ndarray, dtype: torch.dtype, name: str) -> Tensor:
-        out = torch.as_tensor(x, dtype=dtype, device=self.device)
+        return self._leading(torch.as_tensor(x, dtype=dtype, device=self.device), name)
+
+    def _as_array(self, x: Tensor | np.ndarray, dtype: torch.dtype, name: str) -> np.ndarray:
+        """``x`` as a host array (no copy where it already is one); cast on assignment."""
+        out = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+        if out.dtype == np.float64 and dtype == torch.float32:
+            out = out.astype(np.float32)  # rounded as torch.as_tensor rounds
+        return self._leading(out, name)
+
+    def _leading(self, out: Any, name: str) -> Any:
         if out.ndim == 0 or out.shape[0] != self.num_envs:
             raise ValueError(
                 f"{name} must have leading dimension num_envs={self.num_envs}, "
@@ -163,8 +172,12 @@ class ReplayBuffer:
                 does not have ``obs_shape``.
         """
         valid_np = _host_mask(valid, self.num_envs)
-        obs_t = self._as_tensor(obs, self.obs_dtype, "obs")
-        next_obs_t = self._as_tensor(next_obs, self.obs_dtype, "next_obs")
+        # On the CPU the rows are written through NumPy views of the storage: a step of one
+        # CartPole env took ~40 us through torch's indexing and conversions, ~21 us this way.
+        host = self.device.type == "cpu"
+        convert = self._as_array if host else self._as_tensor
+        obs_t = convert(obs, self.obs_dtype, "obs")
+        next_obs_t = convert(next_obs, self.obs_dtype, "next_obs")
         for name, t in (("obs", obs_t), ("next_obs", next_obs_t)):
             if tuple(t.shape[1:]) != self.obs_shape:
                 raise ValueError(
@@ -175,33 +188,38 @@ class ReplayBuffer:
         n = int(valid_np.sum())
         if n == 0:
             return
-        rows_idx = None
+        rows_idx: Tensor | np.ndarray | None = None
         if n < self.num_envs:
-            rows_idx = torch.as_tensor(np.flatnonzero(valid_np), device=self.device)
+            rows_idx = np.flatnonzero(valid_np)
+            if not host:
+                rows_idx = torch.as_tensor(rows_idx, device=self.device)
 
-        def rows(x: Tensor) -> Tensor:
+        def rows(x: Any) -> Any:
             return x if rows_idx is None else x[rows_idx]
 
-        columns = (
-            (self.obs, rows(obs_t)),
-            (self.next_obs, rows(next_obs_t)),
-            (self.actions, rows(self._as_tensor(actions, torch.int64, "actions"))),
-            (self.rewards, rows(self._as_tensor(rewards, torch.float32, "rewards"))),
-            (self.terminated, rows(self._as_tensor(terminated, torch.bool, "terminated"))),
+        storage = [getattr(self, name) for name in self._COLUMNS]
+        if host:
+            storage = [t.numpy() for t in storage]
+        new_rows = (
+            rows(obs_t),
+            rows(next_obs_t),
+            rows(convert(actions, torch.int64, "actions")),
+            rows(convert(rewards, torch.float32, "rewards")),
+            rows(convert(terminated, torch.bool, "terminated")),
         )
         # More valid rows than capacity (tiny buffers): only the newest ``capacity`` survive,
         # placed where writing all ``n`` in order would have left them.
         kept = min(n, self.capacity)
         start = (self.pos + n - kept) % self.capacity
         first = min(kept, self.capacity - start)
-        for storage, new in columns:
+        for column, new in zip(storage, new_rows, strict=True):
             if kept < n:
                 new = new[n - kept :]
             if kept == first:
-                storage[start : start + kept] = new
+                column[start : start + kept] = new
             else:  # wrap-around: the rest goes to the front
-                storage[start : start + first] = new[:first]
-                storage[: kept - first] = new[first:]
+                column[start : start + first] = new[:first]
+                column[: kept - first] = new[first:]
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
