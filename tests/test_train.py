@@ -276,6 +276,7 @@ def test_batched_targets_equal_minibatch_by_minibatch_targets():
     for i in range(300):
         buffer.add(torch.randn(1, 4), torch.randn(1, 4), [i % 2], [1.0], [i % 7 == 0], [True])
     cfg = parse_config(["--algo", "dqn", "--gradient-steps", "5", "--batch-size", "16"])
+
     def targets_of(b):
         return td_targets(b.rewards, b.next_obs, b.terminated, target)
 
