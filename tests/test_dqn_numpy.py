@@ -1,29 +1,19 @@
-from typing import NamedTuple
-
 import numpy as np
 import pytest
 import torch
-from torch import Tensor
 
 from agents.dqn import TARGET_CHUNK, CnnQNetwork, QNetwork, dqn_loss, td_targets
 from agents.dqn_numpy import NumpyQ, supports
+from agents.replay import ReplaySample
 from rl_rmsprop.optim import clip_grad_norm_, make_optimizer
 
 
-class Batch(NamedTuple):
-    obs: Tensor
-    actions: Tensor
-    rewards: Tensor
-    next_obs: Tensor
-    terminated: Tensor
-
-
-def make_batch(rows=64, obs_dim=4, actions=2, seed=0, dtype=torch.float32) -> Batch:
+def make_batch(rows=64, obs_dim=4, actions=2, seed=0, dtype=torch.float32) -> ReplaySample:
     """A replay sample with a few terminated rows."""
     g = torch.Generator().manual_seed(seed)
     terminated = torch.zeros(rows, dtype=torch.bool)
     terminated[::7] = True
-    return Batch(
+    return ReplaySample(
         obs=torch.randn(rows, obs_dim, generator=g, dtype=dtype),
         actions=torch.randint(0, actions, (rows,), generator=g),
         rewards=torch.rand(rows, generator=g, dtype=torch.float32),
