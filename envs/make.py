@@ -150,7 +150,9 @@ def make_vector_env(
         seed: Non-negative seed for the action spaces; pass the same value to ``reset``.
         vectorization: ``"auto"`` uses the environment's native vectorized implementation
             (its spec's ``vector_entry_point``, e.g. CartPole-v1's ``CartPoleVectorEnv``)
-            when it has one and no ``wrappers`` are given, otherwise ``"sync"``. An Atari id
+            when it has one, no ``wrappers`` are given and there are at least 2 copies,
+            otherwise ``"sync"`` (one copy of CartPole steps in ~30 us as a scalar env
+            against ~46 us as a vector env of one, on the same trajectory). An Atari id
             without ``wrappers`` gets ALE's C++ vector env (:class:`envs.atari.NativeAtari`,
             copies stepped on threads); with ``wrappers`` (e.g. ``atari_wrappers()``, the
             Python chain DQN's frame replay needs) several copies go to ``"async"`` on
@@ -238,7 +240,7 @@ def _mode(
 ) -> VectorizeMode:
     """The Gymnasium vectorization mode that ``vectorization`` means for this env."""
     if vectorization == "auto":
-        native = spec.vector_entry_point is not None and not wrappers
+        native = spec.vector_entry_point is not None and not wrappers and num_envs > 1
         mode = VectorizeMode.VECTOR_ENTRY_POINT if native else VectorizeMode.SYNC
         if atari and num_envs > 1 and (os.cpu_count() or 1) >= ASYNC_MIN_CORES:
             mode = VectorizeMode.ASYNC  # an emulator step is costly: step the copies in parallel

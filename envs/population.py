@@ -158,8 +158,9 @@ def make_population_env(env_id: str, seeds: Sequence[int], envs_per_member: int)
     """
     if not seeds or envs_per_member < 1:
         raise EnvError("a population needs at least one member and one env per member")
-    # One env tells which kind it is (and checks the id and the action space).
-    probe = make_vector_env(env_id, 1, int(seeds[0]))
+    # Two copies tell which kind it is (and check the id and the action space); "auto" steps a
+    # single copy as a scalar env even where a native vector env exists.
+    probe = make_vector_env(env_id, 2, int(seeds[0]))
     base = probe.unwrapped
     probe.close()
     if type(base) is CartPoleVectorEnv:

@@ -57,6 +57,24 @@ def test_auto_uses_native_cartpole_vector_env(make):
     assert env.unwrapped.max_episode_steps == 500
 
 
+def test_auto_steps_one_copy_as_a_scalar_env_on_the_native_trajectory(make):
+    """One copy: auto takes the (faster) sync env, and it plays what the native env plays."""
+    auto, native = make(CARTPOLE, 1, seed=7), make(CARTPOLE, 1, seed=7, vectorization="native")
+    assert isinstance(auto.unwrapped, SyncVectorEnv)
+    assert isinstance(native.unwrapped, CartPoleVectorEnv)
+    rng = np.random.default_rng(0)
+    first_a, first_n = auto.reset(seed=7)[0], native.reset(seed=7)[0]
+    np.testing.assert_array_equal(first_a, first_n)
+    ends = 0
+    for _ in range(3000):
+        action = rng.integers(0, 2, size=1)
+        a, n = auto.step(action), native.step(action)
+        for x, y in zip(a[:4], n[:4], strict=True):
+            np.testing.assert_array_equal(x, y)
+        ends += int(a[2][0] or a[3][0])
+    assert ends > 50  # many episodes, so many resets, were compared
+
+
 @pytest.mark.parametrize(
     ("vectorization", "cls"),
     [("sync", SyncVectorEnv), ("async", AsyncVectorEnv), ("native", CartPoleVectorEnv)],
