@@ -17,8 +17,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-ACTIVATIONS = ("tanh", "relu")
-
 Layers = list[tuple[np.ndarray, np.ndarray]]
 """``[(weight, bias), ...]`` per layer, weights ``[out, in]`` as in ``nn.Linear``."""
 

@@ -72,9 +72,10 @@ def quantiles(x: Tensor, qs: tuple[float, ...]) -> Tensor:
     ordered = sorted_floats(x)
     # torch.quantile's linear rule: the values at floor and ceil of q (n - 1), lerped.
     ranks = q * (n - 1)
-    below = ordered[..., ranks.long()]
+    lower = ranks.long()
+    below = ordered[..., lower]
     above = ordered[..., ranks.ceil().long()]
-    return below.lerp(above, ranks - ranks.long()).movedim(-1, 0)
+    return below.lerp(above, ranks - lower).movedim(-1, 0)
 
 
 def sorted_floats(x: Tensor) -> Tensor:
