@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
 from envs import EnvError, make_vector_env
 from envs.population import MemberSeededCartPole, make_population_env
@@ -92,3 +93,26 @@ def test_bad_input():
         pop.step(np.array([0, 1, 2, 0]))  # action 2 does not exist
     with pytest.raises(ValueError, match="one seed per member"):
         MemberSeededCartPole(2, 2).reset()
+
+
+@pytest.mark.parametrize("integrator", ["euler", "semi-implicit euler"])
+@pytest.mark.parametrize("sutton_barto", [False, True])
+def test_one_member_steps_as_gymnasiums_vectorized_cartpole_bit_for_bit(integrator, sutton_barto):
+    # Short episodes: terminations, truncations and resets all happen many times.
+    kwargs = {"max_episode_steps": 25, "sutton_barto_reward": sutton_barto}
+    mine = MemberSeededCartPole(1, 6, **kwargs)
+    theirs = CartPoleVectorEnv(num_envs=6, **kwargs)
+    mine.kinematics_integrator = theirs.kinematics_integrator = integrator
+    np.testing.assert_array_equal(mine.reset(seed=[4])[0], theirs.reset(seed=4)[0])
+    rng = np.random.default_rng(2)
+    truncations = terminations = 0
+    for _ in range(600):
+        actions = rng.integers(0, 2, size=6)
+        a, b = mine.step(actions), theirs.step(actions)
+        for x, y in zip(a[:4], b[:4], strict=True):
+            assert x.dtype == y.dtype
+            np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(mine.state, theirs.state)
+        truncations += int(a[3].sum())
+        terminations += int(a[2].sum())
+    assert truncations > 20 and terminations > 20
