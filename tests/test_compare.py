@@ -1,6 +1,7 @@
 import importlib.util
 import itertools
 import json
+import threading
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -263,3 +264,30 @@ def test_workers_fork_only_for_single_threaded_cpu_populations(monkeypatch):
     # A thread alive here could hold a lock that a forked child would inherit, held.
     monkeypatch.setattr(compare.threading, "active_count", lambda: 2)
     assert compare.start_method(True, cpu) == "spawn"
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+def test_the_report_draws_in_forked_workers_only_when_this_process_has_no_other_thread():
+    from concurrent.futures import ProcessPoolExecutor
+
+    from rl_rmsprop import compare
+
+    assert threading.active_count() == 1  # no test before this one leaves a thread running
+    with compare.report_pool() as pool:
+        assert isinstance(pool, ProcessPoolExecutor)
+        assert [f.result() for f in [pool.submit(_square, 3), pool.submit(_square, 4)]] == [9, 16]
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        with compare.report_pool() as pool:
+            assert isinstance(pool, compare._Serial)
+            assert pool.submit(_square, 5).result() == 25
+            with pytest.raises(TypeError):
+                pool.submit(_square, "x")  # an error is raised where it happens
+    finally:
+        stop.set()
+        other.join()
