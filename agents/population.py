@@ -318,20 +318,34 @@ class MemberNoise:
         self.buffer.copy_(state["buffer"])
         self.next = state["next"]
 
-    def step(self) -> Tensor:
-        """``log E`` with ``E ~ Exponential(1)`` for one env step, ``[K * E, A]``."""
+    def _next_step(self) -> int:
+        """The buffer's index of the next env step's noise (drawing a new chunk when needed)."""
         if self.next == self.shape[1]:
             for k, gen in enumerate(self.generators):
                 self.buffer[k].exponential_(generator=gen)
             self.buffer.log_()
             self.next = 0
-        noise = self.buffer[:, self.next]
         self.next += 1
-        return noise.reshape(-1, self.shape[-1])
+        return self.next - 1
+
+    def step(self) -> Tensor:
+        """``log E`` with ``E ~ Exponential(1)`` for one env step, ``[K * E, A]``."""
+        return self.buffer[:, self._next_step()].reshape(-1, self.shape[-1])
+
+    def step_numpy(self) -> np.ndarray:
+        """:meth:`step` as a NumPy array (a CPU buffer only): the same values, drawn alike."""
+        return self.buffer.numpy()[:, self._next_step()].reshape(-1, self.shape[-1])
 
 
 def sample_actions(model: PopulationActorCritic, noise: MemberNoise, obs: Tensor) -> Tensor:
-    """One action per env by the Gumbel-max trick: argmax(logits - log E), ``[K * E]``."""
+    """One action per env by the Gumbel-max trick: argmax(logits - log E), ``[K * E]``.
+
+    On the CPU in NumPy (the same float32 subtraction, and argmax takes the first of equal
+    values as torch's does): ~60 -> ~45 us a step for 16 members of 8 envs.
+    """
+    if model.device.type == "cpu" and obs.dim() == 2:
+        logits = model._numpy_logits(obs.numpy())
+        return torch.from_numpy((logits - noise.step_numpy()).argmax(-1))
     return (model.logits(obs) - noise.step()).argmax(-1)
 
 

@@ -144,6 +144,22 @@ def test_member_noise_is_per_member():
     assert actions.shape == (6,) and set(actions.tolist()) <= {0, 1}
 
 
+def test_numpy_action_sampling_draws_what_the_torch_path_draws():
+    nets = _members([0, 1, 2], n_actions=3)
+    pop = PopulationActorCritic(nets, 4)
+    a = MemberNoise([5, 6, 7], 4, 3, torch.device("cpu"), chunk=4)
+    b = MemberNoise([5, 6, 7], 4, 3, torch.device("cpu"), chunk=4)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(13):  # crosses chunk refills
+        obs = torch.randn(12, 4, generator=g)
+        mine = sample_actions(pop, a, obs)  # the CPU takes the NumPy path
+        theirs = (pop._torch_logits(obs) - b.step()).argmax(-1)
+        assert mine.dtype == theirs.dtype == torch.int64
+        assert torch.equal(mine, theirs)
+    tied = torch.zeros(1, 12, 3)  # equal values: both take the first
+    assert torch.equal(tied.argmax(-1), torch.from_numpy(tied.numpy().argmax(-1)))
+
+
 def test_members_must_share_an_architecture():
     with pytest.raises(ValueError, match="same architecture"):
         PopulationActorCritic([ActorCritic(4, 2), ActorCritic(4, 2, (32, 32))], 2)
