@@ -148,3 +148,26 @@ def test_bad_specs_and_layouts():
         _population([("rmsprop", {}), ("adam", {}), ("rmsprop", {})])
     with pytest.raises(ValueError, match="one spec per row"):
         PopulationOptimizer(torch.zeros(2, 3), torch.zeros(2, 3), [("rmsprop", {})])
+
+
+def test_coefficients_kept_between_steps_equal_the_ones_computed_afresh():
+    from rl_rmsprop.optim.functional import coefficients
+
+    specs = [*MIXED, ("adagrad", {"lr": 1e-2, "lr_decay": 0.01}), ("adagrad", {"lr": 5e-3})]
+    specs.sort(key=lambda s: s[0])  # a family's members are adjacent
+    _, grad, opt = _population(specs)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(4):
+        grad.copy_(torch.randn(grad.shape, generator=g))
+        grad[2].fill_(float("nan"))  # one member skips steps: its t lags the others'
+        opt.step()
+        for block in opt.blocks:
+            kept = opt._coeffs(block)
+            fresh = opt._cast(coefficients(block.rule, block.hyper, opt.steps[block.rows]))
+            for field, a, b in zip(kept._fields, kept, fresh, strict=True):
+                if field == "first" and not block.rule.use_dampening:
+                    continue  # read by SGD's dampened momentum only
+                if isinstance(b, torch.Tensor):
+                    assert torch.equal(torch.as_tensor(a).expand_as(b), b), field
+                else:
+                    assert a == b, field
