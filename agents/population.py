@@ -520,12 +520,17 @@ def _numpy_a2c_gradients(
     weights = {name: leaf.detach().numpy() for name, leaf in model.leaves.items()}
     dtype = model.data.numpy().dtype
     x = _member_major(rollout.obs.numpy().astype(dtype, copy=False), k)  # [K, (T + 1) E, d]
-    first = np.matmul(x, weights["first.weight"].transpose(0, 2, 1))
-    first += weights["first.bias"][:, None, :]
-    np.tanh(first, out=first)
-    width = first.shape[-1] // 2
+    w_first, b_first = weights["first.weight"], weights["first.bias"]
+    width = w_first.shape[1] // 2
+    halves = {"policy": slice(0, width), "value": slice(width, None)}
     outs: dict[str, list[np.ndarray]] = {}
-    for net, z in (("policy", first[:, :rows, :width]), ("value", first[..., width:])):
+    for net, cols in halves.items():
+        # Each network's first layer on its own: contiguous outputs (element-wise work on
+        # them is about twice as fast as on halves of one product's), and the policy's on
+        # the differentiated rows only.
+        z = np.matmul(x[:, :rows] if net == "policy" else x, w_first[:, cols].transpose(0, 2, 1))
+        z += b_first[:, None, cols]
+        np.tanh(z, out=z)
         layer_outs = [z]
         for i in range(1, model.layers):
             name = f"{net}.{2 * i}"
@@ -573,22 +578,19 @@ def _numpy_a2c_gradients(
             dtype, copy=False
         ),
     }
-    grads: dict[str, np.ndarray] = {}
-    d_first = []
+    # Gradients are written straight into the views of the [K, N] gradient buffer.
+    grads = {name: leaf.grad.numpy() for name, leaf in model.leaves.items()}
     for net, layer_outs in outs.items():
         dz = d_out[net]
         for i in range(model.layers - 1, 0, -1):
             name, below = f"{net}.{2 * i}", layer_outs[i - 1][:, :rows]
-            grads[f"{name}.weight"] = np.matmul(dz.transpose(0, 2, 1), below)
-            grads[f"{name}.bias"] = dz.sum(1)
+            np.matmul(dz.transpose(0, 2, 1), below, out=grads[f"{name}.weight"])
+            np.sum(dz, axis=1, out=grads[f"{name}.bias"])
             dz = np.matmul(dz, weights[f"{name}.weight"])
             dz *= 1.0 - below * below
-        d_first.append(dz)
-    dz = np.concatenate(d_first, -1)
-    grads["first.weight"] = np.matmul(dz.transpose(0, 2, 1), x[:, :rows])
-    grads["first.bias"] = dz.sum(1)
-    for name, leaf in model.leaves.items():
-        leaf.grad.numpy()[...] = grads[name]
+        cols = halves[net]
+        np.matmul(dz.transpose(0, 2, 1), x[:, :rows], out=grads["first.weight"][:, cols])
+        np.sum(dz, axis=1, out=grads["first.bias"][:, cols])
     metrics = {
         "losses/policy_loss": torch.from_numpy(policy_loss),
         "losses/value_loss": torch.from_numpy(value_loss),
