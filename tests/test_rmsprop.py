@@ -1,5 +1,7 @@
 import copy
 import itertools
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -422,3 +424,21 @@ def test_step_hooks_and_closure():
 def test_bad_hyperparameters_name_the_argument(kwargs, name):
     with pytest.raises(ValueError, match=name):
         RMSprop(small_net().parameters(), **kwargs)
+
+
+def test_creating_stepping_and_checkpointing_does_not_import_torchdynamo():
+    # torch's Optimizer imports torch._dynamo (~1 s) the first time a wrapped method runs.
+    code = (
+        "import sys, torch\n"
+        "from rl_rmsprop.optim import make_optimizer\n"
+        "m = torch.nn.Linear(3, 2)\n"
+        "opt = make_optimizer('rmsprop', m.parameters(), lr=0.1)\n"
+        "opt.add_param_group({'params': [torch.nn.Parameter(torch.ones(2))]})\n"
+        "m(torch.ones(1, 3)).sum().backward()\n"
+        "opt.step()\n"
+        "opt.zero_grad()\n"
+        "opt.load_state_dict(opt.state_dict())\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
