@@ -6,7 +6,6 @@ and returns tensors (no host sync) except where a Python number is the natural a
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -59,8 +58,8 @@ def quantiles(x: Tensor, qs: tuple[float, ...]) -> Tensor:
     """Quantiles of ``x`` along its last dimension: ``[len(qs), ...]``.
 
     Exact up to :data:`MAX_QUANTILE_ELEMENTS` elements, taken on an even stride beyond. The
-    values are ``torch.quantile``'s (linear interpolation), bit for bit; on the CPU only the
-    ranks needed are selected, on the floats' bits as integers (:func:`ranked_floats`).
+    values are ``torch.quantile``'s (linear interpolation), bit for bit; on the CPU the sort
+    is done on the floats' bits as integers (:func:`sorted_floats`).
     """
     n = x.shape[-1]
     if n > MAX_QUANTILE_ELEMENTS:
@@ -70,48 +69,27 @@ def quantiles(x: Tensor, qs: tuple[float, ...]) -> Tensor:
     q = torch.tensor(qs, device=x.device)
     if x.device.type != "cpu" or n == 0 or bool(torch.isnan(x).any()):
         return torch.quantile(x, q, dim=-1)
+    ordered = sorted_floats(x)
     # torch.quantile's linear rule: the values at floor and ceil of q (n - 1), lerped.
     ranks = q * (n - 1)
     lower = ranks.long()
-    upper = ranks.ceil().long()
-    at = ranked_floats(x, torch.cat([lower, upper]).tolist())
-    below, above = at[..., : len(qs)], at[..., len(qs) :]
+    below = ordered[..., lower]
+    above = ordered[..., ranks.ceil().long()]
     return below.lerp(above, ranks - lower).movedim(-1, 0)
-
-
-def _keys(bits: Tensor) -> Tensor:
-    """Float32 bits as int32 in the floats' order (the map is its own inverse).
-
-    A float's bits read as an int32 are in the float's order for positive floats and in
-    reverse order for negative ones; flipping the 31 bits below the sign of negative ones
-    makes the order total (-0 just below +0, infinities at the ends).
-    """
-    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
 def sorted_floats(x: Tensor) -> Tensor:
     """A float32 CPU tensor without NaN, sorted along its last dimension.
 
     torch sorts 67k floats in ~7 ms on the build machine and 67k int32 in ~1 ms (a radix
-    sort): the floats are sorted as :func:`_keys` and mapped back.
+    sort). A float's bits read as an int32 are in the float's order for positive floats and
+    in reverse order for negative ones; flipping the 31 bits below the sign of negative ones
+    makes the order total (-0 just below +0, infinities at the ends), and the same flip after
+    the sort gives the floats back.
     """
-    return _keys(torch.sort(_keys(x.view(torch.int32)), dim=-1).values).view(torch.float32)
-
-
-def ranked_floats(x: Tensor, ranks: list[int]) -> Tensor:
-    """The values ``sorted_floats(x)[..., ranks]`` of a float32 CPU tensor without NaN.
-
-    Rows (a population's optimizer family, ``[4, 9220]``) go through NumPy's partition, which
-    puts just these ranks in place, on the integer keys of :func:`sorted_floats` (so the same
-    values, ties and signed zeros alike): quantiles took ~0.53 instead of ~0.86 ms there. A
-    single row is sorted: torch's radix sort is the faster there (~0.72 against ~0.85 ms for
-    67k).
-    """
-    if x.dim() == 1:
-        return sorted_floats(x)[ranks]
-    keys = _keys(x.view(torch.int32)).numpy()
-    picked = np.partition(keys, sorted(set(ranks)), axis=-1)[..., ranks]
-    return _keys(torch.from_numpy(np.ascontiguousarray(picked))).view(torch.float32)
+    bits = x.view(torch.int32)
+    keys = torch.sort(bits ^ ((bits >> 31) & 0x7FFFFFFF), dim=-1).values
+    return (keys ^ ((keys >> 31) & 0x7FFFFFFF)).view(torch.float32)
 
 
 def eps_dominated(d: Tensor, rule: Rule, eps: Scalar) -> Tensor:
