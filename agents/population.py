@@ -341,7 +341,7 @@ def sample_actions(model: PopulationActorCritic, noise: MemberNoise, obs: Tensor
     """One action per env by the Gumbel-max trick: argmax(logits - log E), ``[K * E]``.
 
     On the CPU in NumPy (the same float32 subtraction, and argmax takes the first of equal
-    values as torch's does): ~60 -> ~45 us a step for 16 members of 8 envs.
+    values as torch's does): ~62 -> ~50 us a step for 16 members of 8 envs.
     """
     if model.device.type == "cpu" and obs.dim() == 2:
         logits = model._numpy_logits(obs.numpy())

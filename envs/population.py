@@ -70,8 +70,8 @@ class MemberSeededCartPole(CartPoleVectorEnv):
 
         The same float64 operations in the same order as ``CartPoleVectorEnv.step`` (so the
         same bits; a test steps both side by side), with fewer temporaries and none of its
-        per-step bookkeeping for resets, which :meth:`step` does per member: ~30 instead of
-        ~65 us a step for 128 environments.
+        per-step bookkeeping for resets, which :meth:`step` does per member: a step of 128
+        environments takes ~54 instead of ~65 us.
         """
         x, x_dot, theta, theta_dot = self.state
         force = np.where(action == 1, self.force_mag, -self.force_mag)  # sign(a - 0.5) * f
