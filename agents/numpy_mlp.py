@@ -112,8 +112,10 @@ def backward(
 ) -> None:
     """Write dL/dW and dL/db of every layer into ``grads`` given dL/d(output) ``d_out``.
 
-    Only the first ``len(d_out)`` rows of ``x`` and ``outs`` take part (A2C's last observation
-    is only bootstrapped from, never differentiated). Through a hidden layer the gradient is
+    Arrays are ``[rows, ...]``, or stacked ``[K, rows, ...]`` with weights ``[K, out, in]``
+    (a population's members: every product and sum is per member). Only the first ``rows`` of
+    ``d_out`` of ``x`` and ``outs`` take part (A2C's last observation is only bootstrapped
+    from, never differentiated). Through a hidden layer the gradient is
     ``dz W (1 - h^2)`` for tanh, and ``dz W`` times ``h > 0`` for ReLU. Where the ReLU's output
     is <= 0 that gives 0 as torch's ``threshold_backward`` does, except for a non-finite
     ``dz W`` there (NaN here, 0 in torch), which only arises when the loss is non-finite
@@ -124,17 +126,17 @@ def backward(
         x: the inputs given to :func:`forward`.
         outs: :func:`forward`'s outputs.
         layers: the MLP's ``(weight, bias)`` pairs.
-        d_out: ``[rows, out]`` gradient of the loss with respect to the last output.
+        d_out: ``[(K,) rows, out]`` gradient of the loss with respect to the last output.
         grads: ``(weight, bias)`` gradient arrays to overwrite.
         activation: the activation :func:`forward` used.
     """
-    rows = d_out.shape[0]
+    rows = d_out.shape[-2]
     dz = d_out
     for i in range(len(layers) - 1, -1, -1):
-        below = outs[i - 1][:rows] if i else x[:rows]
+        below = outs[i - 1][..., :rows, :] if i else x[..., :rows, :]
         g_w, g_b = grads[i]
-        np.matmul(dz.T, below, out=g_w)
-        dz.sum(0, out=g_b)
+        np.matmul(dz.swapaxes(-1, -2), below, out=g_w)
+        dz.sum(-2, out=g_b)
         if i:
             dz = np.matmul(dz, layers[i][0])
             if activation == "tanh":

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from .a2c import rollout_gae
 from .a2c_numpy import rollout_gae as numpy_rollout_gae
 from .networks import ActorCritic
+from .numpy_mlp import backward
 from .rollout import Collector, Episode, Rollout
 
 # The leaves view rows of a [K, N] buffer, so they are not dense and autograd notes that
@@ -578,19 +579,16 @@ def _numpy_a2c_gradients(
             dtype, copy=False
         ),
     }
-    # Gradients are written straight into the views of the [K, N] gradient buffer.
+    # Gradients are written straight into the views of the [K, N] gradient buffer; each network
+    # is a stacked MLP whose first layer is its half of the fused first layer.
     grads = {name: leaf.grad.numpy() for name, leaf in model.leaves.items()}
-    for net, layer_outs in outs.items():
-        dz = d_out[net]
-        for i in range(model.layers - 1, 0, -1):
-            name, below = f"{net}.{2 * i}", layer_outs[i - 1][:, :rows]
-            np.matmul(dz.transpose(0, 2, 1), below, out=grads[f"{name}.weight"])
-            np.sum(dz, axis=1, out=grads[f"{name}.bias"])
-            dz = np.matmul(dz, weights[f"{name}.weight"])
-            dz *= 1.0 - below * below
-        cols = halves[net]
-        np.matmul(dz.transpose(0, 2, 1), x[:, :rows], out=grads["first.weight"][:, cols])
-        np.sum(dz, axis=1, out=grads["first.bias"][:, cols])
+    for net, cols in halves.items():
+        names = [f"{net}.{2 * i}" for i in range(1, model.layers)]
+        layers = [(w_first[:, cols], b_first[:, cols])]
+        layers += [(weights[f"{n}.weight"], weights[f"{n}.bias"]) for n in names]
+        net_grads = [(grads["first.weight"][:, cols], grads["first.bias"][:, cols])]
+        net_grads += [(grads[f"{n}.weight"], grads[f"{n}.bias"]) for n in names]
+        backward(x, outs[net], layers, d_out[net], net_grads, "tanh")
     metrics = {
         "losses/policy_loss": torch.from_numpy(policy_loss),
         "losses/value_loss": torch.from_numpy(value_loss),

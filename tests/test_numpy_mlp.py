@@ -38,6 +38,34 @@ def test_forward_and_backward_equal_autograd(activation, sizes):
         np.testing.assert_allclose(g_b, m.bias.grad.numpy(), rtol=1e-10, atol=1e-13)
 
 
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_backward_of_stacked_members_is_each_members_own(activation):
+    rng = np.random.default_rng(0)
+    k, sizes, rows = 3, (4, 8, 5, 2), 6
+    layers = [
+        (rng.standard_normal((k, b, a)), rng.standard_normal((k, b)))
+        for a, b in itertools.pairwise(sizes)
+    ]
+    x = rng.standard_normal((k, rows + 2, sizes[0]))  # the last two rows take no part
+    d_out = rng.standard_normal((k, rows, sizes[-1]))
+    outs = []
+    z = x
+    for i, (w, b) in enumerate(layers):  # forward per member's stack
+        z = np.matmul(z, w.swapaxes(-1, -2)) + b[:, None, :]
+        if i < len(layers) - 1:
+            z = np.tanh(z) if activation == "tanh" else np.maximum(z, 0)
+        outs.append(z)
+    stacked = [(np.zeros_like(w), np.zeros_like(b)) for w, b in layers]
+    backward(x, outs, layers, d_out, stacked, activation)
+    for m in range(k):
+        mine = [(np.zeros_like(w[m]), np.zeros_like(b[m])) for w, b in layers]
+        own = [(w[m], b[m]) for w, b in layers]
+        backward(x[m], [o[m] for o in outs], own, d_out[m], mine, activation)
+        for (g_w, g_b), (s_w, s_b) in zip(mine, stacked, strict=True):
+            np.testing.assert_array_equal(s_w[m], g_w)
+            np.testing.assert_array_equal(s_b[m], g_b)
+
+
 def test_relu_passes_no_gradient_through_units_that_are_off():
     net = mlp((2, 3, 1), "relu")
     views = ParamViews(linear_params([net[0], net[2]]))
