@@ -90,11 +90,14 @@ class CnnQNetwork(nn.Module):
     Args:
         in_channels: stacked frames per observation.
         n_actions: number of discrete actions.
+        image_size: ``(H, W)`` of the frames.
     """
 
-    def __init__(self, in_channels: int, n_actions: int) -> None:
+    def __init__(
+        self, in_channels: int, n_actions: int, image_size: tuple[int, int] = (84, 84)
+    ) -> None:
         super().__init__()
-        self.features = NatureCNN(in_channels)
+        self.features = NatureCNN(in_channels, image_size=image_size)
         self.head = nn.Linear(512, n_actions)
 
     def forward(self, obs: Tensor) -> Tensor:

@@ -78,21 +78,40 @@ def run_mlp(net: nn.Sequential, x: Tensor) -> Tensor:
     return x
 
 
+MIN_IMAGE_SIZE = 36
+"""Smallest image side the Nature CNN's convolutions fit (84 -> 20 -> 9 -> 7; 36 -> 8 -> 3 -> 1)."""
+
+
 class NatureCNN(nn.Module):
     """The convolutional torso of DeepMind's Nature DQN (Mnih et al. 2015).
 
-    ``uint8`` frames ``[..., C, 84, 84]`` are divided by 255 here (they stay ``uint8`` in the
-    env and the replay memory). Conv 32x8x8 stride 4, 64x4x4 stride 2, 64x3x3 stride 1, each
-    followed by ReLU, then a 512-unit ReLU layer. Orthogonal initialisation with gain sqrt(2)
-    and zero biases, as SB3's ``NatureCNN`` under ``ortho_init``.
+    ``uint8`` frames ``[..., C, H, W]`` (84 x 84 for Atari) are divided by 255 here (they
+    stay ``uint8`` in the env and the replay memory). Conv 32x8x8 stride 4, 64x4x4 stride 2,
+    64x3x3 stride 1, each followed by ReLU, then a 512-unit ReLU layer. Orthogonal
+    initialisation with gain sqrt(2) and zero biases, as SB3's ``NatureCNN`` under
+    ``ortho_init``.
 
     Args:
         in_channels: stacked frames per observation.
         out_features: width of the last layer.
+        image_size: ``(H, W)``, each at least :data:`MIN_IMAGE_SIZE`.
+
+    Raises:
+        ValueError: an image smaller than the convolutions' receptive field.
     """
 
-    def __init__(self, in_channels: int = 4, out_features: int = 512) -> None:
+    def __init__(
+        self, in_channels: int = 4, out_features: int = 512, image_size: tuple[int, int] = (84, 84)
+    ) -> None:
         super().__init__()
+        if min(image_size) < MIN_IMAGE_SIZE:
+            raise ValueError(
+                f"images of {image_size[0]}x{image_size[1]} are smaller than the Nature CNN's "
+                f"{MIN_IMAGE_SIZE}x{MIN_IMAGE_SIZE} minimum"
+            )
+        side = [(n - 8) // 4 + 1 for n in image_size]  # after each convolution
+        side = [(n - 4) // 2 + 1 for n in side]
+        side = [n - 2 for n in side]
         self.convs = nn.Sequential(
             nn.Conv2d(in_channels, 32, 8, stride=4),
             nn.ReLU(),
@@ -102,7 +121,7 @@ class NatureCNN(nn.Module):
             nn.ReLU(),
             nn.Flatten(),
         )
-        self.fc = nn.Linear(64 * 7 * 7, out_features)
+        self.fc = nn.Linear(64 * side[0] * side[1], out_features)
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.orthogonal_(module.weight, gain=math.sqrt(2))
@@ -130,11 +149,14 @@ class CnnActorCritic(nn.Module):
     Args:
         in_channels: stacked frames per observation.
         n_actions: number of discrete actions.
+        image_size: ``(H, W)`` of the frames.
     """
 
-    def __init__(self, in_channels: int, n_actions: int) -> None:
+    def __init__(
+        self, in_channels: int, n_actions: int, image_size: tuple[int, int] = (84, 84)
+    ) -> None:
         super().__init__()
-        self.features = NatureCNN(in_channels)
+        self.features = NatureCNN(in_channels, image_size=image_size)
         self.policy = nn.Linear(512, n_actions)
         self.value = nn.Linear(512, 1)
         for head, gain in ((self.policy, 0.01), (self.value, 1.0)):

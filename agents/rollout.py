@@ -63,6 +63,33 @@ class Episode(NamedTuple):
     length: int
 
 
+class EnvStepFailed(Exception):  # noqa: N818 (a stop, reported as one line)
+    """The environment raised an exception in ``reset`` or ``step`` (its own error, not ours).
+
+    ``OSError``s that say a vector env's worker process is gone (a broken pipe) are not
+    wrapped: the run loop reports those as a crashed worker.
+    """
+
+    def __init__(self, call: str, error: BaseException) -> None:
+        text = " ".join(str(error).split()) or "no message"
+        super().__init__(f"the environment raised {type(error).__name__} in {call} ({text})")
+        self.error = error
+
+
+WORKER_DIED = (BrokenPipeError, EOFError, ConnectionResetError)
+"""What stepping an async vector env raises when one of its worker processes is gone."""
+
+
+def env_call(call: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` (an env's ``reset`` or ``step``), its errors as EnvStepFailed."""
+    try:
+        return fn(*args, **kwargs)
+    except WORKER_DIED:
+        raise
+    except Exception as e:
+        raise EnvStepFailed(call, e) from e
+
+
 class Collector:
     """Keeps a vector env's current observation, autoreset flags and finished episodes.
 
@@ -75,7 +102,7 @@ class Collector:
     def __init__(self, env: Any, seed: int, device: torch.device) -> None:
         self.env = env
         self.device = device
-        obs, _ = env.reset(seed=seed)
+        obs, _ = env_call("reset", env.reset, seed=seed)
         self.obs = obs
         self.num_envs = env.num_envs
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
@@ -94,7 +121,9 @@ class Collector:
         """Step every environment once with ``policy`` (observations -> actions)."""
         obs = self.obs
         actions = policy(self._obs_tensor(obs))
-        next_obs, reward, terminated, truncated, info = self.env.step(actions.cpu().numpy())
+        next_obs, reward, terminated, truncated, info = env_call(
+            "step", self.env.step, actions.cpu().numpy()
+        )
         valid = ~self.prev_done
         self.prev_done = terminated | truncated
         self.global_step += self.num_envs

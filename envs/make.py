@@ -25,9 +25,13 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium.envs.registration import EnvSpec, VectorizeMode
-from gymnasium.spaces import Discrete, MultiDiscrete
+from gymnasium.spaces import Box, Discrete, MultiDiscrete, flatten_space
 from gymnasium.vector import AutoresetMode, VectorEnv
-from gymnasium.wrappers.vector import RecordEpisodeStatistics
+from gymnasium.wrappers.vector import (
+    FlattenObservation,
+    RecordEpisodeStatistics,
+    TransformObservation,
+)
 
 from envs.atari import NativeAtari, atari_env_kwargs, atari_wrappers
 
@@ -229,10 +233,72 @@ def make_vector_env(
         space = env.action_space
         env.action_space = VectorActions(space.nvec, dtype=space.dtype, start=space.start)
     if not atari:
-        env = RecordEpisodeStatistics(env)
+        env = RecordEpisodeStatistics(adapt_observations(env, spec.id))
     env.action_space.seed(seed)
     env.single_action_space.seed(seed)
     return env
+
+
+def is_image(space: Any) -> bool:
+    """Whether observations are images for the CNN: a 3-D ``uint8`` Box."""
+    return isinstance(space, Box) and len(space.shape) == 3 and space.dtype == np.uint8
+
+
+def adapt_observations(env: VectorEnv, env_id: str) -> VectorEnv:
+    """The env with observations the agents take: a flat vector, or a ``[C, H, W]`` image.
+
+    A 1-D Box is kept. A ``uint8`` image whose channels come last (``[H, W, C]``: the last
+    axis is the shorter end) is transposed to ``[C, H, W]``. Every other space that Gymnasium
+    can flatten (Discrete becomes one-hot; MultiDiscrete, MultiBinary, multi-dimensional
+    Boxes, and Dict or Tuple of those) is flattened to one vector.
+
+    Raises:
+        EnvError: the space cannot be flattened (Text, Graph, Sequence, images in a Dict).
+    """
+    space = env.single_observation_space
+    if isinstance(space, Box) and len(space.shape) == 1:
+        return env
+    if is_image(space):
+        if space.shape[-1] >= space.shape[0]:
+            return env  # [C, H, W] already
+        chw = Box(space.low.transpose(2, 0, 1), space.high.transpose(2, 0, 1), dtype=space.dtype)
+        return TransformObservation(
+            env,
+            _channels_first,
+            observation_space=Box(
+                np.broadcast_to(chw.low, (env.num_envs, *chw.shape)),
+                np.broadcast_to(chw.high, (env.num_envs, *chw.shape)),
+                dtype=space.dtype,
+            ),
+            single_observation_space=chw,
+        )
+    try:
+        flat = flatten_space(space)
+        if not (isinstance(flat, Box) and len(flat.shape) == 1):
+            raise NotImplementedError
+        if any(is_image(s) for s in _leaves(space)):
+            raise NotImplementedError
+    except (NotImplementedError, TypeError, ValueError):
+        env.close()
+        raise EnvError(
+            f"{env_id} has observations {space}, which the agents cannot take; they take "
+            "vectors (Box, Discrete and what flattens to them) or uint8 images"
+        ) from None
+    return FlattenObservation(env)
+
+
+def _channels_first(obs: np.ndarray) -> np.ndarray:
+    """``[N, H, W, C]`` image batches as ``[N, C, H, W]`` (a copy, contiguous)."""
+    return np.ascontiguousarray(obs.transpose(0, 3, 1, 2))
+
+
+def _leaves(space: Any) -> list[Any]:
+    """The non-composite spaces inside a Dict or Tuple space (or the space itself)."""
+    inner = getattr(space, "spaces", None)
+    if inner is None:
+        return [space]
+    values = inner.values() if isinstance(inner, dict) else inner
+    return [leaf for s in values for leaf in _leaves(s)]
 
 
 def _mode(

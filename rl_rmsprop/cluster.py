@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import socket
 import tarfile
@@ -28,10 +29,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rl_rmsprop.checkpoint import resume_candidates
+from rl_rmsprop.checkpoint import UnsafeCheckpoint, resume_candidates
 from rl_rmsprop.config import Config
+from rl_rmsprop.errors import TrainingFailed, UserError
+from rl_rmsprop.runfolder import run_folder_problem
 
 RAY_INSTALL = 'pip install -e ".[ray]"'
+LOOPBACK = "127.0.0.1"
+"""The address a local Ray instance started for a study advertises."""
 SHIP_ROOT = Path(tempfile.gettempdir()) / "rl_rmsprop-ray"
 """Where a task writes its runs on the node's own disk with ``--ray-ship-runs``."""
 
@@ -77,12 +82,20 @@ def connect(ray: Any, address: str | None) -> None:
         return
     if address and address != "auto" and not address.startswith(("ray://", "local")):
         _check_reachable(address)
+    local: dict[str, Any] = {}
+    if address is None:
+        # A local instance for this study: every address it hands out is loopback, and its
+        # ports ask for Ray's token (Ray's gRPC servers bind every interface, which Ray does
+        # not let a caller change; the token is what keeps other hosts out).
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        local["_node_ip_address"] = LOOPBACK
     try:
         ray.init(
             address=address,
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
+            **local,
         )
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -105,24 +118,38 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
+def _clear_unfinished(run_dir: Path) -> None:
+    """Remove a run folder an earlier attempt left without a checkpoint, if it is ours.
+
+    Raises:
+        UserError: the folder is not one of our runs (it is left as it is).
+    """
+    if not (run_dir.exists() or run_dir.is_symlink()):
+        return
+    problem = run_folder_problem(run_dir)
+    if problem:
+        raise UserError(f"{run_dir} {problem}, so it is not a run of this study; move it away")
+    shutil.rmtree(run_dir)
+
+
 def train_or_resume(cfg: Config) -> dict[str, Any]:
     """One run: resumed from its newest checkpoint if an earlier attempt left one.
 
     Returns its summary (read back if it had already finished) or ``{"error": ...}``.
     """
     from envs import EnvError
-    from rl_rmsprop.train import Diverged, EnvCrashed, UserError, run, run_folder
+    from rl_rmsprop.train import run, run_folder
 
     run_dir = run_folder(cfg)
     summary_file = run_dir / "summary.json"
     if summary_file.exists():
         return json.loads(summary_file.read_text())
-    resume = run_dir if resume_candidates(run_dir) else None
-    if resume is None and run_dir.exists():
-        shutil.rmtree(run_dir)  # an attempt that died before its first checkpoint
     try:
+        resume = run_dir if resume_candidates(run_dir) else None
+        if resume is None:
+            _clear_unfinished(run_dir)  # an attempt that died before its first checkpoint
         return run(cfg, resume=resume)
-    except (UserError, EnvError, Diverged, EnvCrashed) as e:
+    except (UserError, EnvError, TrainingFailed) as e:
         return {"error": str(e)}
 
 
@@ -151,7 +178,7 @@ def train_population_chunk(
     """
     from envs import EnvError
     from rl_rmsprop.population import PopulationError, run_population
-    from rl_rmsprop.train import UserError, run_folder
+    from rl_rmsprop.train import run_folder
 
     out = out if out is not None else io.StringIO()
     if checkpoint is not None and checkpoint.exists():
@@ -159,6 +186,8 @@ def train_population_chunk(
             summaries = run_population(
                 list(cfgs), out=out, label=label, checkpoint=checkpoint, stop=stop
             )
+        except UnsafeCheckpoint as e:  # not damage: kept, for the user to decide
+            return [{"error": str(e)}] * len(cfgs)
         except UserError:  # another population's, unreadable, or its folders are gone
             checkpoint.unlink(missing_ok=True)
         else:
@@ -171,8 +200,11 @@ def train_population_chunk(
         if (run_dir / "summary.json").exists():
             done[i] = json.loads((run_dir / "summary.json").read_text())
             continue
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
+        try:
+            _clear_unfinished(run_dir)
+        except UserError as e:
+            done[i] = {"error": str(e)}
+            continue
         todo.append(i)
     try:
         fresh = (
@@ -200,11 +232,11 @@ def _pack(run_dir: Path) -> bytes:
 def unpack(archive: bytes, run_dir: Path) -> None:
     """Write a shipped run folder to ``run_dir`` (through a temp folder and a rename)."""
     tmp = run_dir.with_name(run_dir.name + ".incoming")
-    shutil.rmtree(tmp, ignore_errors=True)
+    _clear_unfinished(run_dir)  # an unfinished earlier attempt; anything else is refused
+    shutil.rmtree(tmp, ignore_errors=True)  # a temp folder of ours, from an unpack cut short
     tmp.mkdir(parents=True)
     with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
         tar.extractall(tmp, filter="data")
-    shutil.rmtree(run_dir, ignore_errors=True)
     tmp.replace(run_dir)
 
 
@@ -234,6 +266,11 @@ def ray_task(cfgs: Sequence[Config], population: bool, ship_to: str | None) -> l
         summaries = train_population_chunk(cfgs, chunk_checkpoint(study_of(cfgs), cfgs))
     else:
         summaries = [train_or_resume(cfgs[0])]
+    import ray  # in a Ray worker: where the task ran, for the study's records
+
+    node = ray.get_runtime_context().get_node_id()
+    for summary in summaries:
+        summary["ray_node"] = node
     if ship_to is not None:
         for cfg, summary in zip(cfgs, summaries, strict=True):
             run_dir = run_folder(cfg)
@@ -285,8 +322,11 @@ def run_on_ray(
                 for pair, summary in zip(chunk, summaries, strict=True):
                     archive = summary.pop("archive", None)
                     if archive is not None:
-                        unpack(archive, pair.run_dir)
-                        summary["run_dir"] = str(pair.run_dir)
+                        try:
+                            unpack(archive, pair.run_dir)
+                            summary["run_dir"] = str(pair.run_dir)
+                        except UserError as e:  # the folder there is not ours: left alone
+                            summary = {"error": str(e)}
                     report(pair, summary)
     except KeyboardInterrupt:
         for ref in pending:

@@ -21,12 +21,12 @@ import json
 import math
 import multiprocessing
 import re
-import shutil
+import signal
 import sys
 import threading
 import time
 import warnings
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +43,22 @@ from rl_rmsprop.cluster import (
     connect,
     import_ray,
     run_on_ray,
+    train_or_resume,
     train_population_chunk,
 )
-from rl_rmsprop.config import Config, OneLineErrorParser, OptimConfig, parse_config
+from rl_rmsprop.config import (
+    MAX_MEMBERS,
+    MAX_SEED,
+    Config,
+    OneLineErrorParser,
+    OptimConfig,
+    name_problem,
+    parse_config,
+)
+from rl_rmsprop.errors import UserError
 from rl_rmsprop.optim.presets import preset_group
+from rl_rmsprop.runfolder import FolderLock, remove_stale_temp_files, study_folder_problem
+from rl_rmsprop.workers import Pool
 
 GRID_POINTS = 100
 """Points of the env-step grid the learning curves are put on."""
@@ -66,7 +78,7 @@ RESERVED = {
 """Train options that compare sets itself, with the compare option to use instead."""
 
 
-class StudyError(Exception):
+class StudyError(UserError):
     """A mistake in the study's definition: one line, exit status 2."""
 
 
@@ -180,13 +192,18 @@ def parse_seeds(text: str) -> list[int]:
         if "," in text:
             seeds = [int(s) for s in text.split(",") if s.strip()]
         else:
-            seeds = list(range(int(text)))
+            count = int(text)
+            if count > MAX_MEMBERS:
+                raise StudyError(f"--seeds {text}: at most {MAX_MEMBERS:,} seeds in one study")
+            seeds = list(range(count))
     except ValueError:
         raise StudyError(
             f"--seeds {text!r}: give a count (8 = seeds 0..7) or a list (3,7,11)"
         ) from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise StudyError(f"--seeds {text!r}: need at least one seed, no repeats, none negative")
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0 or max(seeds) > MAX_SEED:
+        raise StudyError(
+            f"--seeds {text!r}: need at least one seed, no repeats, each in [0, {MAX_SEED}]"
+        )
     return seeds
 
 
@@ -212,17 +229,35 @@ def build_pairs(
     """Each (optimizer, seed) pair's validated train configuration.
 
     Raises:
-        StudyError: if an optimizer spec does not build (unknown preset, bad value).
+        StudyError: if an optimizer spec does not build (unknown preset, bad value), two specs
+            are the same optimizer once the algorithm's defaults are filled in, or the study
+            has more than ``MAX_MEMBERS`` runs.
         SystemExit: status 2 with one line for a bad train option (from ``parse_config``).
     """
+    if len(specs) * len(seeds) > MAX_MEMBERS:
+        raise StudyError(
+            f"{len(specs)} optimizers x {len(seeds):,} seeds is over the {MAX_MEMBERS:,} runs "
+            "one study may hold; use fewer --seeds or --optimizers"
+        )
     pairs = []
+    resolved: dict[tuple, OptimizerSpec] = {}  # the update rule's hyperparameters -> spec
     for spec in specs:
         base = parse_config([*train_args, "--optimizer", spec.name, "--quiet"])
         optim = dataclasses.replace(base.optim, **dict(spec.overrides))
         try:  # the optimizer must build, as in train, before anything is written
-            preset_group(optim.name, **optim.overrides())
+            group = preset_group(optim.name, **optim.overrides())
         except ValueError as e:
             raise StudyError(f"--optimizers {spec.label}: {e}") from None
+        rule = (tuple(sorted(group.items())), optim.impl)
+        problem = name_problem(spec.folder)
+        if problem:
+            raise StudyError(f"--optimizers {spec.label}: its folder name {problem}")
+        if rule in resolved:
+            raise StudyError(
+                f"--optimizers: {spec.label} and {resolved[rule].label} are the same optimizer "
+                f"under --algo {base.run.algo} (its defaults filled in); drop one"
+            )
+        resolved[rule] = spec
         for seed in seeds:
             run = dataclasses.replace(
                 base.run, seed=seed, logdir=str(study / spec.folder), run_name=f"seed-{seed}"
@@ -232,13 +267,11 @@ def build_pairs(
 
 
 def _train_pair(cfg: Config) -> dict[str, Any]:
-    """Worker: one ordinary train run; its summary, or ``{"error": ...}`` for a user error."""
-    from rl_rmsprop.train import UserError, run
+    """Worker: one ordinary train run (resumed where an earlier attempt left a checkpoint).
 
-    try:
-        return run(cfg)
-    except (UserError, EnvError) as e:
-        return {"error": str(e)}
+    Its summary, or ``{"error": ...}`` for a user error or a failure during training.
+    """
+    return train_or_resume(cfg)
 
 
 def _train_chunk(cfgs: list[Config], label: str, checkpoint: Path) -> list[dict[str, Any]]:
@@ -287,13 +320,13 @@ def run_pairs(
 ) -> dict[Pair, dict]:
     """Run the pairs that have no ``summary.json``: processes, populations, or Ray tasks.
 
-    Locally, a pair's folder without ``summary.json`` (an interrupted run) is removed and
-    redone; in process mode each run is a process of the pool; in population mode the runs
-    are split into ``workers`` populations, each one process (the only one, in this process,
-    when ``workers`` is 1). With ``ray`` each run (or each of the ``workers`` populations) is a
-    Ray task, and an interrupted run resumes from its checkpoint (``rl_rmsprop.cluster``).
-    Each finished run prints one line with the overall progress bar and ETA. Ctrl-C cancels
-    what has not started; finished pairs are kept for the next invocation.
+    An interrupted run resumes from its newest checkpoint (a population from its own); one
+    that left none starts again. In process mode each run is a job of a worker pool
+    (:class:`rl_rmsprop.workers.Pool`); in population mode the runs are split into
+    ``workers`` populations, each one job (run in this process when ``workers`` is 1). With
+    ``ray`` each run (or each population) is a Ray task (``rl_rmsprop.cluster``). Each
+    finished run prints one line with the overall progress bar and ETA. Ctrl-C stops the
+    busy runs at their next update with a checkpoint; finished runs are kept.
 
     Returns:
         Every pair's summary (read back for skipped pairs) or ``{"error": message}``.
@@ -306,9 +339,7 @@ def run_pairs(
         if summary_file.exists():
             results[pair] = json.loads(summary_file.read_text())
             continue
-        if pair.run_dir.exists() and ray is None and not population:
-            shutil.rmtree(pair.run_dir)  # populations resume or redo their own members
-        todo.append(pair)
+        todo.append(pair)  # unfinished runs resume from their checkpoints
     skipped = len(pairs) - len(todo)
     if skipped:
         print(f"skipping {skipped} finished run(s); {len(todo)} to run", file=out, flush=True)
@@ -350,41 +381,24 @@ def run_pairs(
     else:
         chunks = [[p] for p in todo]
         jobs = [(_train_pair, (p.cfg,)) for p in todo]
+
+    def reported(index: int, result: Any) -> None:
+        if isinstance(result, Exception):  # the worker died or the job raised
+            result = {"error": str(result)}
+        summaries = result if isinstance(result, list) else [result] * len(chunks[index])
+        for pair, summary in zip(chunks[index], summaries, strict=True):
+            report(pair, summary)
+
     method = start_method(population, [p.cfg for p in todo])
     if method == "fork":
         # The children's collector then skips what they inherit, instead of touching (and so
         # copying) every page of it (the use gc.freeze is documented for).
         gc.freeze()
-    context = multiprocessing.get_context(method)
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context)
-    pending: dict[Future, list[Pair]] = {}
     try:
-        for (fn, args), chunk in zip(jobs, chunks, strict=True):
-            pending[pool.submit(fn, *args)] = chunk
+        Pool(min(workers, len(jobs)), method).map(jobs, reported)
+    finally:
         if method == "fork":
-            gc.unfreeze()  # all forked at the first submit; this process collects as before
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                chunk = pending.pop(future)
-                try:
-                    summaries = future.result()
-                except Exception as e:  # a crashed worker: report it, keep the study going
-                    summaries = {"error": f"{type(e).__name__}: {e}"}
-                if isinstance(summaries, dict):
-                    summaries = [summaries] * len(chunk)
-                for pair, summary in zip(chunk, summaries, strict=True):
-                    report(pair, summary)
-    except BaseException:  # Ctrl-C (or a bug): cancel what has not started, wait for the rest
-        for future in pending:
-            future.cancel()
-        pool.shutdown(wait=True)
-        raise
-    # Every result is in. Spawned workers tear down an interpreter with torch loaded (~0.5 s):
-    # the report goes on meanwhile and Python joins them before it exits. Forked ones leave
-    # at once (no interpreter teardown), and joining them here leaves this process with no
-    # other thread, so the report can fork its own workers (report_pool).
-    pool.shutdown(wait=method == "fork")
+            gc.unfreeze()
     return results
 
 
@@ -845,21 +859,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, train_args = parser.parse_known_args(argv)
     try:
-        return _study(args, train_args)
-    except (StudyError, EnvError, RayUnavailable) as e:
+        with _sigterm_as_interrupt():
+            return _study(args, train_args)
+    except (UserError, EnvError, RayUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        kept = (
-            "finished runs are kept and unfinished ones resume from their checkpoints"
-            if args.backend == "ray"
-            else "finished runs are kept"
-        )
+        lead = "\n" if sys.stderr.isatty() else ""  # end a live progress line first
         print(
-            f"\ninterrupted: {kept}; run the same command with --name {args.name} to continue",
+            f"{lead}interrupted: finished runs are kept and unfinished ones resume from their "
+            f"checkpoints; run the same command with --name {args.name} to continue",
             file=sys.stderr,
         )
         return 130
+
+
+class _sigterm_as_interrupt:  # noqa: N801 (used as a statement: with _sigterm_as_interrupt())
+    """SIGTERM stops the study as Ctrl-C does (workers stopped, checkpoints kept, exit 130)."""
+
+    def __enter__(self) -> None:
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
 
 
 def _study(args: argparse.Namespace, train_args: list[str]) -> int:
@@ -886,17 +911,21 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
     specs = parse_specs(args.optimizers)
     seeds = parse_seeds(args.seeds)
     args.name = args.name or time.strftime("%Y%m%d-%H%M%S")
+    problem = name_problem(args.name)
+    if problem:
+        raise StudyError(f"--name {args.name!r} {problem}")
     study = Path(args.logdir) / f"compare-{args.name}"
     pairs = build_pairs(specs, seeds, train_args, study)
     base = pairs[0].cfg
-    from rl_rmsprop.train import UserError, env_options
+    from rl_rmsprop.train import env_options, resolve_device
 
-    try:
-        options = env_options(base)  # refuses what every run would (DQN on ALE's native env)
-    except UserError as e:
-        raise StudyError(str(e)) from None
+    resolve_device(base.run.device)  # --device cuda without a GPU: refused before any write
+    options = env_options(base)  # refuses what every run would (DQN on ALE's native env)
     make_vector_env(base.env.id, 1, 0, **options).close()  # exists?
-    definition = {"train_args": train_args}
+    problem = study_folder_problem(study) if study.exists() or study.is_symlink() else None
+    empty = study.is_dir() and not study.is_symlink() and not any(study.iterdir())
+    if problem and not empty:  # a folder of the user's: nothing of ours goes into it
+        raise StudyError(f"{study} exists and {problem}, so it is not a study; use another --name")
     meta_file = study / "study.json"
     if meta_file.exists():
         previous = json.loads(meta_file.read_text())
@@ -907,9 +936,25 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
             )
     try:
         study.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(definition, meta_file)
     except OSError as e:
         raise StudyError(f"cannot write {study} ({e.strerror}); choose a writable --logdir") from e
+    with FolderLock(study):
+        remove_stale_temp_files(study)
+        write_json_atomic({"train_args": train_args}, meta_file)
+        return _run_study(args, ray, specs, seeds, train_args, study, pairs)
+
+
+def _run_study(
+    args: argparse.Namespace,
+    ray: RayOptions | None,
+    specs: list[OptimizerSpec],
+    seeds: list[int],
+    train_args: list[str],
+    study: Path,
+    pairs: list[Pair],
+) -> int:
+    """Train the study's runs (the study folder is locked), then write its report."""
+    base = pairs[0].cfg
     population, how = choose_mode(base, args.population, args.workers, ray)
     print(
         f"study {study}: {base.run.algo} on {base.env.id}, {len(specs)} optimizer(s) x "

@@ -13,6 +13,8 @@ import dataclasses
 import inspect
 import itertools
 import json
+import math
+import os
 import textwrap
 import types
 import typing
@@ -70,7 +72,12 @@ class RunConfig:
     max_nonfinite: int = 100
     """Stop the run after this many updates in a row with non-finite gradients (skipped)."""
     force: bool = False
-    """Replace an existing run folder of the same name."""
+    """Replace an existing run folder of the same name (only one of our runs: a folder holding
+    anything a run does not write is refused)."""
+    trust_checkpoint: bool = False
+    """With --resume: also load a checkpoint that needs Python's full unpickler (an older
+    format, or environments saved in pickled form). Loading such a file can run code: only
+    for checkpoints you wrote yourself."""
     population: int = 0
     """Train this many seeds (seed, seed+1, ...) of the configuration at once in one process,
     batched (A2C on flat observations; 0: a single run). Members go to <run>/seed-<k>."""
@@ -434,11 +441,53 @@ def contradiction(algo: str, given: set[str]) -> str | None:
     return None
 
 
+MAX_SEED = 2**32 - 1
+"""Largest seed (NumPy's global generator takes seeds below 2**32)."""
+MAX_MEMBERS = 10_000
+"""Most runs of one population or one compare study."""
+MAX_NAME_BYTES = 200
+"""Longest run or study name (most file systems allow 255 bytes a component)."""
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a run or study folder name (None if it can).
+
+    A name is one path component: not empty, not ``.`` or ``..``, no slash or backslash, no
+    control characters, at most :data:`MAX_NAME_BYTES` bytes in UTF-8.
+    """
+    if not name:
+        return "is empty"
+    if name in (".", ".."):
+        return "is not a folder name"
+    if "/" in name or "\\" in name:
+        return "contains a path separator (give one folder name; --logdir says where it goes)"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "contains a control character"
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        return f"is longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
 def validate(cfg: Config) -> str | None:
     """Return a one-line description of the first invalid value, or None if all are valid."""
+    name = cfg.run.run_name
+    if name is not None and name_problem(name):
+        return f"--run-name {name!r} {name_problem(name)}"
+    last_seed = cfg.run.seed + max(cfg.run.population - 1, 0)
+    cores = os.cpu_count() or 1
+    lr = cfg.optim.lr
     checks = [
         (cfg.run.total_steps > 0, "--total-steps must be > 0"),
-        (cfg.run.threads >= 0, "--threads must be >= 0"),
+        (
+            cfg.run.seed >= 0 and last_seed <= MAX_SEED,
+            f"--seed must be in [0, {MAX_SEED}]"
+            + (" for every member (seed + population - 1)" if cfg.run.population > 1 else ""),
+        ),
+        (
+            0 <= cfg.run.threads <= cores,
+            f"--threads must be in [0, {cores}] (this machine's cores; 0: torch's default)",
+        ),
+        (lr is None or (math.isfinite(lr) and lr > 0), "--lr must be a finite number > 0"),
         (cfg.run.eval_episodes >= 0, "--eval-episodes must be >= 0"),
         (0.0 <= cfg.run.eval_epsilon <= 1.0, "--eval-epsilon must be in [0, 1]"),
         (cfg.run.eval_every >= 0, "--eval-every must be >= 0 (0: only at the end)"),
@@ -447,7 +496,10 @@ def validate(cfg: Config) -> str | None:
         (cfg.run.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0: final only)"),
         (cfg.run.keep_checkpoints >= 0, "--keep-checkpoints must be >= 0 (0: all)"),
         (cfg.run.max_nonfinite >= 1, "--max-nonfinite must be >= 1"),
-        (cfg.run.population >= 0, "--population must be >= 0 (0: a single run)"),
+        (
+            0 <= cfg.run.population <= MAX_MEMBERS,
+            f"--population must be in [0, {MAX_MEMBERS:,}] (0: a single run)",
+        ),
         (
             cfg.run.population == 0 or cfg.run.algo == "a2c",
             "--population trains A2C only; for DQN seeds use python -m rl_rmsprop.compare "
@@ -465,7 +517,7 @@ def validate(cfg: Config) -> str | None:
         (cfg.dqn.learning_starts >= 0, "--learning-starts must be >= 0"),
         (cfg.dqn.batch_size >= 1, "--batch-size must be >= 1"),
         (cfg.dqn.train_freq >= 1, "--train-freq must be >= 1"),
-        (cfg.dqn.gradient_steps >= 0, "--gradient-steps must be >= 0"),
+        (cfg.dqn.gradient_steps >= 1, "--gradient-steps must be >= 1"),
         (cfg.dqn.target_update_interval >= 1, "--target-update-interval must be >= 1"),
         (0.0 < cfg.dqn.tau <= 1.0, "--tau must be in (0, 1]"),
         (0.0 <= cfg.dqn.exploration_fraction <= 1.0, "--exploration-fraction must be in [0, 1]"),
@@ -475,4 +527,23 @@ def validate(cfg: Config) -> str | None:
     for ok, message in checks:
         if not ok:
             return message
+    return _budget_problem(cfg)
+
+
+def _budget_problem(cfg: Config) -> str | None:
+    """A budget smaller than one update's worth of env steps (it would overshoot many times)."""
+    envs = cfg.env.num_envs
+    if cfg.run.algo == "a2c":
+        rollout = envs * cfg.a2c.n_steps
+        if cfg.run.total_steps < rollout:
+            return (
+                f"--total-steps {cfg.run.total_steps:,} is less than one rollout ({envs} envs x "
+                f"{cfg.a2c.n_steps} --n-steps = {rollout:,} steps); raise --total-steps or "
+                "lower --num-envs"
+            )
+    elif cfg.run.total_steps < envs:
+        return (
+            f"--total-steps {cfg.run.total_steps:,} is less than one step of {envs} envs; raise "
+            "--total-steps or lower --num-envs"
+        )
     return None

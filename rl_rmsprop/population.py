@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
 import sys
 import time
 from collections import deque
@@ -24,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import cloudpickle
 import numpy as np
 import torch
 
@@ -40,9 +38,14 @@ from agents.rollout import mean_of_last
 from envs import env_reward_threshold, is_atari
 from envs.population import make_population_env
 from rl_rmsprop.checkpoint import (
+    FORMAT,
     CheckpointError,
+    UnsafeCheckpoint,
     load_checkpoint,
+    pack_env,
     save_checkpoint,
+    save_weights,
+    unpack_env,
     write_json_atomic,
 )
 from rl_rmsprop.config import Config
@@ -290,7 +293,9 @@ def run_population(
         )
         loop = Loop(model, opt, env, members, seeds, device, out, checkpoint, stop)
         if state is not None:
-            loop.load_state_dict(state)
+            why = loop.load_state_dict(state)
+            if why is not None:
+                print(f"{label}: not an exact continuation: {why}", file=out, flush=True)
         env = loop.collector.env
         summaries = loop.train()
     finally:
@@ -337,14 +342,14 @@ class Loop:
     def state_dict(self) -> dict[str, Any]:
         """The whole population's state (the environments pickled)."""
         return {
-            "format": 1,
+            "format": FORMAT,
             "members": [_plain(m.cfg) for m in self.members],
             "member_step": self.collector.member_step,
             "model": self.model.data.detach().cpu().clone(),
             "optimizer": self.opt.state_dict(),
             "noise": self.noise.state_dict(),
             "collector": self.collector.state_dict(),
-            "env": cloudpickle.dumps(self.collector.env),
+            "env": pack_env(self.collector.env),
             "bookkeeping": [m.state_dict() for m in self.members],
             "loop": {
                 "updates": self.updates,
@@ -354,14 +359,17 @@ class Loop:
             },
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from :meth:`state_dict` output."""
+    def load_state_dict(self, state: dict[str, Any]) -> str | None:
+        """Continue from :meth:`state_dict` output; why it is not exact (None if it is)."""
         self.model.data.copy_(state["model"])
         self.opt.load_state_dict(state["optimizer"])
         self.noise.load_state_dict(state["noise"])
-        self.collector.env.close()
-        self.collector.env = pickle.loads(state["env"])
+        trust = self.base.run.trust_checkpoint
+        self.collector.env, why = unpack_env(self.collector.env, state["env"], trust)
         self.collector.load_state_dict(state["collector"])
+        if why is not None:  # rebuilt: every member starts new episodes from its own seeds
+            self.collector.obs, _ = self.collector.env.reset()
+            self.collector.prev_done = np.zeros(self.collector.num_envs, dtype=bool)
         for m, saved in zip(self.members, state["bookkeeping"], strict=True):
             m.load_state_dict(saved)
         loop = state["loop"]
@@ -369,6 +377,7 @@ class Loop:
         self.next_line = loop["next_line"]
         self.start = time.perf_counter() - loop["elapsed_s"]
         self.last_checkpoint = state["member_step"]
+        return why
 
     def save(self) -> None:
         """Write the checkpoint (atomically) and flush the members' events."""
@@ -466,7 +475,7 @@ class Loop:
                 "population": {"members": k_members, "aggregate_sps": step * k_members / wall},
                 "run_dir": str(m.run_dir),
             }
-            save_model(model.member_state_dict(k), m.run_dir / MODEL_FILE)
+            save_weights(model.member_state_dict(k), m.run_dir / MODEL_FILE)
             write_json_atomic(summary, m.run_dir / "summary.json")
             m.logger.final(
                 {
@@ -487,6 +496,7 @@ def _plain(cfg: Config) -> dict[str, Any]:
     """A config as JSON data (lists, not tuples) without what a resume may change (quiet)."""
     data = json.loads(json.dumps(cfg.to_dict()))
     data["run"].pop("quiet", None)
+    data["run"].pop("trust_checkpoint", None)
     return data
 
 
@@ -494,12 +504,15 @@ def _load_checkpoint(path: Path, cfgs: list[Config]) -> dict[str, Any] | None:
     """The population checkpoint at ``path`` if there is one; it must be these members'.
 
     Raises:
+        UnsafeCheckpoint: the file needs the full unpickler and the members do not trust it.
         UserError: unreadable, or the checkpoint of other members or settings.
     """
     if not path.exists():
         return None
     try:
-        state = load_checkpoint(path)
+        state = load_checkpoint(path, cfgs[0].run.trust_checkpoint)
+    except UnsafeCheckpoint:
+        raise  # not damage: the user decides (--trust-checkpoint), nothing is removed
     except CheckpointError as e:
         raise UserError(f"{e}; remove it to start the population again") from None
     if state.get("members") != [_plain(c) for c in cfgs]:
@@ -510,13 +523,6 @@ def _load_checkpoint(path: Path, cfgs: list[Config]) -> dict[str, Any] | None:
     if missing:
         raise UserError(f"cannot resume {path}: member folder {missing[0]} is gone")
     return state
-
-
-def save_model(state: dict[str, torch.Tensor], path: Path) -> None:
-    """Write a state dict atomically (temp file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
 
 
 def _stop_diverged(

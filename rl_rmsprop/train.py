@@ -6,12 +6,12 @@ evaluation, ``summary.json``. Tests call :func:`main` in process.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import importlib.util
 import json
 import math
-import pickle
 import random
 import shutil
 import signal
@@ -25,7 +25,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import cloudpickle
 import gymnasium
 import numpy as np
 import torch
@@ -46,25 +45,30 @@ from agents.dqn import (
 )
 from agents.networks import ActorCritic, CnnActorCritic
 from agents.replay import FrameReplayBuffer, ReplayBuffer, ReplaySample
-from agents.rollout import Collector
+from agents.rollout import WORKER_DIED, Collector, EnvStepFailed
 from envs import EnvError, close_env, env_reward_threshold, is_atari, make_vector_env
 from envs.atari import FRAME_SKIP, NativeAtari, atari_wrappers
 from rl_rmsprop.checkpoint import (
     CHECKPOINT_DIR,
     FINAL_CHECKPOINT,
+    FORMAT,
     CheckpointError,
+    UnsafeCheckpoint,
     checkpoint_path,
-    list_checkpoints,
     load_checkpoint,
+    pack_env,
     prune_checkpoints,
     resume_candidates,
     save_checkpoint,
+    unpack_env,
     write_json_atomic,
 )
 from rl_rmsprop.config import Config, parse_config
+from rl_rmsprop.errors import Diverged, EnvCrashed, TrainingFailed, UserError
 from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim import clip_grad_norm_, histograms, make_optimizer, statistics
 from rl_rmsprop.optim.presets import preset_group
+from rl_rmsprop.runfolder import FolderLock, remove_stale_temp_files, replace_run_folder
 from rl_rmsprop.threads import set_threads
 
 no_grad = torch.no_grad()
@@ -117,22 +121,6 @@ class SolvedAt:
         """Restore :meth:`state_dict` output."""
         self.window = list(state["window"])
         self.step, self.time_s = state["solved_at_step"], state["solved_at_time_s"]
-
-
-class UserError(Exception):
-    """A mistake in the user's input: reported as one line, exit status 2."""
-
-
-class Diverged(Exception):  # noqa: N818 (a stop, reported as one line)
-    """Too many updates in a row had non-finite gradients."""
-
-
-class EnvCrashed(Exception):  # noqa: N818 (a stop, reported as one line)
-    """An environment worker process died."""
-
-
-WORKER_DIED = (BrokenPipeError, EOFError, ConnectionResetError)
-"""What stepping an async vector env raises when one of its worker processes is gone."""
 
 
 class Tracker:
@@ -224,12 +212,19 @@ class Tracker:
 
 
 def build_model(cfg: Config, env: Any) -> nn.Module:
-    """The algorithm's network for the env: Nature CNN on image frames, MLPs otherwise."""
+    """The algorithm's network for the env: Nature CNN on image frames, MLPs otherwise.
+
+    Raises:
+        UserError: images too small for the Nature CNN.
+    """
     shape = env.single_observation_space.shape
     n_actions = int(env.single_action_space.n)
-    if len(shape) == 3:  # stacked frames [C, H, W]
+    if len(shape) == 3:  # uint8 images [C, H, W] (stacked frames on Atari)
         cnn = CnnActorCritic if cfg.run.algo == "a2c" else CnnQNetwork
-        return cnn(shape[0], n_actions)
+        try:
+            return cnn(shape[0], n_actions, image_size=shape[1:])
+        except ValueError as e:
+            raise UserError(f"{cfg.env.id}: {e}; choose an env with larger images") from None
     mlp = ActorCritic if cfg.run.algo == "a2c" else QNetwork
     return mlp(math.prod(shape), n_actions, cfg.learn.hidden)
 
@@ -254,7 +249,8 @@ def build_replay(cfg: Config, env: Any, device: torch.device) -> tuple[Any, str]
         UserError: if it would not fit in the memory available on ``device``.
     """
     space, capacity = env.single_observation_space, cfg.dqn.buffer_size
-    frames = len(space.shape) == 3 and space.dtype == np.uint8
+    # Frames stored once: only Atari's stacks, whose next observation shares all but one frame.
+    frames = is_atari(cfg.env.id) and len(space.shape) == 3 and space.dtype == np.uint8
     if frames:
         need = FrameReplayBuffer.bytes_needed(capacity, space.shape, env.num_envs)
     else:
@@ -323,19 +319,28 @@ def run_folder(cfg: Config) -> Path:
 
 
 def make_run_dir(cfg: Config) -> Path:
-    """Create the run folder, refusing an existing one (unless ``--force``) or an unwritable one."""
+    """Create the run folder, refusing an existing one or an unwritable one.
+
+    With ``--force`` an existing folder is replaced if it is one of our runs (and the line
+    that says so is printed); anything else is refused and left as it is.
+    """
     path = run_folder(cfg)
-    if path.exists() and not cfg.run.force:
-        raise UserError(
-            f"run folder {path} already exists; choose another --run-name, continue it with "
-            f"--resume {path}, or replace it with --force"
-        )
+    replaced = None
+    if path.exists() or path.is_symlink():
+        if not cfg.run.force:
+            raise UserError(
+                f"run folder {path} already exists; choose another --run-name, continue it "
+                f"with --resume {path}, or replace it with --force"
+            )
+        replaced = replace_run_folder(path)
     try:
-        if path.exists():
-            shutil.rmtree(path)
         path.mkdir(parents=True)
+    except FileExistsError:  # made by another process since the check
+        raise UserError(f"run folder {path} was just created by another process") from None
     except OSError as e:
         raise UserError(f"cannot create {path} ({e.strerror}); choose a writable --logdir") from e
+    if replaced:
+        print(replaced, file=sys.stderr)
     return path
 
 
@@ -352,7 +357,9 @@ class StopSignals:
 
     The first signal only sets :attr:`signum`; the loop finishes its current update, writes a
     checkpoint and raises :class:`Interrupted`. A second signal raises ``KeyboardInterrupt`` at
-    once. Outside the main thread (where handlers cannot be installed) it does nothing.
+    once. Outside the main thread (where handlers cannot be installed) it does nothing. A
+    signal that is ignored when it starts stays ignored (the ``nohup`` convention; a study's
+    workers ignore Ctrl-C and are stopped by their parent's SIGTERM).
     """
 
     def __init__(self) -> None:
@@ -367,7 +374,8 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -401,18 +409,15 @@ class Session:
     last_checkpoint: int = 0
     """Env step of the last checkpoint written (or resumed from); the next is due one
     ``--checkpoint-every`` boundary later."""
-    env_restored: bool = True
+    env_restored: bool | str = True
+    """True, or why the environments were rebuilt rather than restored on resume."""
     device: torch.device | None = None
     evaluations: int = 0
     engine: str | None = None
     """How gradients are computed (:func:`gradient_engine`, resolved once)."""
 
     def state(self) -> dict[str, Any]:
-        """The full training state: everything an exact continuation needs."""
-        try:
-            env_bytes: bytes | None = cloudpickle.dumps(self.env)
-        except Exception:  # async workers (pipes, processes) and some native envs do not pickle
-            env_bytes = None
+        """The full training state: everything an exact continuation needs, as plain data."""
         rng = {
             "python": random.getstate(),
             "numpy": np.random.get_state(),
@@ -427,7 +432,7 @@ class Session:
                 "buffer": self.dqn.buffer.state_dict() if self.cfg.run.save_replay else None,
             }
         return {
-            "format": 1,
+            "format": FORMAT,
             "identity": identity(self.cfg, self.env),
             "config": self.cfg.to_dict(),
             "global_step": self.collector.global_step,
@@ -435,7 +440,7 @@ class Session:
             "optimizer": self.opt.state_dict(),
             "collector": self.collector.state_dict(),
             "tracker": self.tracker.state_dict(),
-            "env": env_bytes,
+            "env": pack_env(self.env),
             "rng": rng,
             "dqn": dqn,
             "evaluations": self.evaluations,
@@ -748,13 +753,16 @@ def identity(cfg: Config, env: Any) -> dict[str, Any]:
     }
 
 
-def find_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
+def find_checkpoint(run_dir: Path, trust: bool = False) -> tuple[Path, dict[str, Any]]:
     """The newest readable checkpoint of a run folder (final first, then periodic, newest first).
 
-    Unreadable ones are reported on stderr and skipped; the previous one is used.
+    Damaged ones are reported on stderr and skipped; the previous one is used. One that would
+    need the full unpickler stops the search (unless ``trust``): it is not damage but a file
+    that could run code, and the user decides.
 
     Raises:
-        UserError: if the folder is not a run folder or holds no readable checkpoint.
+        UserError: the folder is not a run folder, holds no readable checkpoint, or its newest
+            intact checkpoint is not plain data.
     """
     if not (run_dir / "config.json").is_file():
         raise UserError(f"{run_dir} is not a run folder (no config.json); check the --resume path")
@@ -764,18 +772,36 @@ def find_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]]:
     problems = []
     for path in candidates:
         try:
-            return path, load_checkpoint(path)
+            return path, load_checkpoint(path, trust)
+        except UnsafeCheckpoint as e:
+            raise UserError(str(e)) from None
         except CheckpointError as e:
             problems.append(str(e))
             print(f"warning: {e}; trying an older one", file=sys.stderr)
     raise UserError(f"no readable checkpoint in {run_dir} ({problems[-1]}); start a new run")
 
 
+RESUMABLE = ("run.resume", "run.total_steps", "run.quiet", "run.threads", "run.trust_checkpoint")
+"""Config entries a resume may change (the rest must be what the checkpoint was written with)."""
+
+
+def config_changes(saved: dict[str, Any], current: Config) -> list[str]:
+    """The entries (but :data:`RESUMABLE`) in which ``current`` differs from a saved config."""
+    theirs = flatten(Config.from_dict(saved).to_dict())
+    mine = flatten(current.to_dict())
+    return [
+        f"{k.split('.')[-1]} {theirs.get(k)!r} in the checkpoint vs {v!r} in config.json"
+        for k, v in mine.items()
+        if k not in RESUMABLE and theirs.get(k) != v
+    ]
+
+
 def restore(sess: Session, state: dict[str, Any], path: Path) -> None:
     """Load a checkpoint's state into a freshly built session, checking it belongs to it.
 
     Raises:
-        UserError: if the checkpoint is from another algorithm, env or network shape.
+        UserError: the checkpoint is from another algorithm, env or network shape, or the
+            run's config.json was changed since the checkpoint was written.
     """
     mine, theirs = identity(sess.cfg, sess.env), state.get("identity", {})
     if mine != theirs:
@@ -785,6 +811,14 @@ def restore(sess: Session, state: dict[str, Any], path: Path) -> None:
             if theirs.get(k) != v
         )
         raise UserError(f"checkpoint {path} belongs to another run ({diff}); resume its own folder")
+    if "config" in state:
+        changed = config_changes(state["config"], sess.cfg)
+        if changed:
+            raise UserError(
+                f"{sess.run_dir / 'config.json'} was changed since checkpoint {path.name} was "
+                f"written ({', '.join(changed[:3])}); restore it, or start a new run with the "
+                "new settings"
+            )
     try:
         sess.model.load_state_dict(state["model"])
         sess.opt.load_state_dict(state["optimizer"])
@@ -799,11 +833,10 @@ def restore(sess: Session, state: dict[str, Any], path: Path) -> None:
     sess.evaluations = state.get("evaluations", 0)
     sess.collector.load_state_dict(state["collector"])
     sess.tracker.load_state_dict(state["tracker"])
-    if state["env"] is not None:
-        sess.env.close()
-        sess.env = sess.collector.env = pickle.loads(state["env"])
-    else:
-        sess.env_restored = False
+    env, why = unpack_env(sess.env, state["env"], sess.cfg.run.trust_checkpoint)
+    sess.env = sess.collector.env = env
+    if why is not None:
+        sess.env_restored = why
         obs, _ = sess.env.reset(seed=sess.cfg.run.seed + sess.collector.global_step)
         sess.collector.obs = obs
         sess.collector.prev_done = np.zeros(sess.collector.num_envs, dtype=bool)
@@ -817,18 +850,42 @@ def restore(sess: Session, state: dict[str, Any], path: Path) -> None:
 
 
 def run(cfg: Config, resume: Path | None = None) -> dict:
-    """Train one configuration (or continue the run in ``resume``); returns the summary."""
+    """Train one configuration (or continue the run in ``resume``); returns the summary.
+
+    The run folder is locked for as long as this runs (:class:`FolderLock`).
+
+    Raises:
+        UserError: bad input, found before anything is written.
+        TrainingFailed: training started and could not go on (diverged, the environment
+            raised or died, a write failed); the folder keeps its checkpoints, or is removed
+            if this call created it and no checkpoint was written yet.
+        Interrupted: SIGINT or SIGTERM; a checkpoint was written.
+    """
     if cfg.run.threads:
         set_threads(cfg.run.threads)
     device = resolve_device(cfg.run.device, images=is_atari(cfg.env.id))
     if cfg.run.capture_video:
         check_video(cfg)
     seed_everything(cfg.run.seed)
+    lock = None
+    if resume is not None:
+        lock = FolderLock(resume).acquire()
+    try:
+        return _run_locked(cfg, device, resume, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(
+    cfg: Config, device: torch.device, resume: Path | None, lock: FolderLock | None
+) -> dict:
     state, ckpt_path = None, None
     if resume is not None:
-        ckpt_path, state = find_checkpoint(resume)
+        remove_stale_temp_files(resume)
+        ckpt_path, state = find_checkpoint(resume, cfg.run.trust_checkpoint)
     env = make_vector_env(cfg.env.id, cfg.env.num_envs, cfg.run.seed, **env_options(cfg))
-    sess = None
+    sess, run_dir, created = None, resume, False
     try:
         model = build_model(cfg, env).to(device)
         try:
@@ -849,73 +906,95 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
             dqn = DQNParts(copy.deepcopy(model).requires_grad_(False), buffer)
         collector = Collector(env, cfg.run.seed, device)
         if resume is None:
-            run_dir = make_run_dir(cfg)
+            run_dir, created = make_run_dir(cfg), True
+            lock = FolderLock(run_dir).acquire()
             write_json_atomic(cfg.to_dict(), run_dir / "config.json")
             logger = Logger(run_dir, cfg.run.total_steps, cfg.run.quiet)
         else:
-            run_dir = resume
             logger = None  # opened after the checks below, with the resume step
         sess = Session(cfg, run_dir, env, model, opt, logger, collector, None, StopSignals(), dqn)
         sess.device, sess.engine = device, engine
         sess.tracker = Tracker(cfg, collector, opt, logger)
-        flat = hparams(cfg)
-        if state is not None:
-            restore(sess, state, ckpt_path)
-            step = sess.collector.global_step
-            # purge_step: TensorBoard drops what the interrupted run logged after the
-            # checkpoint, so the resumed run's events replace them instead of doubling them.
-            # What was logged at the checkpoint's own step (before it was written) is kept.
-            sess.logger = sess.tracker.logger = Logger(
-                run_dir, cfg.run.total_steps, cfg.run.quiet, purge_step=step + 1
-            )
-            sess.logger.config(flat, None)
-            sess.logger.message(
-                f"resumed {run_dir} from {ckpt_path.name} at step {step:,}"
-                + (
-                    ""
-                    if sess.env_restored
-                    else " (environments could not be saved (async workers or ALE's native "
-                    "vector env): new episodes start here, not an exact continuation)"
-                )
-            )
-        else:
-            sess.logger.config(flat, markdown_table(flatten(cfg.to_dict())))
-        if replay_note:
-            sess.logger.message(replay_note)
-        sess.logger.message(
-            f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}{env_note(env)}, "
-            f"optimizer {cfg.optim.name} ({opt.impl}), {engine} gradients, device {device}"
-            + device_note(cfg.run.device, device, images=is_atari(cfg.env.id))
-        )
-        loop = train_a2c if cfg.run.algo == "a2c" else train_dqn
-        try:
-            with sess.stop:
-                summary = loop(sess)
-            # The final state is taken here: the environments are still open, and the
-            # evaluation below (its RNG draws) is not part of the training a resume continues.
-            final_state = sess.state()
-        except Interrupted:
-            sess.logger.close()
-            raise
-        except Diverged as e:
-            sess.logger.close()
-            raise Diverged(f"{e}; the last good checkpoint is in {run_dir}") from None
-        except WORKER_DIED as e:
-            sess.logger.close()
-            last = list_checkpoints(run_dir)
-            where = f"continue from {last[-1]} with --resume {run_dir}" if last else "no checkpoint"
-            raise EnvCrashed(
-                f"an environment worker of {cfg.env.id} died ({type(e).__name__}) at step "
-                f"{sess.collector.global_step:,}; {where}"
-            ) from None
-        except BaseException:  # anything else: what was logged still reaches the disk
-            sess.logger.close()
-            raise
+        open_logs(sess, state, ckpt_path, replay_note)
+        summary, final_state = train_session(sess)
+        return finish(sess, summary, final_state)
+    except (TrainingFailed, OSError, EnvStepFailed) as e:
+        raise training_failure(e, sess, run_dir, created) from None
     finally:
+        if created and lock is not None:
+            lock.release()
         close_env(sess.env if sess is not None else env)
-    model, logger = sess.model, sess.logger
+
+
+def open_logs(
+    sess: Session, state: dict[str, Any] | None, ckpt_path: Path | None, replay_note: str
+) -> None:
+    """Restore a resumed session from its checkpoint, then write the run's opening lines."""
+    cfg, run_dir = sess.cfg, sess.run_dir
+    flat = hparams(cfg)
+    if state is not None:
+        restore(sess, state, ckpt_path)
+        step = sess.collector.global_step
+        # purge_step: TensorBoard drops what the interrupted run logged after the
+        # checkpoint, so the resumed run's events replace them instead of doubling them.
+        # What was logged at the checkpoint's own step (before it was written) is kept.
+        sess.logger = sess.tracker.logger = Logger(
+            run_dir, cfg.run.total_steps, cfg.run.quiet, purge_step=step + 1
+        )
+        sess.logger.config(flat, None)
+        exact = sess.env_restored is True
+        sess.logger.message(
+            f"resumed {run_dir} from {ckpt_path.name} at step {step:,}"
+            + (
+                ""
+                if exact
+                else f" (not an exact continuation: {sess.env_restored}; new episodes start here)"
+            )
+        )
+    else:
+        sess.logger.config(flat, markdown_table(flatten(cfg.to_dict())))
+    if replay_note:
+        sess.logger.message(replay_note)
+    images = is_atari(cfg.env.id)
+    sess.logger.message(
+        f"run {run_dir}: {cfg.run.algo} on {cfg.env.id} x{cfg.env.num_envs}{env_note(sess.env)}, "
+        f"optimizer {cfg.optim.name} ({sess.opt.impl}), {sess.engine} gradients, device "
+        f"{sess.device}" + device_note(cfg.run.device, sess.device, images=images)
+    )
+
+
+def train_session(sess: Session) -> tuple[dict, dict]:
+    """Run the algorithm's loop under the stop signals; the summary and the final state.
+
+    Raises:
+        Interrupted, TrainingFailed: the loop stopped (the events are flushed first).
+    """
+    loop = train_a2c if sess.cfg.run.algo == "a2c" else train_dqn
+    try:
+        with sess.stop:
+            summary = loop(sess)
+        # The final state is taken here: the environments are still open, and the
+        # evaluation after it (its RNG draws) is not part of the training a resume continues.
+        return summary, sess.state()
+    except WORKER_DIED as e:
+        sess.logger.close()
+        raise EnvCrashed(
+            f"an environment worker of {sess.cfg.env.id} died ({type(e).__name__}) at step "
+            f"{sess.collector.global_step:,}"
+        ) from None
+    except EnvStepFailed as e:
+        sess.logger.close()
+        raise EnvCrashed(f"{e} at step {sess.collector.global_step:,}") from None
+    except BaseException:  # anything else: what was logged still reaches the disk
+        sess.logger.close()
+        raise
+
+
+def finish(sess: Session, summary: dict, final_state: dict) -> dict:
+    """After training: the final evaluation, checkpoint, ``summary.json`` and hparams."""
+    cfg, run_dir, logger = sess.cfg, sess.run_dir, sess.logger
     video_dir = run_dir / "videos" if cfg.run.capture_video else None
-    mean, std = evaluate(model, cfg, device, video_dir)
+    mean, std = evaluate(sess.model, cfg, sess.device or torch.device("cpu"), video_dir)
     summary["eval_return_mean"], summary["eval_return_std"] = mean, std
     if mean is not None:
         logger.scalars(
@@ -935,11 +1014,45 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
     return summary
 
 
+def training_failure(
+    error: BaseException, sess: Session | None, run_dir: Path | None, created: bool
+) -> TrainingFailed:
+    """The one-line failure for an error during training, saying what is left on disk.
+
+    A write that failed (disk full, a read-only folder) is named as such. Where a checkpoint
+    exists the line says how to continue; a folder this call created that holds none is
+    removed (nothing half-written stays behind), except for a diverged run, whose events
+    show how it diverged.
+    """
+    if isinstance(error, OSError):
+        step = f" at step {sess.collector.global_step:,}" if sess is not None else ""
+        where = error.filename or run_dir
+        text = (
+            f"cannot write {where} ({error.strerror or error}){step}; free space or fix permissions"
+        )
+        error = TrainingFailed(text)
+    if isinstance(error, EnvStepFailed):  # the env raised while it was first reset
+        error = EnvCrashed(str(error))
+    if sess is not None and sess.logger is not None:
+        with contextlib.suppress(OSError):  # the disk that failed may fail again
+            sess.logger.close()
+    if run_dir is None:
+        return error if isinstance(error, TrainingFailed) else TrainingFailed(str(error))
+    saved = resume_candidates(run_dir)
+    if saved:
+        last = saved[0].relative_to(run_dir)
+        return type(error)(f"{error}; continue from {last} with --resume {run_dir}")
+    if created and not isinstance(error, Diverged):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return type(error)(f"{error}; nothing was kept (no checkpoint had been written yet)")
+    return type(error)(f"{error}; no checkpoint was written, the logs are in {run_dir}")
+
+
 def _fmt(value: float | None, spec: str = ".1f") -> str:
     return "n/a" if value is None else format(value, spec)
 
 
-RESUMABLE_OPTIONS = ("--resume", "--total-steps", "--quiet", "--threads")
+RESUMABLE_OPTIONS = ("--resume", "--total-steps", "--quiet", "--threads", "--trust-checkpoint")
 """Options that may accompany --resume (the rest of the configuration is the run's own)."""
 
 
@@ -964,7 +1077,12 @@ def resume_config(argv: list[str]) -> tuple[Config, Path]:
         raise UserError(f"{run_dir} is not a run folder (no config.json); check the path") from None
     except (OSError, ValueError, TypeError) as e:
         raise UserError(f"cannot read {run_dir / 'config.json'} ({e})") from None
-    changes: dict[str, Any] = {"resume": str(run_dir), "quiet": cli.run.quiet or saved.run.quiet}
+    # Trust comes from this command line only, never from a file in the folder.
+    changes: dict[str, Any] = {
+        "resume": str(run_dir),
+        "quiet": cli.run.quiet or saved.run.quiet,
+        "trust_checkpoint": cli.run.trust_checkpoint,
+    }
     if "--total-steps" in given:
         changes["total_steps"] = cli.run.total_steps
     if "--threads" in given:
@@ -988,12 +1106,7 @@ def train_population(cfg: Config, resume: Path | None = None) -> int:
     Raises:
         UserError: the configuration cannot train as a population, or the folder exists.
     """
-    from rl_rmsprop.population import (
-        PopulationError,
-        population_configs,
-        run_population,
-        unsupported,
-    )
+    from rl_rmsprop.population import unsupported
 
     reason = unsupported(cfg)
     if reason:
@@ -1011,9 +1124,20 @@ def train_population(cfg: Config, resume: Path | None = None) -> int:
         folder = make_run_dir(
             dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_name=name))
         )
-        write_json_atomic({"members": size, "config": cfg.to_dict()}, folder / POPULATION_FILE)
     else:
         folder = resume
+    with FolderLock(folder):
+        if resume is None:
+            write_json_atomic({"members": size, "config": cfg.to_dict()}, folder / POPULATION_FILE)
+        else:
+            remove_stale_temp_files(folder)
+        summaries = _train_population_locked(cfg, folder, resume)
+    return _report_population(cfg, folder, summaries)
+
+
+def _train_population_locked(cfg: Config, folder: Path, resume: Path | None) -> list[dict]:
+    from rl_rmsprop.population import PopulationError, population_configs, run_population
+
     checkpoint = folder / FINAL_CHECKPOINT
     if resume is not None and not checkpoint.exists():
         raise UserError(
@@ -1023,20 +1147,28 @@ def train_population(cfg: Config, resume: Path | None = None) -> int:
     try:
         with StopSignals() as stop:
             summaries = run_population(
-                population_configs(cfg, size, folder),
+                population_configs(cfg, cfg.run.population, folder),
                 label=f"population {folder}",
                 checkpoint=checkpoint,
                 stop=stop,
             )
+    except UnsafeCheckpoint as e:
+        raise UserError(str(e)) from None
     except PopulationError as e:
         if resume is None:
-            shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)  # made by this call, nothing kept yet
         raise UserError(f"{e}; drop --population to train one run") from None
     except (UserError, EnvError):
         if resume is None:
             shutil.rmtree(folder, ignore_errors=True)
         raise
     checkpoint.unlink(missing_ok=True)  # finished: nothing to resume
+    return summaries
+
+
+def _report_population(cfg: Config, folder: Path, summaries: list[dict]) -> int:
+    """Write the population's ``population.json`` and print its lines; the exit status."""
+    size = cfg.run.population
     done = [s for s in summaries if "error" not in s]
     failed = [s["error"] for s in summaries if "error" in s]
     wall = max((s["wall_time_s"] for s in done), default=0.0)
@@ -1070,24 +1202,31 @@ def train_population(cfg: Config, resume: Path | None = None) -> int:
 
 
 def population_resume_config(argv: list[str], folder: Path) -> Config:
-    """The configuration of a ``train --population`` folder (only ``--quiet`` may change).
+    """The configuration of a ``train --population`` folder, as it was written.
+
+    Only ``--quiet`` and ``--trust-checkpoint`` may be given with it.
 
     Raises:
         UserError: other options given, or an unreadable ``population.json``.
     """
+    allowed = ("--resume", "--quiet", "--trust-checkpoint")
     given = [a.split("=", 1)[0] for a in argv if a.startswith("--")]
-    others = [g for g in given if g not in ("--resume", "--quiet")]
+    others = [g for g in given if g not in allowed]
     if others:
         raise UserError(
             f"--resume continues a population as it was; {others[0]} cannot be changed "
-            "(only --quiet may be given)"
+            "(only --quiet and --trust-checkpoint may be given)"
         )
     try:
         saved = Config.from_dict(json.loads((folder / POPULATION_FILE).read_text())["config"])
     except (OSError, ValueError, TypeError, KeyError) as e:
         raise UserError(f"cannot read {folder / POPULATION_FILE} ({e})") from None
-    quiet = "--quiet" in given or saved.run.quiet
-    return dataclasses.replace(saved, run=dataclasses.replace(saved.run, quiet=quiet))
+    run = dataclasses.replace(
+        saved.run,
+        quiet="--quiet" in given or saved.run.quiet,
+        trust_checkpoint="--trust-checkpoint" in given,  # from this command line only
+    )
+    return dataclasses.replace(saved, run=run)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1119,7 +1258,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stopped at once (second signal); resume from the last checkpoint", file=sys.stderr)
         return 130
-    except (Diverged, EnvCrashed) as e:
+    except TrainingFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(

@@ -1,4 +1,6 @@
+import errno
 import json
+import os
 import random
 
 import pytest
@@ -24,18 +26,28 @@ def test_save_and_load(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text()) == {"a": 1}
 
 
-def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path):
+def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temp(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
     save_checkpoint({"v": 1}, path)
 
-    class Unpicklable:
-        def __reduce__(self):
-            raise RuntimeError("boom")
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(RuntimeError):
-        save_checkpoint({"v": Unpicklable()}, path)
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(OSError):
+        save_checkpoint({"v": torch.zeros(1000)}, path)
+    monkeypatch.undo()
     assert load_checkpoint(path) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_what_is_not_plain_data_is_refused_before_anything_is_written(tmp_path):
+    class Thing:
+        pass
+
+    with pytest.raises(TypeError, match="Thing cannot go into a checkpoint"):
+        save_checkpoint({"v": [1, {"deep": Thing()}]}, tmp_path / "c.pt")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_truncated_at_random_offsets_or_flipped_bytes_is_refused(tmp_path):
