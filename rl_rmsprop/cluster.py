@@ -35,8 +35,6 @@ from rl_rmsprop.errors import TrainingFailed, UserError
 from rl_rmsprop.runfolder import run_folder_problem
 
 RAY_INSTALL = 'pip install -e ".[ray]"'
-LOOPBACK = "127.0.0.1"
-"""The address a local Ray instance started for a study advertises."""
 SHIP_ROOT = Path(tempfile.gettempdir()) / "rl_rmsprop-ray"
 """Where a task writes its runs on the node's own disk with ``--ray-ship-runs``."""
 
@@ -82,20 +80,22 @@ def connect(ray: Any, address: str | None) -> None:
         return
     if address and address != "auto" and not address.startswith(("ray://", "local")):
         _check_reachable(address)
-    local: dict[str, Any] = {}
-    if address is None:
-        # A local instance for this study: every address it hands out is loopback, and its
-        # ports ask for Ray's token (Ray's gRPC servers bind every interface, which Ray does
-        # not let a caller change; the token is what keeps other hosts out).
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-        local["_node_ip_address"] = LOOPBACK
+    auth = os.environ.get("RAY_AUTH_MODE", "token")
+    if address is None and auth != "token":
+        # A local instance listens on every network interface: Ray's gRPC servers bind all
+        # of them and Ray (2.60) turns a loopback node address into the host's own. Its
+        # token (on by default) is then all that keeps other hosts from running code on it.
+        raise RayUnavailable(
+            f"a local Ray instance listens on every network interface, and RAY_AUTH_MODE={auth} "
+            "turns off the token that keeps other hosts out; unset RAY_AUTH_MODE, give "
+            "--ray-address of your own cluster, or use --backend local"
+        )
     try:
         ray.init(
             address=address,
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
-            **local,
         )
     except (ConnectionError, RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -70,6 +70,8 @@ OPTIM_TAGS = {
     "optim/update_to_param_ratio": "update-to-parameter ratio",
 }
 """The telemetry optim.png shows, with its axis labels."""
+LOCAL_RAY = "a local Ray instance (it listens on every interface, behind Ray's token)"
+"""How the study line names the Ray instance ``--backend ray`` starts without --ray-address."""
 RESERVED = {
     "--optimizer": "--optimizers",
     "--seed": "--seeds",
@@ -429,7 +431,8 @@ def _describe(pair: Pair, summary: dict) -> str:
     solved = summary.get("solved_at_step")
     ret_text = "n/a" if ret is None else f"{ret:.1f}"
     solved_text = "not solved" if solved is None else f"solved at step {solved:,}"
-    return f"{head} return {ret_text}, {solved_text}, {summary['wall_time_s']:.1f} s"
+    where = f" on Ray node {summary['ray_node']}" if "ray_node" in summary else ""
+    return f"{head} return {ret_text}, {solved_text}, {summary['wall_time_s']:.1f} s{where}"
 
 
 @dataclass
@@ -760,7 +763,7 @@ def choose_mode(
     population = requested is not False and reason is None
     why = "--no-population" if requested is False else reason
     if ray is not None:
-        where = f"Ray at {ray.address}" if ray.address else "a local Ray instance"
+        where = f"Ray at {ray.address}" if ray.address else LOCAL_RAY
         if population:
             return True, f"population mode: runs batched in {workers} Ray task(s) on {where}"
         return False, f"one Ray task per run on {where} ({why})"
@@ -910,7 +913,8 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
             raise StudyError(f"{flag} needs --backend ray")
     specs = parse_specs(args.optimizers)
     seeds = parse_seeds(args.seeds)
-    args.name = args.name or time.strftime("%Y%m%d-%H%M%S")
+    if args.name is None:
+        args.name = time.strftime("%Y%m%d-%H%M%S")
     problem = name_problem(args.name)
     if problem:
         raise StudyError(f"--name {args.name!r} {problem}")

@@ -297,7 +297,8 @@ def run_population(
             if why is not None:
                 print(f"{label}: not an exact continuation: {why}", file=out, flush=True)
         env = loop.collector.env
-        summaries = loop.train()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # as train's loop
+            summaries = loop.train()
     finally:
         env.close()
         for m in members:

@@ -10,6 +10,7 @@ interrupted atomic write left behind are removed when the folder's owner next op
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -63,6 +64,14 @@ def _entry_is_ours(entry: Path, files: set[str]) -> bool:
     return name in files or name.startswith(_EVENTS) or _is_temp(name)
 
 
+def _check_config(data: dict) -> None:
+    """Raise unless ``data`` is a whole configuration of ours (every section, no other key)."""
+    sections = {f.name for f in dataclasses.fields(Config)}
+    if set(data) != sections:
+        raise ValueError("not our sections")
+    Config.from_dict(data)  # TypeError for a key that is not one of our options
+
+
 def run_folder_problem(path: Path) -> str | None:
     """Why ``path`` is not recognisably a run folder of ours (None if it is one).
 
@@ -77,12 +86,12 @@ def run_folder_problem(path: Path) -> str | None:
     population = path / "population.json"
     try:
         if population.is_file():
-            Config.from_dict(json.loads(population.read_text())["config"])
+            _check_config(json.loads(population.read_text())["config"])
         else:
-            Config.from_dict(json.loads((path / "config.json").read_text()))
+            _check_config(json.loads((path / "config.json").read_text()))
     except FileNotFoundError:
         return "holds no config.json"
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         return "holds a config.json that is not ours"
     for entry in sorted(path.iterdir()):
         if population.is_file() and _MEMBER.fullmatch(entry.name) and not entry.is_symlink():

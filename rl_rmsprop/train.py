@@ -251,10 +251,11 @@ def build_replay(cfg: Config, env: Any, device: torch.device) -> tuple[Any, str]
     space, capacity = env.single_observation_space, cfg.dqn.buffer_size
     # Frames stored once: only Atari's stacks, whose next observation shares all but one frame.
     frames = is_atari(cfg.env.id) and len(space.shape) == 3 and space.dtype == np.uint8
+    obs_dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32  # images stay bytes
     if frames:
         need = FrameReplayBuffer.bytes_needed(capacity, space.shape, env.num_envs)
     else:
-        need = ReplayBuffer.bytes_needed(capacity, space.shape, torch.float32)
+        need = ReplayBuffer.bytes_needed(capacity, space.shape, obs_dtype)
     free = available_memory(device)
     if free is not None and need > 0.9 * free:
         raise UserError(
@@ -264,7 +265,7 @@ def build_replay(cfg: Config, env: Any, device: torch.device) -> tuple[Any, str]
     if frames:
         buffer: Any = FrameReplayBuffer(capacity, space.shape, env.num_envs, device)
     else:
-        buffer = ReplayBuffer(capacity, space.shape, env.num_envs, device)
+        buffer = ReplayBuffer(capacity, space.shape, env.num_envs, device, obs_dtype)
     kind = "frames stored once" if frames else "obs and next obs"
     note = f"replay buffer: {capacity:,} transitions, {need / 1e9:.2f} GB on {device} ({kind})"
     return buffer, note
@@ -971,7 +972,9 @@ def train_session(sess: Session) -> tuple[dict, dict]:
     """
     loop = train_a2c if sess.cfg.run.algo == "a2c" else train_dqn
     try:
-        with sess.stop:
+        # NumPy's overflow warnings would only repeat what the non-finite check counts and
+        # reports (a diverging loss): silenced for the loop, not the process.
+        with sess.stop, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             summary = loop(sess)
         # The final state is taken here: the environments are still open, and the
         # evaluation after it (its RNG draws) is not part of the training a resume continues.
@@ -1162,6 +1165,17 @@ def _train_population_locked(cfg: Config, folder: Path, resume: Path | None) -> 
         if resume is None:
             shutil.rmtree(folder, ignore_errors=True)
         raise
+    except (EnvStepFailed, EOFError, OSError) as e:  # during training: as a single run's
+        failure: TrainingFailed
+        if isinstance(e, (EnvStepFailed, *WORKER_DIED)):
+            failure = EnvCrashed(str(e) or type(e).__name__)
+        else:
+            failure = TrainingFailed(f"cannot write {e.filename or folder} ({e.strerror or e})")
+        kept = checkpoint.exists()
+        if not kept and resume is None:
+            shutil.rmtree(folder, ignore_errors=True)  # made by this call, nothing to resume
+        where = f"continue with --resume {folder}" if kept else "nothing was kept"
+        raise type(failure)(f"{failure}; {where}") from None
     checkpoint.unlink(missing_ok=True)  # finished: nothing to resume
     return summaries
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -309,3 +310,23 @@ def test_native_atari_rejects_env_kwargs_and_wrappers():
         make_vector_env(
             "PongNoFrameskip-v4", 1, 0, vectorization="native", wrappers=atari_wrappers()
         )
+
+
+def test_pickled_atari_envs_are_restored_only_with_trust_checkpoint(tmp_path, capsys):
+    from rl_rmsprop.train import main
+
+    argv = [
+        *("--preset", "dqn-nature", "--env", "PongNoFrameskip-v4", "--total-steps", "400"),
+        *("--learning-starts", "100", "--buffer-size", "1000", "--eval-episodes", "0"),
+        *("--checkpoint-every", "200", "--logdir", str(tmp_path), "--run-name", "dqn"),
+    ]
+    assert main(argv) == 0
+    shutil.copytree(tmp_path / "dqn", tmp_path / "trusted")
+    capsys.readouterr()
+    assert main(["--resume", str(tmp_path / "dqn"), "--total-steps", "600"]) == 0
+    err = capsys.readouterr().err
+    assert "not an exact continuation" in err and "--trust-checkpoint" in err
+    trusted = ["--resume", str(tmp_path / "trusted"), "--total-steps", "600"]
+    assert main([*trusted, "--trust-checkpoint"]) == 0
+    err = capsys.readouterr().err
+    assert "resumed" in err and "not an exact continuation" not in err

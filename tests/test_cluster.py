@@ -1,4 +1,4 @@
-"""``compare --backend ray`` on a real local Ray instance (2 CPUs, loopback only)."""
+"""compare --backend ray on a local Ray instance, and on a two-node cluster on loopback."""
 
 from __future__ import annotations
 
@@ -13,22 +13,28 @@ from pathlib import Path
 
 import pytest
 import ray  # the dev extra installs it
+from conftest import alive, assert_one_line, cli, start_cli, wait_for
 
 from rl_rmsprop import compare
-from rl_rmsprop.cluster import SHIP_ROOT
+from rl_rmsprop.cluster import SHIP_ROOT, connect
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-        configure_logging=False,
-    )
+    connect(ray, None)  # the local instance compare --backend ray starts
     yield ray
     ray.shutdown()
+
+
+def test_a_local_instance_without_its_token_is_refused_before_anything_is_written(tmp_path):
+    # Ray binds every interface; with RAY_AUTH_MODE=disabled anyone on the network could run
+    # code on the local instance (a fresh interpreter: this one has a Ray instance already).
+    logdir = tmp_path / "runs"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    done = cli("compare", [*STUDY, "--backend", "ray", "--logdir", str(logdir)], env=env)
+    assert done.returncode == 2
+    assert_one_line(done.stderr, "listens on every network interface", "RAY_AUTH_MODE=disabled")
+    assert not logdir.exists()
 
 
 STUDY = ["--optimizers", "rmsprop,adam", "--seeds", "2", "--eval-episodes", "2"]
@@ -213,3 +219,63 @@ def test_a_killed_population_task_resumes_from_the_populations_checkpoint(
         assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2  # resumed, not restarted
     assert compare.main([*args, "--name", "local"]) == 0
     assert _table(capfd.readouterr().out) == _table(on_ray)
+
+
+def test_a_two_node_cluster_runs_the_study_on_its_workers_and_survives_losing_one(tmp_path):
+    """Runs execute on the worker nodes, a killed node's run resumes on the other, and every
+    run folder comes back with --ray-ship-runs (see tests/ray_two_nodes.py)."""
+    script = Path(__file__).with_name("ray_two_nodes.py")
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=script.parent.parent,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "result.json").read_text())
+    out = result["out"]
+    assert result["status"] == 0, out
+    assert result["killed"] == [result["workers"][0]], "the node was not killed mid-study"
+    finished = [line for line in out.splitlines() if "rmsprop seed" in line]
+    assert len(finished) == 2 and all("return" in line for line in finished), out
+    nodes = [line.rsplit("on Ray node ", 1)[1].split()[0] for line in finished]
+    # the head has no CPUs and the first worker was killed: both runs end on the second
+    assert nodes == [result["workers"][1]] * 2, out
+    study = tmp_path / "compare-two" / "rmsprop"
+    resumed = []
+    for run_dir in sorted(study.glob("seed-*")):  # shipped back: a whole run folder each
+        assert (run_dir / "config.json").exists() and (run_dir / "summary.json").exists()
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["total_steps"] >= 60000
+        resumed.append(len(list(run_dir.glob("events.out.tfevents.*"))) == 2)
+    assert len(resumed) == 2 and any(resumed), "the killed node's run did not resume"
+
+
+def _ray_tasks() -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and (entry / "cmdline").read_bytes().startswith(
+                b"ray::ray_task"
+            ):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_killing_the_driver_of_a_local_instance_stops_its_runs(tmp_path):
+    # a fresh interpreter with a Ray instance of its own; Ray ties that instance to its driver
+    argv = [*STUDY, "--total-steps", "10000000", "--checkpoint-every", "2000", "--no-population"]
+    proc = start_cli("compare", [*argv, "--backend", "ray", "--logdir", str(tmp_path)])
+    wait_for(
+        lambda: any(tmp_path.glob("compare-*/*/seed-*/checkpoints/step-*.pt")),
+        timeout=180,
+        what="a checkpoint",
+    )
+    tasks = _ray_tasks()
+    assert tasks
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    wait_for(lambda: not any(alive(t) for t in tasks), timeout=60, what="the Ray tasks to exit")

@@ -1,11 +1,16 @@
 import importlib.util
 import itertools
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
+import torch
+from conftest import alive, children, cli, ctrl_c, start_cli, wait_for
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2
 
@@ -73,6 +78,16 @@ def test_parse_seeds():
         (["--optimizer", "adam"], "use --optimizers"),
         (["--env", "CartPol-v1"], "CartPole-v1"),
         (["--workers", "0"], "--workers must be >= 1"),
+        (["--seeds", "4294967296,1"], "each in [0, 4294967295]"),
+        (["--seeds", "100000000"], "at most 10,000 seeds"),
+        (["--optimizers", "rmsprop,adam,sgd,adagrad", "--seeds", "2600"], "over the 10,000 runs"),
+        (["--optimizers", "rmsprop,rmsprop(lr=7e-4)"], "are the same optimizer under --algo a2c"),
+        (["--optimizers", "adam,adam(beta1=0.9,alpha=0.999)"], "are the same optimizer"),
+        pytest.param(
+            ["--device", "cuda"],
+            "no CUDA device is available",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present"),
+        ),
         pytest.param(
             ["--algo", "dqn", "--env", "PongNoFrameskip-v4", "--vectorization", "native"],
             "frame replay",
@@ -298,3 +313,65 @@ def test_the_report_draws_here_when_this_process_has_another_thread():
     finally:
         stop.set()
         other.join()
+
+
+STUDY = ["--optimizers", "rmsprop,adam", "--seeds", "2", "--total-steps", "30000"]
+STUDY += ["--checkpoint-every", "2000", "--eval-episodes", "1", "--workers", "2"]
+
+
+def _checkpointed(study):
+    return [p.parent.parent for p in study.glob("*/seed-*/checkpoints/step-*.pt")]
+
+
+@pytest.mark.parametrize("mode", ["--no-population", "--population"])
+def test_ctrl_c_stops_a_study_in_seconds_keeps_checkpoints_and_the_same_command_resumes(
+    tmp_path, mode
+):
+    argv = [*STUDY, mode, "--logdir", str(tmp_path), "--name", "s"]
+    study = tmp_path / "compare-s"
+    proc = start_cli("compare", argv)
+    if mode == "--no-population":
+        wait_for(lambda: len(set(_checkpointed(study))) >= 2, what="two runs' checkpoints")
+    else:
+        wait_for(lambda: any((study / "populations").glob("*.pt")), what="a population checkpoint")
+    ctrl_c(proc)
+    start = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert time.monotonic() - start < 30
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and err.startswith("interrupted: ") and "Traceback" not in err
+    assert "--name s to continue" in err
+    assert not children(proc.pid)
+    again = cli("compare", argv)
+    assert again.returncode == 0, again.stderr
+    runs = sorted(study.glob("*/seed-*/summary.json"))
+    assert len(runs) == 4
+    resumed = [r for r in runs if len(list(r.parent.glob("events.out.tfevents.*"))) == 2]
+    assert resumed, "no run continued from its checkpoint"
+    for summary in runs:
+        assert json.loads(summary.read_text())["total_steps"] >= 30000
+
+
+@pytest.mark.parametrize("mode", ["--no-population", "--population"])
+def test_a_killed_study_leaves_no_worker_behind(tmp_path, mode):
+    argv = [*STUDY, mode, "--total-steps", "10000000", "--logdir", str(tmp_path), "--name", "k"]
+    proc = start_cli("compare", argv)
+    study = tmp_path / "compare-k"
+    if mode == "--no-population":
+        wait_for(lambda: len(set(_checkpointed(study))) >= 2, what="two runs' checkpoints")
+    else:
+        wait_for(lambda: any((study / "populations").glob("*.pt")), what="a population checkpoint")
+    workers = children(proc.pid)
+    assert len(workers) >= 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    wait_for(lambda: not any(alive(w) for w in workers), timeout=20, what="the workers to exit")
+
+
+def test_sigterm_stops_a_study_as_ctrl_c_does(tmp_path):
+    argv = [*STUDY, "--no-population", "--logdir", str(tmp_path), "--name", "t"]
+    proc = start_cli("compare", argv)
+    wait_for(lambda: len(set(_checkpointed(tmp_path / "compare-t"))) >= 2, what="checkpoints")
+    proc.terminate()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.startswith("interrupted: ") and err.count("\n") == 1

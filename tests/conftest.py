@@ -1,0 +1,100 @@
+"""Shared test helpers: the CLIs in a subprocess, one-line errors, the fake environments."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository root (where ``tests.fake_envs:<Id>`` env ids import from)."""
+
+
+def cli(
+    module: str,
+    args: Sequence[str],
+    timeout: float = 300,
+    cwd: Path = ROOT,
+    **popen: object,
+) -> subprocess.CompletedProcess:
+    """``python -m rl_rmsprop.<module> ARGS`` in a fresh interpreter; its status and output."""
+    return subprocess.run(
+        [sys.executable, "-m", f"rl_rmsprop.{module}", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
+
+
+def start_cli(module: str, args: Sequence[str], cwd: Path = ROOT) -> subprocess.Popen:
+    """The same, started in a process group of its own (as a terminal job is) and not awaited."""
+    return subprocess.Popen(
+        [sys.executable, "-m", f"rl_rmsprop.{module}", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def ctrl_c(proc: subprocess.Popen) -> None:
+    """SIGINT to the process's whole group, as a terminal's Ctrl-C sends it."""
+    os.killpg(proc.pid, signal.SIGINT)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120, what: str = "it") -> None:
+    """Poll ``condition`` until it holds; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    """The live (not zombie) child processes of ``pid``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry.name))
+    return out
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running (not zombie) process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def assert_one_line(err: str, *needles: str) -> None:
+    """``err`` is one ``error:`` line (no traceback) that contains every needle."""
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+@pytest.fixture(scope="session")
+def fake_envs():
+    """Registers the environments of ``tests/fake_envs.py`` in this process."""
+    import tests.fake_envs
+
+    return tests.fake_envs
