@@ -868,20 +868,14 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
     if cfg.run.capture_video:
         check_video(cfg)
     seed_everything(cfg.run.seed)
-    lock = None
-    if resume is not None:
-        lock = FolderLock(resume).acquire()
-    try:
-        return _run_locked(cfg, device, resume, lock)
-    finally:
-        if lock is not None:
-            lock.release()
+    if resume is None:
+        return _run_locked(cfg, device, None)  # it locks the folder once it has made it
+    with FolderLock(resume):
+        return _run_locked(cfg, device, resume)
 
 
-def _run_locked(
-    cfg: Config, device: torch.device, resume: Path | None, lock: FolderLock | None
-) -> dict:
-    state, ckpt_path = None, None
+def _run_locked(cfg: Config, device: torch.device, resume: Path | None) -> dict:
+    state, ckpt_path, new_lock = None, None, None
     if resume is not None:
         remove_stale_temp_files(resume)
         ckpt_path, state = find_checkpoint(resume, cfg.run.trust_checkpoint)
@@ -908,7 +902,7 @@ def _run_locked(
         collector = Collector(env, cfg.run.seed, device)
         if resume is None:
             run_dir, created = make_run_dir(cfg), True
-            lock = FolderLock(run_dir).acquire()
+            new_lock = FolderLock(run_dir).acquire()
             write_json_atomic(cfg.to_dict(), run_dir / "config.json")
             logger = Logger(run_dir, cfg.run.total_steps, cfg.run.quiet)
         else:
@@ -922,8 +916,8 @@ def _run_locked(
     except (TrainingFailed, OSError, EnvStepFailed) as e:
         raise training_failure(e, sess, run_dir, created) from None
     finally:
-        if created and lock is not None:
-            lock.release()
+        if new_lock is not None:
+            new_lock.release()
         close_env(sess.env if sess is not None else env)
 
 
