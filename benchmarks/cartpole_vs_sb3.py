@@ -48,7 +48,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
 from rl_rmsprop.config import parse_config
-from rl_rmsprop.train import SOLVE_WINDOW, run
+from rl_rmsprop.run.single import run
+from rl_rmsprop.run.tracker import SOLVE_WINDOW
 
 ENV_ID = "CartPole-v1"
 NUM_ENVS = {"a2c": 8, "dqn": 1}

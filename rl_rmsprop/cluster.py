@@ -29,10 +29,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from envs import EnvError
 from rl_rmsprop.checkpoint import UnsafeCheckpoint, resume_candidates
 from rl_rmsprop.config import Config
-from rl_rmsprop.errors import TrainingFailed, UserError
-from rl_rmsprop.runfolder import run_folder_problem
+from rl_rmsprop.run.errors import TrainingFailed, UserError
+from rl_rmsprop.run.folders import run_folder, run_folder_problem
+from rl_rmsprop.run.population import PopulationError, run_population
+from rl_rmsprop.run.single import run
 
 RAY_INSTALL = 'pip install -e ".[ray]"'
 SHIP_ROOT = Path(tempfile.gettempdir()) / "rl_rmsprop-ray"
@@ -137,9 +140,6 @@ def train_or_resume(cfg: Config) -> dict[str, Any]:
 
     Returns its summary (read back if it had already finished) or ``{"error": ...}``.
     """
-    from envs import EnvError
-    from rl_rmsprop.train import run, run_folder
-
     run_dir = run_folder(cfg)
     summary_file = run_dir / "summary.json"
     if summary_file.exists():
@@ -155,8 +155,6 @@ def train_or_resume(cfg: Config) -> dict[str, Any]:
 
 def chunk_checkpoint(study: Path, cfgs: Sequence[Config]) -> Path:
     """Where a population of a study keeps its checkpoint: named after its members' folders."""
-    from rl_rmsprop.train import run_folder
-
     runs = "\n".join(sorted(str(run_folder(c)) for c in cfgs))
     return study / "populations" / f"{hashlib.sha1(runs.encode()).hexdigest()[:16]}.pt"
 
@@ -174,12 +172,8 @@ def train_population_chunk(
     folders are removed first). The checkpoint is removed once the population finished.
 
     Raises:
-        train.Interrupted: ``stop`` saw a signal (the checkpoint was written).
+        Interrupted: ``stop`` saw a signal (the checkpoint was written).
     """
-    from envs import EnvError
-    from rl_rmsprop.population import PopulationError, run_population
-    from rl_rmsprop.train import run_folder
-
     out = out if out is not None else io.StringIO()
     if checkpoint is not None and checkpoint.exists():
         try:
@@ -251,8 +245,6 @@ def ray_task(cfgs: Sequence[Config], population: bool, ship_to: str | None) -> l
     With ``ship_to`` (the study folder on the driver) the runs are written under
     :data:`SHIP_ROOT` on this node and each finished folder comes back as ``"archive"``.
     """
-    from rl_rmsprop.train import run_folder
-
     if ship_to is not None:
         study = Path(ship_to)
         local = SHIP_ROOT / study.name

@@ -55,9 +55,17 @@ from rl_rmsprop.config import (
     name_problem,
     parse_config,
 )
-from rl_rmsprop.errors import UserError
 from rl_rmsprop.optim.presets import preset_group
-from rl_rmsprop.runfolder import FolderLock, remove_stale_temp_files, study_folder_problem
+from rl_rmsprop.run.builders import env_options, resolve_device
+from rl_rmsprop.run.errors import UserError
+from rl_rmsprop.run.folders import (
+    FolderLock,
+    remove_stale_temp_files,
+    run_folder,
+    study_folder_problem,
+)
+from rl_rmsprop.run.population import unsupported
+from rl_rmsprop.run.signals import Interrupted, StopSignals
 from rl_rmsprop.workers import Pool
 
 GRID_POINTS = 100
@@ -220,8 +228,6 @@ class Pair:
     @property
     def run_dir(self) -> Path:
         """The run's folder."""
-        from rl_rmsprop.train import run_folder
-
         return run_folder(self.cfg)
 
 
@@ -283,8 +289,6 @@ def _train_chunk(cfgs: list[Config], label: str, checkpoint: Path) -> list[dict[
     population finish its update and write its checkpoint; it then ends as Ctrl-C does
     (``KeyboardInterrupt``).
     """
-    from rl_rmsprop.train import Interrupted, StopSignals
-
     try:
         with StopSignals() as stop:
             return train_population_chunk(cfgs, checkpoint, out=sys.stdout, label=label, stop=stop)
@@ -757,8 +761,6 @@ def choose_mode(
     where it is not (DQN, Atari, video capture) the study falls back to one process per run,
     also when ``--population`` was asked for.
     """
-    from rl_rmsprop.population import unsupported
-
     reason = unsupported(base)
     population = requested is not False and reason is None
     why = "--no-population" if requested is False else reason
@@ -921,8 +923,6 @@ def _study(args: argparse.Namespace, train_args: list[str]) -> int:
     study = Path(args.logdir) / f"compare-{args.name}"
     pairs = build_pairs(specs, seeds, train_args, study)
     base = pairs[0].cfg
-    from rl_rmsprop.train import env_options, resolve_device
-
     resolve_device(base.run.device)  # --device cuda without a GPU: refused before any write
     options = env_options(base)  # refuses what every run would (DQN on ALE's native env)
     make_vector_env(base.env.id, 1, 0, **options).close()  # exists?

@@ -6,8 +6,8 @@ A study runs each job (a run, or a population of runs) in a process of its own. 
 * **Ctrl-C is the parent's.** Workers start with SIGINT ignored, so a Ctrl-C in the terminal
   (which reaches the whole process group) prints no traceback from a worker. The parent then
   sends each busy worker SIGTERM: a training run finishes its update, writes its checkpoint
-  and returns (``train.StopSignals``); after :data:`GRACE_S` seconds, or at a second Ctrl-C,
-  the rest are killed.
+  and returns (``rl_rmsprop.run.signals.StopSignals``); after :data:`GRACE_S` seconds, or at
+  a second Ctrl-C, the rest are killed.
 * **Orphans stop.** On Linux each worker asks the kernel for SIGTERM when its parent dies
   (``prctl(PR_SET_PDEATHSIG)``), so a SIGKILLed study leaves no workers training; elsewhere a
   watchdog thread checks the parent every second and sends the same signal.

@@ -69,3 +69,45 @@ def test_exit_cli_exits_with_the_code_and_takes_the_heap_out_of_the_last_collect
         assert gc.get_freeze_count() > 1000  # the objects alive now are frozen
     finally:
         gc.unfreeze()
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _project_imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules a file imports, at its top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name in modules}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names} & modules
+    return found
+
+
+def test_the_rl_rmsprop_modules_import_one_way():
+    files = sorted((ROOT / "rl_rmsprop").rglob("*.py"))
+    modules = {_module_name(p) for p in files}
+    graph = {
+        _module_name(p): _project_imports(p, modules) - {_module_name(p)} - {"rl_rmsprop"}
+        for p in files
+    }
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join([*path, module])}"
+        if module in done:
+            return
+        for other in sorted(graph[module]):
+            visit(other, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    clis = {"rl_rmsprop.train", "rl_rmsprop.compare", "rl_rmsprop.cluster"}
+    for module, imported in graph.items():
+        if module.startswith("rl_rmsprop.run"):
+            assert not imported & clis, f"{module} imports {sorted(imported & clis)}"

@@ -21,7 +21,10 @@ from rl_rmsprop import compare, train
 from rl_rmsprop.config import parse_config
 from rl_rmsprop.optim import clip_grad_norm_, make_optimizer
 from rl_rmsprop.optim.population import PopulationOptimizer
-from rl_rmsprop.population import MODEL_FILE, PopulationError, check_members, run_population
+from rl_rmsprop.run.errors import UserError
+from rl_rmsprop.run.population import MODEL_FILE, PopulationError, check_members, run_population
+from rl_rmsprop.run.signals import Interrupted
+from rl_rmsprop.run.single import run
 
 
 def _cfg(tmp_path, optimizer, seed, *extra, steps=4000):
@@ -131,7 +134,7 @@ def test_mixed_families_in_one_population_match_the_same_configurations_run_sing
 def test_member_folders_have_a_single_runs_layout(tmp_path):
     cfgs = [_cfg(tmp_path, "rmsprop", 1), _cfg(tmp_path, "adam", 1)]
     summaries = run_population(cfgs)
-    single = train.run(_cfg(tmp_path / "single", "rmsprop", 1, "--checkpoint-every", "0"))
+    single = run(_cfg(tmp_path / "single", "rmsprop", 1, "--checkpoint-every", "0"))
     single_dir = tmp_path / "single" / "rmsprop" / "seed-1"
     for cfg, summary in zip(cfgs, summaries, strict=True):
         run_dir = tmp_path / cfg.run.logdir.split("/")[-1] / "seed-1"
@@ -403,7 +406,7 @@ def test_eval_epsilon_randomises_only_the_evaluation(tmp_path):
 
 
 class _StopAfter:
-    """A stand-in for train.StopSignals whose signal arrives at the n-th update boundary."""
+    """A stand-in for StopSignals whose signal arrives at the n-th update boundary."""
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -424,7 +427,7 @@ def test_an_interrupted_population_resumes_to_the_uninterrupted_result(tmp_path)
 
     whole = run_population(cfgs(tmp_path / "whole"))
     ckpt = tmp_path / "cut" / "population.pt"
-    with pytest.raises(train.Interrupted) as stop:
+    with pytest.raises(Interrupted) as stop:
         run_population(cfgs(tmp_path / "cut"), checkpoint=ckpt, stop=_StopAfter(80))
     assert stop.value.step == 81 * 40 and ckpt.exists()  # after the 81st update
     resumed = run_population(cfgs(tmp_path / "cut"), checkpoint=ckpt)
@@ -439,7 +442,7 @@ def test_an_interrupted_population_resumes_to_the_uninterrupted_result(tmp_path)
         for tag in ("charts/episodic_return", "losses/value_loss"):
             assert _scalars(dir_a, tag) == _scalars(dir_b, tag)  # no doubled points
     other = [_cfg(tmp_path / "cut", "rmsprop", 5, steps=6000)]
-    with pytest.raises(train.UserError, match="another population"):
+    with pytest.raises(UserError, match="another population"):
         run_population(other, checkpoint=ckpt)
 
 
@@ -464,7 +467,7 @@ def test_an_interrupted_compare_population_resumes_from_its_checkpoint(
             return False
 
     with monkeypatch.context() as patch:
-        patch.setattr(train, "StopSignals", StopLater)
+        patch.setattr(compare, "StopSignals", StopLater)
         assert compare.main([*args, "--name", "cut"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert len(list((tmp_path / "compare-cut" / "populations").glob("*.pt"))) == 1

@@ -10,8 +10,8 @@ from conftest import assert_one_line, cli, start_cli, wait_for
 
 from rl_rmsprop import compare, train
 from rl_rmsprop.config import name_problem
-from rl_rmsprop.errors import UserError
-from rl_rmsprop.runfolder import (
+from rl_rmsprop.run.errors import UserError
+from rl_rmsprop.run.folders import (
     FolderLock,
     remove_stale_temp_files,
     replace_run_folder,

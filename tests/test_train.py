@@ -107,7 +107,8 @@ def test_the_engine_is_numpy_for_mlps_on_the_cpu_and_said(tmp_path, capsys):
     from agents.dqn import CnnQNetwork, QNetwork
     from agents.networks import ActorCritic, CnnActorCritic
     from rl_rmsprop.config import parse_config
-    from rl_rmsprop.train import UserError, gradient_engine
+    from rl_rmsprop.run.builders import gradient_engine
+    from rl_rmsprop.run.errors import UserError
 
     cfg, dqn = parse_config([]), parse_config(["--algo", "dqn"])
     assert gradient_engine(cfg, ActorCritic(4, 2)) == "numpy"
@@ -267,7 +268,7 @@ def test_batched_targets_equal_minibatch_by_minibatch_targets():
     from agents.dqn import QNetwork, td_targets
     from agents.replay import ReplayBuffer
     from rl_rmsprop.config import parse_config
-    from rl_rmsprop.train import training_batches
+    from rl_rmsprop.run.loops import training_batches
 
     torch.manual_seed(0)
     q_net = QNetwork(4, 2, (32, 32))
@@ -505,7 +506,7 @@ def test_nonfinite_gradients_are_skipped_counted_and_a_diverged_run_stops(
 
     import torch
 
-    import rl_rmsprop.train as train
+    import rl_rmsprop.run.loops as loops
     from rl_rmsprop.checkpoint import list_checkpoints, load_checkpoint
 
     calls = {"n": 0}
@@ -515,7 +516,7 @@ def test_nonfinite_gradients_are_skipped_counted_and_a_diverged_run_stops(
         calls["n"] += 1
         return calls["n"] in poisoned["only"] or calls["n"] >= poisoned["from"]
 
-    real_loss, real_gradients = train.a2c_loss, train.a2c_numpy.NumpyA2C.gradients
+    real_loss, real_gradients = loops.a2c_loss, loops.a2c_numpy.NumpyA2C.gradients
 
     def loss_with_nan(*args, **kwargs):
         loss, metrics = real_loss(*args, **kwargs)
@@ -527,8 +528,8 @@ def test_nonfinite_gradients_are_skipped_counted_and_a_diverged_run_stops(
             self.model.value[0].weight.grad[0, 0] = float("nan")
         return metrics
 
-    monkeypatch.setattr(train, "a2c_loss", loss_with_nan)
-    monkeypatch.setattr(train.a2c_numpy.NumpyA2C, "gradients", gradients_with_nan)
+    monkeypatch.setattr(loops, "a2c_loss", loss_with_nan)
+    monkeypatch.setattr(loops.a2c_numpy.NumpyA2C, "gradients", gradients_with_nan)
     argv = ["--total-steps", "4000", "--log-every", "1", "--quiet", "--logdir", str(tmp_path)]
     argv += ["--engine", engine]
     assert main([*argv, "--run-name", "nan"]) == 0
@@ -631,7 +632,7 @@ def test_extending_a_finished_run_equals_the_longer_run(tmp_path):
 
 
 def test_solved_at_is_the_first_episode_whose_last_20_reach_the_threshold():
-    from rl_rmsprop.train import SOLVE_WINDOW, SolvedAt
+    from rl_rmsprop.run.tracker import SOLVE_WINDOW, SolvedAt
 
     assert SOLVE_WINDOW == 20
     exact, above = SolvedAt(475.0), SolvedAt(476.0)

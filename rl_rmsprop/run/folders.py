@@ -15,10 +15,12 @@ import json
 import os
 import re
 import shutil
+import sys
+import time
 from pathlib import Path
 
 from rl_rmsprop.config import Config
-from rl_rmsprop.errors import UserError
+from rl_rmsprop.run.errors import UserError
 
 try:
     import fcntl
@@ -228,3 +230,44 @@ class FolderLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def run_name(cfg: Config) -> str:
+    """The run folder name: ``--run-name`` or env__algo__optimizer__seed__time."""
+    if cfg.run.run_name:
+        return cfg.run.run_name
+    opt = cfg.optim.name.replace(":", "-")
+    return (
+        f"{cfg.env.id.replace('/', '-')}__{cfg.run.algo}__{opt}__{cfg.run.seed}__{int(time.time())}"
+    )
+
+
+def run_folder(cfg: Config) -> Path:
+    """The run's folder: ``--logdir`` / the run name."""
+    return Path(cfg.run.logdir) / run_name(cfg)
+
+
+def make_run_dir(cfg: Config) -> Path:
+    """Create the run folder, refusing an existing one or an unwritable one.
+
+    With ``--force`` an existing folder is replaced if it is one of our runs (and the line
+    that says so is printed); anything else is refused and left as it is.
+    """
+    path = run_folder(cfg)
+    replaced = None
+    if path.exists() or path.is_symlink():
+        if not cfg.run.force:
+            raise UserError(
+                f"run folder {path} already exists; choose another --run-name, continue it "
+                f"with --resume {path}, or replace it with --force"
+            )
+        replaced = replace_run_folder(path)
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:  # made by another process since the check
+        raise UserError(f"run folder {path} was just created by another process") from None
+    except OSError as e:
+        raise UserError(f"cannot create {path} ({e.strerror}); choose a writable --logdir") from e
+    if replaced:
+        print(replaced, file=sys.stderr)
+    return path

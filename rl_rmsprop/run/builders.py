@@ -1,0 +1,161 @@
+"""What a run is built from: device, network, replay memory, environments, gradient engine."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from agents import a2c_numpy, dqn_numpy
+from agents.dqn import (
+    CnnQNetwork,
+    QNetwork,
+)
+from agents.networks import ActorCritic, CnnActorCritic
+from agents.replay import FrameReplayBuffer, ReplayBuffer
+from envs import is_atari
+from envs.atari import NativeAtari, atari_wrappers
+from rl_rmsprop.config import Config
+from rl_rmsprop.run.errors import UserError
+
+
+def build_model(cfg: Config, env: Any) -> nn.Module:
+    """The algorithm's network for the env: Nature CNN on image frames, MLPs otherwise.
+
+    Raises:
+        UserError: images too small for the Nature CNN.
+    """
+    shape = env.single_observation_space.shape
+    n_actions = int(env.single_action_space.n)
+    if len(shape) == 3:  # uint8 images [C, H, W] (stacked frames on Atari)
+        cnn = CnnActorCritic if cfg.run.algo == "a2c" else CnnQNetwork
+        try:
+            return cnn(shape[0], n_actions, image_size=shape[1:])
+        except ValueError as e:
+            raise UserError(f"{cfg.env.id}: {e}; choose an env with larger images") from None
+    mlp = ActorCritic if cfg.run.algo == "a2c" else QNetwork
+    return mlp(math.prod(shape), n_actions, cfg.learn.hidden)
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a new allocation on ``device`` (None if it cannot be told)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def build_replay(cfg: Config, env: Any, device: torch.device) -> tuple[Any, str]:
+    """The DQN replay memory (frames stored once for stacked uint8 frames) and a note on its size.
+
+    Raises:
+        UserError: if it would not fit in the memory available on ``device``.
+    """
+    space, capacity = env.single_observation_space, cfg.dqn.buffer_size
+    # Frames stored once: only Atari's stacks, whose next observation shares all but one frame.
+    frames = is_atari(cfg.env.id) and len(space.shape) == 3 and space.dtype == np.uint8
+    obs_dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32  # images stay bytes
+    if frames:
+        need = FrameReplayBuffer.bytes_needed(capacity, space.shape, env.num_envs)
+    else:
+        need = ReplayBuffer.bytes_needed(capacity, space.shape, obs_dtype)
+    free = available_memory(device)
+    if free is not None and need > 0.9 * free:
+        raise UserError(
+            f"the replay buffer of {capacity:,} transitions needs {need / 1e9:.1f} GB but only "
+            f"{free / 1e9:.1f} GB are available on {device}; lower --buffer-size"
+        )
+    if frames:
+        buffer: Any = FrameReplayBuffer(capacity, space.shape, env.num_envs, device)
+    else:
+        buffer = ReplayBuffer(capacity, space.shape, env.num_envs, device, obs_dtype)
+    kind = "frames stored once" if frames else "obs and next obs"
+    note = f"replay buffer: {capacity:,} transitions, {need / 1e9:.2f} GB on {device} ({kind})"
+    return buffer, note
+
+
+def resolve_device(requested: str, images: bool = False) -> torch.device:
+    """``auto``: CUDA for a CNN on frames when a GPU is there, else the CPU (faster for MLPs).
+
+    Raises:
+        UserError: ``cuda`` was asked for and there is no GPU.
+    """
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            "--device cuda was asked for but no CUDA device is available; use --device cpu"
+        )
+    if requested == "auto":
+        return torch.device("cuda" if images and torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def device_note(requested: str, device: torch.device, images: bool) -> str:
+    """Why ``--device auto`` chose ``device`` (empty for an explicit choice)."""
+    if requested != "auto":
+        return ""
+    if device.type == "cuda":
+        return " (auto: CUDA for a CNN)"
+    if images:
+        return " (auto: no GPU found; a CNN trains slowly on the CPU)"
+    return " (auto: an MLP is faster on the CPU)"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (the envs are seeded at their first reset)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def env_options(cfg: Config) -> dict[str, Any]:
+    """``make_vector_env`` keywords for this run's environments (training and evaluation).
+
+    A2C on an Atari game gets ALE's C++ vector env under ``--vectorization auto``. DQN keeps
+    Gymnasium's Python wrapper chain: its frame replay rebuilds each stack the way
+    ``FrameStackObservation`` pads it, which ALE's env does not.
+
+    Raises:
+        UserError: DQN on Atari with ``--vectorization native``.
+    """
+    if cfg.run.algo == "dqn" and is_atari(cfg.env.id):
+        if cfg.env.vectorization == "native":
+            raise UserError(
+                "DQN's frame replay rebuilds stacks as Gymnasium's wrappers pad them, not as "
+                "ALE's native vector env does; use --vectorization auto, sync or async"
+            )
+        return {"vectorization": cfg.env.vectorization, "wrappers": atari_wrappers()}
+    return {"vectorization": cfg.env.vectorization}
+
+
+def env_note(env: Any) -> str:
+    """`` (ALE vector env, N threads)`` for ALE's C++ env on the run line; empty otherwise."""
+    if isinstance(env, NativeAtari):
+        return f" (ALE vector env, {env.threads} threads)"
+    return ""
+
+
+def gradient_engine(cfg: Config, model: nn.Module) -> str:
+    """The engine a run computes gradients with: ``--engine``, auto resolved (numpy where it fits).
+
+    Raises:
+        UserError: ``--engine numpy`` for a model it cannot train (Atari CNN, CUDA).
+    """
+    fits = (a2c_numpy if cfg.run.algo == "a2c" else dqn_numpy).supports(model)
+    if cfg.learn.engine == "numpy" and not fits:
+        raise UserError(
+            "--engine numpy trains MLPs on the CPU only; use --engine auto (or autograd) for "
+            "Atari or --device cuda"
+        )
+    if cfg.learn.engine == "auto":
+        return "numpy" if fits else "autograd"
+    return cfg.learn.engine

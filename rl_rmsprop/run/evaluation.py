@@ -1,0 +1,111 @@
+"""Greedy evaluation of a trained network on separately seeded environments (and its videos)."""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium.wrappers import RecordVideo
+from torch import nn
+
+from agents.dqn import (
+    epsilon_greedy,
+)
+from agents.networks import ActorCritic, CnnActorCritic
+from agents.rollout import Collector
+from envs import close_env, is_atari, make_vector_env
+from envs.atari import atari_wrappers
+from rl_rmsprop.config import Config
+from rl_rmsprop.run.builders import env_options
+from rl_rmsprop.run.errors import UserError
+
+no_grad = torch.no_grad()
+"""Decorator for the acting policies: acting needs no autograd graph."""
+
+
+EVAL_SEED_OFFSET = 10_000
+"""Evaluation envs are seeded with the run's seed plus this."""
+
+
+def greedy_policy(model: nn.Module, epsilon: float = 0.0) -> Any:
+    """Observations -> the model's best actions (argmax of logits or of Q-values).
+
+    With ``epsilon`` > 0 each action is uniformly random with that probability (the Nature DQN
+    evaluates at 0.05).
+    """
+    actor = isinstance(model, (ActorCritic, CnnActorCritic))
+    scores = no_grad(lambda obs: model(obs)[0]) if actor else no_grad(model)
+    if epsilon > 0.0:
+        return lambda obs: epsilon_greedy(scores(obs), epsilon)
+    if actor:
+        return lambda obs: model.act(obs, greedy=True)
+    return lambda obs: scores(obs).argmax(-1)
+
+
+def evaluate(
+    model: nn.Module, cfg: Config, device: torch.device, video_dir: Path | None = None
+) -> tuple[float | None, float | None]:
+    """Mean and std of ``--eval-episodes`` greedy episodes on a separately seeded env.
+
+    With ``video_dir`` every episode is recorded there as an MP4 (Gymnasium's RecordVideo
+    around the emulator, so the video shows every frame, not only the ones the agent saw).
+    """
+    episodes = cfg.run.eval_episodes
+    if episodes == 0:
+        return None, None
+    env_kwargs, wrappers = None, None
+    if video_dir is not None:
+        env_kwargs = {"render_mode": "rgb_array"}
+        record = partial(RecordVideo, video_folder=str(video_dir), episode_trigger=lambda _: True)
+        record_quietly = partial(_quiet_video, record)
+        wrappers = [record_quietly, *atari_wrappers()] if is_atari(cfg.env.id) else [record_quietly]
+    seed = cfg.run.seed + EVAL_SEED_OFFSET
+    if wrappers:
+        options = {"vectorization": "sync", "wrappers": wrappers, "env_kwargs": env_kwargs}
+    else:
+        options = env_options(cfg)
+    env = make_vector_env(cfg.env.id, 1, seed, **options)
+    was_training = model.training
+    model.eval()
+    try:
+        collector = Collector(env, seed, device)
+        policy = greedy_policy(model, cfg.run.eval_epsilon)
+        returns: list[float] = []
+        while len(returns) < episodes:
+            collector.step(policy)
+            returns += [ep.episodic_return for ep in collector.pop_finished()]
+    finally:
+        model.train(was_training)
+        close_env(env)
+    return float(np.mean(returns[:episodes])), float(np.std(returns[:episodes]))
+
+
+def check_video(cfg: Config) -> None:
+    """Fail early, before anything is written, if evaluation episodes cannot be recorded.
+
+    Raises:
+        UserError: moviepy is missing, or the env cannot render frames.
+    """
+    if importlib.util.find_spec("moviepy") is None:
+        raise UserError('--capture-video needs moviepy; install it: pip install -e ".[video]"')
+    kwargs = {"render_mode": "rgb_array"}
+    env = make_vector_env(cfg.env.id, 1, 0, vectorization="sync", wrappers=[], env_kwargs=kwargs)
+    try:
+        env.reset(seed=0)
+        env.unwrapped.envs[0].render()
+    except gymnasium.error.DependencyNotInstalled as e:
+        raise UserError(f"--capture-video: {cfg.env.id} cannot render frames ({e})") from None
+    finally:
+        close_env(env)
+
+
+def _quiet_video(record: Any, env: Any) -> Any:
+    with warnings.catch_warnings():  # "overwriting existing videos" and moviepy chatter
+        warnings.simplefilter("ignore")
+        return record(env)
