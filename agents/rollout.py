@@ -108,7 +108,6 @@ class Collector:
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
         self.global_step = 0
         self.finished: list[Episode] = []
-        self.recent: deque[float] = deque(maxlen=100)
 
     def _tensor(self, x: np.ndarray, dtype: torch.dtype | None = None) -> Tensor:
         return torch.as_tensor(x, dtype=dtype, device=self.device)
@@ -151,7 +150,6 @@ class Collector:
         done = info["_episode"]
         for r, length in zip(info["episode"]["r"][done], info["episode"]["l"][done], strict=True):
             self.finished.append(Episode(self.global_step, float(r), int(length)))
-            self.recent.append(float(r))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the env: current observations, autoreset flags, counts, episodes."""
@@ -160,7 +158,6 @@ class Collector:
             "prev_done": self.prev_done,
             "global_step": self.global_step,
             "finished": list(self.finished),
-            "recent": list(self.recent),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -168,16 +165,11 @@ class Collector:
         self.obs, self.prev_done = state["obs"], state["prev_done"]
         self.global_step = state["global_step"]
         self.finished = [Episode(*e) for e in state["finished"]]
-        self.recent = deque(state["recent"], maxlen=100)
 
     def pop_finished(self) -> list[Episode]:
         """Episodes finished since the last call."""
         out, self.finished = self.finished, []
         return out
-
-    def mean_recent(self, n: int = 100) -> float | None:
-        """Mean return of the last ``n`` (at most 100) finished episodes; None before any."""
-        return mean_of_last(self.recent, n)
 
 
 def mean_of_last(returns: deque[float], n: int) -> float | None:

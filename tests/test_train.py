@@ -629,32 +629,3 @@ def test_extending_a_finished_run_equals_the_longer_run(tmp_path):
     a = load_checkpoint(tmp_path / "short" / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "long" / "checkpoint.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def test_solved_at_is_the_first_episode_whose_last_20_reach_the_threshold():
-    from rl_rmsprop.run.tracker import SOLVE_WINDOW, SolvedAt
-
-    assert SOLVE_WINDOW == 20
-    exact, above = SolvedAt(475.0), SolvedAt(476.0)
-    for i in range(19):
-        for tracker in (exact, above):
-            tracker.add(500.0, i, float(i))  # 19 episodes at 500: not yet a full window
-            assert tracker.step is None
-    exact.add(0.0, 19, 19.0)  # mean 475.0 reaches 475
-    assert (exact.step, exact.time_s) == (19, 19.0)
-    exact.add(0.0, 20, 20.0)
-    assert exact.step == 19  # the first step counts
-    above.add(0.0, 19, 19.0)  # the largest return is above 476, the mean (475) is not
-    assert above.step is None
-    restored = SolvedAt(476.0)
-    restored.load_state_dict(above.state_dict())
-    for tracker in (above, restored):
-        for i in range(20, 39):
-            tracker.add(500.0, i, float(i))  # the 0 is still in the window
-        assert tracker.step is None and len(tracker.state_dict()["window"]) == 20
-        tracker.add(500.0, 39, 39.0)  # it has left: 20 episodes at 500
-        assert tracker.step == 39
-    never = SolvedAt(None)
-    for i in range(40):
-        never.add(1e9, i, 0.0)
-    assert never.step is None

@@ -19,8 +19,7 @@ import json
 import shutil
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,7 +34,7 @@ from agents.population import (
     a2c_gradients,
     sample_actions,
 )
-from agents.rollout import WORKER_DIED, EnvStepFailed, mean_of_last
+from agents.rollout import WORKER_DIED, EnvStepFailed
 from envs import EnvError, env_reward_threshold, is_atari
 from envs.population import make_population_env
 from rl_rmsprop.checkpoint import (
@@ -66,7 +65,7 @@ from rl_rmsprop.run.folders import (
 )
 from rl_rmsprop.run.session import hparams
 from rl_rmsprop.run.signals import Interrupted, StopSignals
-from rl_rmsprop.run.tracker import SOLVE_WINDOW, SolvedAt, fmt_or_na
+from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats, fmt_or_na
 from rl_rmsprop.threads import set_threads
 
 SHARED = ("optim", "run.seed", "run.logdir", "run.run_name")
@@ -121,13 +120,12 @@ def check_members(cfgs: list[Config]) -> None:
 
 @dataclass
 class Member:
-    """One member's bookkeeping: its folder, logger, episodes and solved-at step."""
+    """One member's bookkeeping: its folder, logger, episodes and whether it was stopped."""
 
     cfg: Config
     run_dir: Path
     logger: Logger
-    solved: SolvedAt
-    recent: deque = field(default_factory=lambda: deque(maxlen=100))
+    episodes: EpisodeStats
     error: str | None = None
     stopped_at: int | None = None
     """Env step at which the member was stopped (diverged); it takes no more updates."""
@@ -135,26 +133,15 @@ class Member:
     def episode(self, ret: float, length: int, step: int, elapsed: float) -> None:
         """Log a finished episode and note when the env is first solved."""
         self.logger.episode(ret, length, step)
-        self.recent.append(ret)
-        self.solved.add(ret, step, elapsed)
-
-    def mean_recent(self, n: int = 100) -> float | None:
-        """Mean return of the last ``n`` (at most 100) episodes; None before any."""
-        return mean_of_last(self.recent, n)
+        self.episodes.add(ret, step, elapsed)
 
     def state_dict(self) -> dict[str, Any]:
         """The bookkeeping a resumed population continues from."""
-        return {
-            **self.solved.state_dict(),
-            "recent": list(self.recent),
-            "error": self.error,
-            "stopped_at": self.stopped_at,
-        }
+        return {**self.episodes.state_dict(), "error": self.error, "stopped_at": self.stopped_at}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output."""
-        self.solved.load_state_dict(state)
-        self.recent = deque(state["recent"], maxlen=100)
+        self.episodes.load_state_dict(state)
         self.error, self.stopped_at = state["error"], state["stopped_at"]
 
 
@@ -287,7 +274,7 @@ def run_population(
             purge = None if resume_step is None else resume_step + 1
             logger = Logger(run_dir, run.total_steps, quiet=True, purge_step=purge)
             logger.config(hparams(cfg), None if state else markdown_table(flatten(cfg.to_dict())))
-            members.append(Member(cfg, run_dir, logger, SolvedAt(threshold)))
+            members.append(Member(cfg, run_dir, logger, EpisodeStats(threshold)))
         print(
             f"{label}: {len(members)} members ({_families(members_cfg)}) of a2c on "
             f"{base.env.id} x{envs_per_member} envs each, {run.total_steps:,} steps per member, "
@@ -452,7 +439,7 @@ class Loop:
                 continue  # a stopped member logs nothing after its last update
             values = {tag: v[k] for tag, v in losses_k.items()}
             m.logger.scalars({**values, **figures[k], "charts/SPS": sps}, step)
-            mean100 = m.mean_recent()
+            mean100 = m.episodes.mean_recent()
             if mean100 is not None:
                 m.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
 
@@ -473,9 +460,7 @@ class Loop:
                 "updates": self.updates,
                 "wall_time_s": wall,
                 "sps": step / wall,
-                "episodic_return_mean100": m.mean_recent(),
-                "solved_at_step": m.solved.step,
-                "solved_at_time_s": m.solved.time_s,
+                **m.episodes.figures(),
                 "eval_return_mean": results[k][0],
                 "eval_return_std": results[k][1],
                 "population": {"members": k_members, "aggregate_sps": step * k_members / wall},
@@ -556,9 +541,9 @@ def _log_eval(
 
 
 def _progress(members: list[Member], step: int, total: int, elapsed: float, out: TextIO) -> None:
-    recent = [r for r in (m.mean_recent(SOLVE_WINDOW) for m in members) if r is not None]
+    recent = [r for r in (m.episodes.mean_recent(SOLVE_WINDOW) for m in members) if r is not None]
     ret = f"{np.median(recent):.1f}" if recent else "n/a"
-    solved = sum(m.solved.step is not None for m in members)
+    solved = sum(m.episodes.solved.step is not None for m in members)
     aggregate = step * len(members) / max(elapsed, 1e-9)
     print(
         f"{step:>10,}/{total:,} steps per member ({100 * step / total:5.1f}%)  "

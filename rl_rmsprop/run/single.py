@@ -135,7 +135,10 @@ def restore(sess: Session, state: dict[str, Any], path: Path) -> None:
         raise UserError(f"checkpoint {path} does not fit this run ({first})") from None
     sess.evaluations = state.get("evaluations", 0)
     sess.collector.load_state_dict(state["collector"])
-    sess.tracker.load_state_dict(state["tracker"])
+    # Checkpoints of format 1 kept the last returns with the collector, not the tracker.
+    sess.tracker.load_state_dict(
+        {"recent": state["collector"].get("recent", []), **state["tracker"]}
+    )
     env, why = unpack_env(sess.env, state["env"], sess.cfg.run.trust_checkpoint)
     sess.env = sess.collector.env = env
     if why is not None:

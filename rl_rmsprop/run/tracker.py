@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
 
-from agents.rollout import Collector
+from agents.rollout import Collector, mean_of_last
 from envs import env_reward_threshold, is_atari
 from envs.atari import FRAME_SKIP
 from rl_rmsprop.config import Config
@@ -62,6 +63,47 @@ class SolvedAt:
         self.step, self.time_s = state["solved_at_step"], state["solved_at_time_s"]
 
 
+class EpisodeStats:
+    """One member's finished episodes: its last 100 returns and when it first solved the env.
+
+    A single run has one, a population one per member: the same window, the same rule, the
+    same figures in ``summary.json``.
+
+    Args:
+        threshold: the env's reward threshold, or None.
+    """
+
+    def __init__(self, threshold: float | None) -> None:
+        self.recent: deque[float] = deque(maxlen=100)
+        self.solved = SolvedAt(threshold)
+
+    def add(self, episodic_return: float, step: int, elapsed_s: float) -> None:
+        """Take one finished episode (its return, the env step and wall time it ended at)."""
+        self.recent.append(episodic_return)
+        self.solved.add(episodic_return, step, elapsed_s)
+
+    def mean_recent(self, n: int = 100) -> float | None:
+        """Mean return of the last ``n`` (at most 100) episodes; None before any."""
+        return mean_of_last(self.recent, n)
+
+    def figures(self) -> dict[str, Any]:
+        """Its figures of ``summary.json``."""
+        return {
+            "episodic_return_mean100": self.mean_recent(),
+            "solved_at_step": self.solved.step,
+            "solved_at_time_s": self.solved.time_s,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The window, the last returns and the solved-at figures (for checkpoints)."""
+        return {**self.solved.state_dict(), "recent": list(self.recent)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.solved.load_state_dict(state)
+        self.recent = deque(state["recent"], maxlen=100)
+
+
 class Tracker:
     """What every run loop shares: episodes, solved-at, telemetry cadence, progress, summary.
 
@@ -76,7 +118,7 @@ class Tracker:
         self.run, self.collector, self.opt, self.logger = cfg.run, collector, opt, logger
         self.max_norm = cfg.learn.max_grad_norm
         self.atari = is_atari(cfg.env.id)
-        self.solved = SolvedAt(env_reward_threshold(cfg.env.id))
+        self.episodes = EpisodeStats(env_reward_threshold(cfg.env.id))
         self.updates = 0
         self.start = time.perf_counter()
         on_cpu = all(p.device.type == "cpu" for g in opt.param_groups for p in g["params"])
@@ -103,23 +145,23 @@ class Tracker:
             figures = statistics(self.opt, preclip, self.max_norm or None)
             extra = {"charts/frames": step * FRAME_SKIP} if self.atari else {}
             self.logger.scalars({**metrics, **figures, "charts/SPS": self.sps(), **extra}, step)
-            mean100 = self.collector.mean_recent()
+            mean100 = self.episodes.mean_recent()
             if mean100 is not None:
                 self.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
         if self.run.histogram_every and self.updates % self.run.histogram_every == 1:
             self.logger.histograms(histograms(self.opt), step)
 
     def state_dict(self) -> dict[str, Any]:
-        """Counters and the solved-at bookkeeping (for checkpoints)."""
+        """Counters and the episode bookkeeping (for checkpoints)."""
         return {
-            **self.solved.state_dict(),
+            **self.episodes.state_dict(),
             "updates": self.updates,
             "elapsed_s": time.perf_counter() - self.start,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` output; wall time continues from the saved elapsed time."""
-        self.solved.load_state_dict(state)
+        self.episodes.load_state_dict(state)
         self.updates = state["updates"]
         self.start = time.perf_counter() - state["elapsed_s"]
 
@@ -131,10 +173,10 @@ class Tracker:
         """Log finished episodes, note when the env is first solved, update the progress."""
         for ep in self.collector.pop_finished():
             self.logger.episode(ep.episodic_return, ep.length, ep.step)
-            self.solved.add(ep.episodic_return, ep.step, time.perf_counter() - self.start)
+            self.episodes.add(ep.episodic_return, ep.step, time.perf_counter() - self.start)
         step = self.collector.global_step
         if self.logger.progress_due(step):
-            self.logger.progress(step, self.sps(), self.collector.mean_recent(SOLVE_WINDOW))
+            self.logger.progress(step, self.sps(), self.episodes.mean_recent(SOLVE_WINDOW))
 
     def summary(self) -> dict[str, Any]:
         """The figures of ``summary.json`` that the loop knows."""
@@ -144,9 +186,7 @@ class Tracker:
             "updates": self.updates,
             "wall_time_s": wall,
             "sps": self.collector.global_step / wall,
-            "episodic_return_mean100": self.collector.mean_recent(),
-            "solved_at_step": self.solved.step,
-            "solved_at_time_s": self.solved.time_s,
+            **self.episodes.figures(),
         }
 
 

@@ -1,0 +1,55 @@
+"""run.tracker: the solved-at rule and the per-member episode bookkeeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats, SolvedAt, fmt_or_na
+
+
+def test_solved_at_is_the_first_episode_whose_last_20_reach_the_threshold():
+    assert SOLVE_WINDOW == 20
+    exact, above = SolvedAt(475.0), SolvedAt(476.0)
+    for i in range(19):
+        for tracker in (exact, above):
+            tracker.add(500.0, i, float(i))  # 19 episodes at 500: not yet a full window
+            assert tracker.step is None
+    exact.add(0.0, 19, 19.0)  # mean 475.0 reaches 475
+    assert (exact.step, exact.time_s) == (19, 19.0)
+    exact.add(0.0, 20, 20.0)
+    assert exact.step == 19  # the first step counts
+    above.add(0.0, 19, 19.0)  # the largest return is above 476, the mean (475) is not
+    assert above.step is None
+    restored = SolvedAt(476.0)
+    restored.load_state_dict(above.state_dict())
+    for tracker in (above, restored):
+        for i in range(20, 39):
+            tracker.add(500.0, i, float(i))  # the 0 is still in the window
+        assert tracker.step is None and len(tracker.state_dict()["window"]) == 20
+        tracker.add(500.0, 39, 39.0)  # it has left: 20 episodes at 500
+        assert tracker.step == 39
+    never = SolvedAt(None)
+    for i in range(40):
+        never.add(1e9, i, 0.0)
+    assert never.step is None
+
+
+def test_episode_stats_keep_the_last_100_returns_and_the_solved_step():
+    stats = EpisodeStats(500.0)  # every one of the last 20 must be 500
+    assert stats.mean_recent() is None and stats.figures()["episodic_return_mean100"] is None
+    for i in range(150):
+        stats.add(float(i), step=10 * i, elapsed_s=i / 10)
+    assert list(stats.recent) == [float(i) for i in range(50, 150)]
+    assert stats.mean_recent() == pytest.approx(99.5)
+    assert stats.mean_recent(SOLVE_WINDOW) == pytest.approx(139.5)
+    assert stats.figures()["solved_at_step"] is None
+    for i in range(SOLVE_WINDOW):
+        stats.add(500.0, step=2000 + i, elapsed_s=30.0 + i)
+    assert stats.figures()["solved_at_step"] == 2000 + SOLVE_WINDOW - 1
+    restored = EpisodeStats(500.0)
+    restored.load_state_dict(stats.state_dict())
+    assert restored.figures() == stats.figures() and list(restored.recent) == list(stats.recent)
+
+
+def test_fmt_or_na():
+    assert fmt_or_na(None) == "n/a" and fmt_or_na(12.345) == "12.3" and fmt_or_na(3, ",.0f") == "3"
