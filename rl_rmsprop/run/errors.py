@@ -7,6 +7,10 @@ training (:class:`TrainingFailed` and its kinds) exits 1 and leaves a run folder
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from agents.rollout import WORKER_DIED, EnvStepFailed
+
 
 class UserError(Exception):
     """A mistake in the user's input: reported as one line, exit status 2."""
@@ -29,3 +33,23 @@ class Diverged(TrainingFailed):
 
 class EnvCrashed(TrainingFailed):
     """An environment raised an error or its worker process died."""
+
+
+def as_training_failure(error: BaseException, where: Path, at: str = "") -> TrainingFailed:
+    """What an error raised during training means, as its one-line failure.
+
+    Args:
+        error: the environment's error (:class:`~agents.rollout.EnvStepFailed`, a dead
+            worker), a write that failed (``OSError``), or a failure already.
+        where: the folder being written, named when the OS error names no file.
+        at: where in training it happened (`` at step 1,234``), appended to a write failure.
+    """
+    if isinstance(error, TrainingFailed):
+        return error
+    if isinstance(error, (EnvStepFailed, *WORKER_DIED)):
+        return EnvCrashed(str(error) or type(error).__name__)
+    if isinstance(error, OSError):
+        name = error.filename or where
+        reason = error.strerror or error
+        return TrainingFailed(f"cannot write {name} ({reason}){at}; free space or fix permissions")
+    return TrainingFailed(f"{type(error).__name__}: {error}")

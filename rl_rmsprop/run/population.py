@@ -34,7 +34,7 @@ from agents.population import (
     a2c_gradients,
     sample_actions,
 )
-from agents.rollout import WORKER_DIED, EnvStepFailed
+from agents.rollout import EnvStepFailed
 from envs import EnvError, env_reward_threshold, is_atari
 from envs.population import make_population_env
 from rl_rmsprop.checkpoint import (
@@ -54,7 +54,7 @@ from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim.population import PopulationOptimizer, member_settings
 from rl_rmsprop.optim.presets import preset_group
 from rl_rmsprop.run.builders import resolve_device
-from rl_rmsprop.run.errors import EnvCrashed, TrainingFailed, UserError
+from rl_rmsprop.run.errors import UserError, as_training_failure
 from rl_rmsprop.run.evaluation import EVAL_SEED_OFFSET
 from rl_rmsprop.run.folders import (
     FolderLock,
@@ -638,11 +638,7 @@ def _train_population_locked(cfg: Config, folder: Path, resume: Path | None) -> 
             shutil.rmtree(folder, ignore_errors=True)
         raise
     except (EnvStepFailed, EOFError, OSError) as e:  # during training: as a single run's
-        failure: TrainingFailed
-        if isinstance(e, (EnvStepFailed, *WORKER_DIED)):
-            failure = EnvCrashed(str(e) or type(e).__name__)
-        else:
-            failure = TrainingFailed(f"cannot write {e.filename or folder} ({e.strerror or e})")
+        failure = as_training_failure(e, folder)
         kept = checkpoint.exists()
         if not kept and resume is None:
             shutil.rmtree(folder, ignore_errors=True)  # made by this call, nothing to resume

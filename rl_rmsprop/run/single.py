@@ -42,7 +42,13 @@ from rl_rmsprop.run.builders import (
     resolve_device,
     seed_everything,
 )
-from rl_rmsprop.run.errors import Diverged, EnvCrashed, TrainingFailed, UserError
+from rl_rmsprop.run.errors import (
+    Diverged,
+    EnvCrashed,
+    TrainingFailed,
+    UserError,
+    as_training_failure,
+)
 from rl_rmsprop.run.evaluation import check_video, evaluate
 from rl_rmsprop.run.folders import (
     FolderLock,
@@ -326,15 +332,8 @@ def training_failure(
     removed (nothing half-written stays behind), except for a diverged run, whose events
     show how it diverged.
     """
-    if isinstance(error, OSError):
-        step = f" at step {sess.collector.global_step:,}" if sess is not None else ""
-        where = error.filename or run_dir
-        text = (
-            f"cannot write {where} ({error.strerror or error}){step}; free space or fix permissions"
-        )
-        error = TrainingFailed(text)
-    if isinstance(error, EnvStepFailed):  # the env raised while it was first reset
-        error = EnvCrashed(str(error))
+    at = f" at step {sess.collector.global_step:,}" if sess is not None else ""
+    error = as_training_failure(error, run_dir, at)  # an env that raised at its first reset
     if sess is not None and sess.logger is not None:
         with contextlib.suppress(OSError):  # the disk that failed may fail again
             sess.logger.close()
