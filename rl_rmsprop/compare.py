@@ -274,14 +274,6 @@ def build_pairs(
     return pairs
 
 
-def _train_pair(cfg: Config) -> dict[str, Any]:
-    """Worker: one ordinary train run (resumed where an earlier attempt left a checkpoint).
-
-    Its summary, or ``{"error": ...}`` for a user error or a failure during training.
-    """
-    return train_or_resume(cfg)
-
-
 def _train_chunk(cfgs: list[Config], label: str, checkpoint: Path) -> list[dict[str, Any]]:
     """Worker: one population of runs; each run's summary, or ``{"error": ...}``.
 
@@ -386,7 +378,7 @@ def run_pairs(
             return results
     else:
         chunks = [[p] for p in todo]
-        jobs = [(_train_pair, (p.cfg,)) for p in todo]
+        jobs = [(train_or_resume, (p.cfg,)) for p in todo]  # resumed where a checkpoint is
 
     def reported(index: int, result: Any) -> None:
         if isinstance(result, Exception):  # the worker died or the job raised

@@ -111,6 +111,7 @@ class Pool:
         self.size = max(1, size)
         self.context = multiprocessing.get_context(method)
         self.busy: dict[Connection, tuple[int, Any]] = {}  # pipe -> (job index, process)
+        self.idle: list[tuple[Connection, Any]] = []  # started workers waiting for a job
 
     def _start(self) -> tuple[Connection, Any]:
         mine, theirs = self.context.Pipe()
@@ -149,7 +150,6 @@ class Pool:
         """
         results: list[Any] = [None] * len(jobs)
         queue = list(enumerate(jobs))
-        self.idle: list[tuple[Connection, Any]] = []
         started = 0
         try:
             while queue or self.busy:

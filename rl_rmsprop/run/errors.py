@@ -35,19 +35,19 @@ class EnvCrashed(TrainingFailed):
     """An environment raised an error or its worker process died."""
 
 
-def as_training_failure(error: BaseException, where: Path, at: str = "") -> TrainingFailed:
+def as_training_failure(error: BaseException, where: Path | None, at: str = "") -> TrainingFailed:
     """What an error raised during training means, as its one-line failure.
 
     Args:
         error: the environment's error (:class:`~agents.rollout.EnvStepFailed`, a dead
             worker), a write that failed (``OSError``), or a failure already.
         where: the folder being written, named when the OS error names no file.
-        at: where in training it happened (`` at step 1,234``), appended to a write failure.
+        at: where in training it happened (`` at step 1,234``), appended to the line.
     """
     if isinstance(error, TrainingFailed):
         return error
     if isinstance(error, (EnvStepFailed, *WORKER_DIED)):
-        return EnvCrashed(str(error) or type(error).__name__)
+        return EnvCrashed(f"{str(error) or type(error).__name__}{at}")
     if isinstance(error, OSError):
         name = error.filename or where
         reason = error.strerror or error

@@ -290,9 +290,6 @@ def train_session(sess: Session) -> tuple[dict, dict]:
             f"an environment worker of {sess.cfg.env.id} died ({type(e).__name__}) at step "
             f"{sess.collector.global_step:,}"
         ) from None
-    except EnvStepFailed as e:
-        sess.logger.close()
-        raise EnvCrashed(f"{e} at step {sess.collector.global_step:,}") from None
     except BaseException:  # anything else: what was logged still reaches the disk
         sess.logger.close()
         raise
@@ -333,12 +330,12 @@ def training_failure(
     show how it diverged.
     """
     at = f" at step {sess.collector.global_step:,}" if sess is not None else ""
-    error = as_training_failure(error, run_dir, at)  # an env that raised at its first reset
+    error = as_training_failure(error, run_dir, at)
     if sess is not None and sess.logger is not None:
         with contextlib.suppress(OSError):  # the disk that failed may fail again
             sess.logger.close()
     if run_dir is None:
-        return error if isinstance(error, TrainingFailed) else TrainingFailed(str(error))
+        return error
     saved = resume_candidates(run_dir)
     if saved:
         last = saved[0].relative_to(run_dir)
