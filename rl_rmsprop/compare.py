@@ -445,6 +445,8 @@ class OptimizerResult:
     solved: int
     steps_to_solve: float | None
     time_to_solve_s: float | None
+    eval_solved: int
+    eval_steps_to_solve: float | None
     auc: float | None
     sps: float | None
 
@@ -465,6 +467,8 @@ def aggregate(
             s["episodic_return_mean100"] for s in ok if s["episodic_return_mean100"] is not None
         ]
         solved = [s for s in ok if s["solved_at_step"] is not None]
+        evals = [s.get("eval_solved_at_step") for s in ok]
+        eval_solved = [step for step in evals if step is not None]
         aucs = [curves[p]["auc"] for p in mine if p in curves]
         rows.append(
             OptimizerResult(
@@ -478,6 +482,8 @@ def aggregate(
                 solved=len(solved),
                 steps_to_solve=_median([s["solved_at_step"] for s in solved]),
                 time_to_solve_s=_median([s["solved_at_time_s"] for s in solved]),
+                eval_solved=len(eval_solved),
+                eval_steps_to_solve=_median(eval_solved),
                 auc=float(np.mean(aucs)) if aucs else None,
                 sps=_median([s["sps"] for s in ok]),
             )
@@ -498,7 +504,7 @@ def format_table(rows: list[OptimizerResult]) -> str:
     width = max(9, *(len(r.label) for r in rows))
     head = (
         f"{'optimizer':<{width}} | final return IQM [95% CI]  | mean +- std     | solved | "
-        f"steps to solve | time to solve |   AUC |    SPS"
+        f"steps to solve | time to solve | eval solved at (median) |   AUC |    SPS"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
@@ -508,7 +514,8 @@ def format_table(rows: list[OptimizerResult]) -> str:
         lines.append(
             f"{r.label:<{width}} | {_fmt(r.final_iqm, '6.1f'):>6} {ci:<19} | {mean_std:<15} | "
             f"{r.solved:>2}/{r.runs - r.failed:<3} | {_fmt(r.steps_to_solve, ',.0f'):>14} | "
-            f"{solve_time:>13} | {_fmt(r.auc, '.3f'):>5} | "
+            f"{solve_time:>13} | {r.eval_solved:>2}/{r.runs - r.failed:<3} "
+            f"{_fmt(r.eval_steps_to_solve, ',.0f'):>15} | {_fmt(r.auc, '.3f'):>5} | "
             f"{_fmt(r.sps, ',.0f'):>6}"
         )
     return "\n".join(lines)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from envs import is_atari
+
 
 def flag(name: str, **metadata: Any) -> dict[str, Any]:
     """Field metadata giving a field a CLI flag other than ``--<field-name>``."""
@@ -50,8 +52,9 @@ class RunConfig:
     """Greedy evaluation episodes after training (0: none)."""
     eval_epsilon: float = 0.0
     """Random-action probability during evaluation (the Nature DQN used 0.05)."""
-    eval_every: int = 0
-    """Also evaluate every this many env steps during training (0: only at the end)."""
+    eval_every: int | None = None
+    """Also evaluate greedily every this many env steps during training (None: 10,000, and
+    250,000 on Atari; 0: only at the end)."""
     capture_video: bool = False
     """Record the evaluation episodes as MP4 files in <run>/videos (needs moviepy)."""
     preset: str | None = field(default=None, metadata={"choices": ("dqn-nature", "a2c-atari")})
@@ -214,6 +217,11 @@ ALGO_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 }
 """What an unset (None) option means for each algorithm."""
 
+EVAL_EVERY = 10_000
+"""Env steps between greedy evaluations by default (as the zoo evaluates classic control)."""
+ATARI_EVAL_EVERY = 250_000
+"""The same on Atari, where one evaluation plays several long games."""
+
 
 @dataclass(frozen=True)
 class Config:
@@ -233,6 +241,9 @@ class Config:
             current = getattr(self, section)
             unset = {k: v for k, v in defaults.items() if getattr(current, k) is None}
             parts[section] = dataclasses.replace(current, **unset)
+        if self.run.eval_every is None:
+            every = ATARI_EVAL_EVERY if is_atari(self.env.id) else EVAL_EVERY
+            parts["run"] = dataclasses.replace(self.run, eval_every=every)
         return dataclasses.replace(self, **parts)
 
     def to_dict(self) -> dict[str, Any]:
@@ -490,7 +501,10 @@ def validate(cfg: Config) -> str | None:
         (lr is None or (math.isfinite(lr) and lr > 0), "--lr must be a finite number > 0"),
         (cfg.run.eval_episodes >= 0, "--eval-episodes must be >= 0"),
         (0.0 <= cfg.run.eval_epsilon <= 1.0, "--eval-epsilon must be in [0, 1]"),
-        (cfg.run.eval_every >= 0, "--eval-every must be >= 0 (0: only at the end)"),
+        (
+            cfg.run.eval_every is None or cfg.run.eval_every >= 0,
+            "--eval-every must be >= 0 (0: only at the end)",
+        ),
         (cfg.run.log_every >= 0, "--log-every must be >= 0"),
         (cfg.run.histogram_every >= 0, "--histogram-every must be >= 0"),
         (cfg.run.checkpoint_every >= 0, "--checkpoint-every must be >= 0 (0: final only)"),

@@ -197,7 +197,9 @@ def test_significance_needs_three_runs_and_non_overlapping_intervals():
     from rl_rmsprop.compare import OptimizerResult, significance
 
     def row(label, runs, ci):
-        return OptimizerResult(label, runs, 0, 1.0, ci, 1.0, 0.0, 0, None, None, None, None)
+        return OptimizerResult(
+            label, runs, 0, 1.0, ci, 1.0, 0.0, 0, None, None, 0, None, None, None
+        )
 
     rows = [row("a", 5, (10.0, 20.0)), row("b", 5, (21.0, 30.0)), row("c", 5, (15.0, 25.0))]
     text = significance(rows)
@@ -375,3 +377,29 @@ def test_sigterm_stops_a_study_as_ctrl_c_does(tmp_path):
     proc.terminate()
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.startswith("interrupted: ") and err.count("\n") == 1
+
+
+def test_the_table_counts_both_solved_rules():
+    from rl_rmsprop.compare import OptimizerSpec, Pair, aggregate, format_table
+
+    spec = OptimizerSpec("rmsprop")
+    pairs = [Pair(spec, seed, None) for seed in range(3)]
+
+    def summary(solved, eval_solved):
+        return {
+            "episodic_return_mean100": 400.0,
+            "solved_at_step": solved,
+            "solved_at_time_s": None if solved is None else 1.0,
+            "eval_solved_at_step": eval_solved,
+            "sps": 1000.0,
+        }
+
+    results = {
+        pairs[0]: summary(None, 20_000),
+        pairs[1]: summary(50_000, 30_000),
+        pairs[2]: {**summary(None, None), "eval_solved_at_step": None},
+    }
+    (row,) = aggregate([spec], pairs, results, {})
+    assert (row.solved, row.eval_solved, row.eval_steps_to_solve) == (1, 2, 25_000.0)
+    line = format_table([row]).splitlines()[2]
+    assert " 1/3 " in line and " 2/3 " in line and "25,000" in line

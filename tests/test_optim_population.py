@@ -135,6 +135,9 @@ def test_statistics_are_a_single_runs_per_member():
                     assert mine[tag] == pytest.approx(float(value), rel=1e-4, abs=1e-9), tag
     per_param = opt.statistics()[0]
     assert {"grad/norm/a", "grad/norm/b"} <= set(per_param)
+    # Without clipping, the norm before clipping is the norm applied, and still logged.
+    assert per_param["grad/norm_preclip"] == per_param["grad/norm_postclip"]
+    assert "grad/clipped" not in per_param
     hist = opt.histograms(2)
     assert set(hist) == {"grad/values"}  # SGD has no square average
 

@@ -349,6 +349,9 @@ def test_periodic_evaluation_and_a_population_of_one(tmp_path):
     )
     evals = _scalars(tmp_path / "p" / "seed-1", "eval/episodic_return_mean")
     assert [step for step, _ in evals] == [1000, 2000, 3000]
+    summary = json.loads((tmp_path / "p" / "seed-1" / "summary.json").read_text())
+    reached = [step for step, value in evals if value >= 475.0]
+    assert summary["eval_solved_at_step"] == (reached[0] if reached else None)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")

@@ -51,5 +51,25 @@ def test_episode_stats_keep_the_last_100_returns_and_the_solved_step():
     assert restored.figures() == stats.figures() and list(restored.recent) == list(stats.recent)
 
 
+def test_eval_solved_at_is_the_first_evaluation_whose_mean_reaches_the_threshold():
+    stats = EpisodeStats(475.0)
+    stats.evaluated(None, 10_000)  # evaluation off: nothing to judge
+    stats.evaluated(474.9, 20_000)
+    assert stats.figures()["eval_solved_at_step"] is None
+    stats.evaluated(475.0, 30_000)
+    stats.evaluated(500.0, 40_000)  # the first evaluation counts
+    assert stats.figures()["eval_solved_at_step"] == 30_000
+    assert stats.figures()["solved_at_step"] is None  # the training rule is separate
+    restored = EpisodeStats(475.0)
+    restored.load_state_dict(stats.state_dict())
+    assert restored.figures() == stats.figures()
+    older = {k: v for k, v in stats.state_dict().items() if k != "eval_solved_at_step"}
+    restored.load_state_dict(older)  # a checkpoint written before the evaluation rule
+    assert restored.figures()["eval_solved_at_step"] is None
+    never = EpisodeStats(None)
+    never.evaluated(1e9, 10)
+    assert never.figures()["eval_solved_at_step"] is None
+
+
 def test_fmt_or_na():
     assert fmt_or_na(None) == "n/a" and fmt_or_na(12.345) == "12.3" and fmt_or_na(3, ",.0f") == "3"

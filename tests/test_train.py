@@ -600,6 +600,25 @@ def test_periodic_evaluation_is_logged(tmp_path):
     evals = events(tmp_path / "v").Scalars("eval/episodic_return_mean")
     assert [e.step for e in evals][:2] == [1520, 3000] and evals[-1].step >= 4000
     assert len(evals) == 3
+    summary = json.loads((tmp_path / "v" / "summary.json").read_text())
+    reached = [e.step for e in evals if e.value >= 475.0]  # CartPole-v1's threshold
+    assert summary["eval_solved_at_step"] == (reached[0] if reached else None)
+    # Evaluation plays separate envs and draws from no generator of the training: the
+    # training is the same without it.
+    argv = [*argv[:-1], "v0"]
+    argv[argv.index("1500")] = "0"
+    assert main(argv) == 0
+    training = [e.value for e in events(tmp_path / "v").Scalars("charts/episodic_return")]
+    alone = [e.value for e in events(tmp_path / "v0").Scalars("charts/episodic_return")]
+    assert training == alone and len(training) > 20
+
+
+def test_evaluation_every_10k_steps_is_the_default_and_250k_on_atari():
+    from rl_rmsprop.config import parse_config
+
+    assert parse_config([]).run.eval_every == 10_000
+    assert parse_config(["--env", "PongNoFrameskip-v4"]).run.eval_every == 250_000
+    assert parse_config(["--eval-every", "0"]).run.eval_every == 0
 
 
 def test_capture_video_without_its_dependencies_is_refused_before_anything_is_written(

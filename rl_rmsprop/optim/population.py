@@ -282,11 +282,13 @@ class PopulationOptimizer:
         Returns:
             One dict of tag -> value per member.
         """
-        cols: dict[str, Tensor] = {"grad/norm_postclip": self.grad_norms()}
-        if preclip is not None:
-            cols["grad/norm_preclip"] = preclip
-            if max_norm is not None:
-                cols["grad/clipped"] = (preclip > max_norm).to(preclip.dtype)
+        postclip = self.grad_norms()
+        cols: dict[str, Tensor] = {
+            "grad/norm_postclip": postclip,
+            "grad/norm_preclip": postclip if preclip is None else preclip,
+        }
+        if preclip is not None and max_norm is not None:
+            cols["grad/clipped"] = (preclip > max_norm).to(preclip.dtype)
         if per_param:
             for name, offset, numel in self.names:
                 part = self.grad[:, offset : offset + numel]

@@ -118,24 +118,29 @@ def statistics(
 
     Args:
         optimizer: the optimizer to describe.
-        preclip_norm: what :func:`clip_grad_norm_` returned, to report ``grad/norm_preclip``
-            and ``grad/clipped``.
+        preclip_norm: what :func:`clip_grad_norm_` returned, for ``grad/norm_preclip`` and
+            ``grad/clipped``; None when the run does not clip (then ``grad/norm_preclip`` is
+            the norm of the gradient applied).
         max_norm: the clipping threshold used.
         per_param: include ``grad/norm/<parameter name>`` for every parameter.
 
     Returns:
-        ``grad/norm_postclip``, optionally ``grad/norm_preclip``, ``grad/clipped`` and
+        ``grad/norm_postclip``, ``grad/norm_preclip``, optionally ``grad/clipped`` and
         ``grad/norm/<name>``; ``optim/lr``, ``optim/sq_avg/{mean,min,max}`` (where a square
         average exists), ``optim/effective_lr/{mean,p05,p50,p95}`` (lr / denominator per
         element), ``optim/update_to_param_ratio`` (when ``optimizer.record_update`` was set
         before the step), ``optim/eps_dominated_fraction`` and ``optim/nonfinite_skipped``.
 
     """
-    out: dict[str, Tensor | float] = {"grad/norm_postclip": total_grad_norm(optimizer)}
-    if preclip_norm is not None:
-        out["grad/norm_preclip"] = preclip_norm
-        if max_norm is not None:
-            out["grad/clipped"] = (preclip_norm > max_norm).float()
+    postclip = total_grad_norm(optimizer)
+    # Without clipping the gradient applied is the gradient computed: both norms are logged,
+    # so a dashboard reads grad/norm_preclip whether or not a run clips.
+    out: dict[str, Tensor | float] = {
+        "grad/norm_postclip": postclip,
+        "grad/norm_preclip": postclip if preclip_norm is None else preclip_norm,
+    }
+    if preclip_norm is not None and max_norm is not None:
+        out["grad/clipped"] = (preclip_norm > max_norm).float()
     spaces = optimizer.spaces
     if per_param:
         for space in spaces:

@@ -534,6 +534,7 @@ def _log_eval(
     members: list[Member], results: list[tuple[float | None, float | None]], step: int
 ) -> None:
     for m, (mean, std) in zip(members, results, strict=True):
+        m.episodes.evaluated(mean, step)
         if mean is not None:
             m.logger.scalars(
                 {"eval/episodic_return_mean": mean, "eval/episodic_return_std": std}, step

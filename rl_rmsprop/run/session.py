@@ -143,6 +143,7 @@ class Session:
         if every and step // every > self.evaluations and step < self.cfg.run.total_steps:
             self.evaluations = step // every
             mean, std = evaluate(self.model, self.cfg, self.device or torch.device("cpu"))
+            self.tracker.episodes.evaluated(mean, step)
             if mean is not None:
                 self.logger.scalars(
                     {"eval/episodic_return_mean": mean, "eval/episodic_return_std": std}, step

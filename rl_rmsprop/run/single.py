@@ -301,6 +301,9 @@ def finish(sess: Session, summary: dict, final_state: dict) -> dict:
     video_dir = run_dir / "videos" if cfg.run.capture_video else None
     mean, std = evaluate(sess.model, cfg, sess.device or torch.device("cpu"), video_dir)
     summary["eval_return_mean"], summary["eval_return_std"] = mean, std
+    episodes = sess.tracker.episodes
+    episodes.evaluated(mean, summary["total_steps"])
+    summary["eval_solved_at_step"] = episodes.eval_solved_at_step
     if mean is not None:
         logger.scalars(
             {"eval/episodic_return_mean": mean, "eval/episodic_return_std": std},

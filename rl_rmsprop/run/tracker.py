@@ -66,8 +66,10 @@ class SolvedAt:
 class EpisodeStats:
     """One member's finished episodes: its last 100 returns and when it first solved the env.
 
-    A single run has one, a population one per member: the same window, the same rule, the
-    same figures in ``summary.json``.
+    Two rules say when: ``solved_at_step`` (the mean of the last :data:`SOLVE_WINDOW` training
+    episodes reaches the env's threshold) and ``eval_solved_at_step`` (the first greedy
+    evaluation, periodic or final, whose mean reaches it). A single run has one, a population
+    one per member: the same rules, the same figures in ``summary.json``.
 
     Args:
         threshold: the env's reward threshold, or None.
@@ -76,6 +78,15 @@ class EpisodeStats:
     def __init__(self, threshold: float | None) -> None:
         self.recent: deque[float] = deque(maxlen=100)
         self.solved = SolvedAt(threshold)
+        self.eval_solved_at_step: int | None = None
+
+    def evaluated(self, mean: float | None, step: int) -> None:
+        """Take one greedy evaluation's mean return at env step ``step`` (None: not run)."""
+        threshold = self.solved.threshold
+        if threshold is None or mean is None or self.eval_solved_at_step is not None:
+            return
+        if mean >= threshold:
+            self.eval_solved_at_step = step
 
     def add(self, episodic_return: float, step: int, elapsed_s: float) -> None:
         """Take one finished episode (its return, the env step and wall time it ended at)."""
@@ -92,16 +103,22 @@ class EpisodeStats:
             "episodic_return_mean100": self.mean_recent(),
             "solved_at_step": self.solved.step,
             "solved_at_time_s": self.solved.time_s,
+            "eval_solved_at_step": self.eval_solved_at_step,
         }
 
     def state_dict(self) -> dict[str, Any]:
         """The window, the last returns and the solved-at figures (for checkpoints)."""
-        return {**self.solved.state_dict(), "recent": list(self.recent)}
+        return {
+            **self.solved.state_dict(),
+            "recent": list(self.recent),
+            "eval_solved_at_step": self.eval_solved_at_step,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict` output."""
+        """Restore :meth:`state_dict` output (checkpoints before the evaluation rule lack it)."""
         self.solved.load_state_dict(state)
         self.recent = deque(state["recent"], maxlen=100)
+        self.eval_solved_at_step = state.get("eval_solved_at_step")
 
 
 class Tracker:
