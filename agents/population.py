@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .a2c import rollout_gae
+from .a2c import a2c_loss
 from .a2c_numpy import rollout_gae as numpy_rollout_gae
 from .networks import ActorCritic
 from .numpy_mlp import backward
@@ -390,98 +390,39 @@ class PopulationCollector(Collector):
 
 
 def a2c_gradients(
-    model: PopulationActorCritic, rollout: Rollout, hp: Any, gamma: float
+    model: PopulationActorCritic, rollout: Rollout, hp: Any, gamma: float, engine: str = "auto"
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Every member's A2C loss and its gradient, written into ``model.grad``; no autograd.
+    """Every member's A2C loss and its gradient, written into ``model.grad``.
 
-    On the CPU by :func:`numpy_a2c_gradients`, elsewhere by :func:`torch_a2c_gradients`: the
-    same arithmetic (equal to float rounding; tests compare both with autograd).
+    The loss is :func:`agents.a2c.a2c_loss` with per-member means. ``engine``: ``autograd``
+    differentiates it (any device); ``numpy`` is the batched CPU engine
+    (:func:`numpy_a2c_gradients`, checked against autograd by the tests); ``auto`` takes
+    NumPy on the CPU, autograd elsewhere.
 
     Returns:
         ``[K]`` losses and the ``losses/*`` metrics as ``[K]`` tensors.
     """
-    if model.device.type == "cpu":
+    if engine == "numpy" or (engine == "auto" and model.device.type == "cpu"):
         return numpy_a2c_gradients(model, rollout, hp, gamma)
-    return torch_a2c_gradients(model, rollout, hp, gamma)
+    return autograd_a2c_gradients(model, rollout, hp, gamma)
 
 
-@torch.no_grad()
-def torch_a2c_gradients(
+def autograd_a2c_gradients(
     model: PopulationActorCritic, rollout: Rollout, hp: Any, gamma: float
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Every member's A2C loss and its gradient, by hand in torch (any device).
+    """:func:`agents.a2c.a2c_loss` per member, differentiated by autograd into ``model.grad``.
 
-    The same loss as :func:`agents.a2c.a2c_loss` with per-member means (GAE advantages and
-    returns from the detached values, policy, value and entropy terms over the valid steps),
-    differentiated by hand: with p = softmax(z) and w = 1 / (member's valid steps) at valid
-    steps, 0 elsewhere,
-
-    * dL/dz = -w A (onehot(a) - p) + ent_coef w p (log p + H) for the policy logits z
-      (H the step's entropy), and dL/dv = -2 vf_coef w (R - v) for the values, 0 for the
-      bootstrap observation;
-    * then back through each layer: dW = dz^T h, db = sum dz, dh = dz W, and tanh' = 1 - h^2.
-
-    Autograd builds and walks a graph of ~60 nodes for this every update; by hand it is the
-    products and a few element-wise operations (the gradients agree with autograd's to float
-    rounding; tests check it).
+    The members' losses are summed before the backward pass: member k's parameters appear
+    in member k's loss only, so each row of the gradient is that member's own.
 
     Returns:
         ``[K]`` losses and the ``losses/*`` metrics as ``[K]`` tensors.
     """
-    k, e = model.members, model.envs_per_member
-    steps = rollout.actions.shape[0]
-    x, lead = model._to_members(rollout.obs.to(model.data.dtype))
-    activations = model._activations(x)
-    logits = model._from_members(activations["policy"][-1], lead)
-    values = model._from_members(activations["value"][-1].squeeze(-1), lead)
-    v, next_v = values[:-1], values[1:]
-    adv, ret = rollout_gae(rollout, v, next_v, gamma, hp.gae_lambda)
-    valid = rollout.valid
-    log_p = logits[:-1].log_softmax(-1)
-    p = log_p.exp()
-    actions = rollout.actions.unsqueeze(-1)
-    taken = log_p.gather(-1, actions).squeeze(-1)
-    step_entropy = -(p * log_p).sum(-1)
-    policy_loss = -model.member_mean(adv * taken, valid)
-    value_loss = model.member_mean((ret - v).square(), valid)
-    entropy = model.member_mean(step_entropy, valid)
-    losses = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
-
-    count = valid.view(steps, k, e).sum((0, 2)).clamp(min=1).to(v.dtype)
-    weight = torch.where(valid, (1.0 / count).repeat_interleave(e), torch.zeros((), dtype=v.dtype))
-    onehot = torch.zeros_like(p).scatter_(-1, actions, 1.0)
-    d_logits = (-weight * adv).unsqueeze(-1) * (onehot - p)
-    if hp.ent_coef:
-        d_logits += (hp.ent_coef * weight).unsqueeze(-1) * p * (log_p + step_entropy.unsqueeze(-1))
-    d_values = -2.0 * hp.vf_coef * weight * (ret - v)
-    zero_row = torch.zeros_like(d_values[:1])
-    d_out = {
-        "policy": model._to_members(
-            torch.cat([d_logits, zero_row.unsqueeze(-1).expand(1, -1, p.shape[-1])])
-        )[0],
-        "value": model._to_members(torch.cat([d_values, zero_row]).unsqueeze(-1))[0],
-    }
-    grads: dict[str, Tensor] = {}
-    d_first = []
-    for net, outs in activations.items():
-        dz = d_out[net]
-        for i in range(model.layers - 1, 0, -1):
-            name, below = f"{net}.{2 * i}", outs[i - 1]
-            grads[f"{name}.weight"] = torch.bmm(dz.transpose(1, 2), below)
-            grads[f"{name}.bias"] = dz.sum(1)
-            dz = torch.bmm(dz, model.leaves[f"{name}.weight"]).mul_(1.0 - below * below)
-        d_first.append(dz)
-    dz = torch.cat(d_first, -1)
-    grads["first.weight"] = torch.bmm(dz.transpose(1, 2), x)
-    grads["first.bias"] = dz.sum(1)
-    for name, param in model.leaves.items():
-        param.grad.copy_(grads[name])
-    metrics = {
-        "losses/policy_loss": policy_loss,
-        "losses/value_loss": value_loss,
-        "losses/entropy": entropy,
-    }
-    return losses, metrics
+    model.zero_grad()
+    losses, metrics = a2c_loss(model, rollout, hp, gamma, mean=model.member_mean)
+    losses.sum().backward()
+    model.sync_grads()
+    return losses.detach(), metrics
 
 
 def _member_major(a: np.ndarray, members: int) -> np.ndarray:
@@ -495,9 +436,14 @@ def _member_major(a: np.ndarray, members: int) -> np.ndarray:
 def numpy_a2c_gradients(
     model: PopulationActorCritic, rollout: Rollout, hp: Any, gamma: float
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """:func:`torch_a2c_gradients` in NumPy, on NumPy views of a CPU population's buffers.
+    """The batched CPU engine: :func:`agents.a2c.a2c_loss` per member and its gradient in NumPy.
 
-    The same loss and hand-written gradient, computed member-major (``[K, T * E, ...]``) with
+    It works on NumPy views of a CPU population's buffers. The loss's derivative with respect
+    to the network outputs is written by hand (with p = softmax(z) and w = 1 / (member's valid
+    steps) at valid steps, 0 elsewhere: dL/dz = -w A (onehot(a) - p) + ent_coef w p (log p + H)
+    for the logits, H the step's entropy, and dL/dv = -2 vf_coef w (R - v) for the values),
+    then :func:`agents.numpy_mlp.backward` takes it through the layers. It is computed
+    member-major (``[K, T * E, ...]``) with
     NumPy's stacked products: at a population's sizes (a few dozen rows per member, 64-wide
     layers) torch's per-operation dispatch costs about as much as the arithmetic: an update's
     gradient of 16 members took ~1.1 ms this way against ~1.7 ms in torch. Every

@@ -10,10 +10,11 @@ from agents.networks import ActorCritic
 from agents.population import (
     MemberNoise,
     PopulationActorCritic,
+    a2c_gradients,
+    autograd_a2c_gradients,
     numpy_a2c_gradients,
     sample_actions,
     tanh,
-    torch_a2c_gradients,
 )
 from agents.rollout import Rollout
 
@@ -167,10 +168,10 @@ def test_members_must_share_an_architecture():
         PopulationActorCritic([], 2)
 
 
-@pytest.mark.parametrize("engine", [torch_a2c_gradients, numpy_a2c_gradients])
+@pytest.mark.parametrize("engine", [autograd_a2c_gradients, numpy_a2c_gradients])
 @pytest.mark.parametrize("hidden", [(64, 64), (32,), (16, 8, 8)])
 @pytest.mark.parametrize("ent_coef", [0.0, 0.01])
-def test_hand_written_gradients_equal_autograds(hidden, ent_coef, engine):
+def test_engines_write_autograds_gradient_of_the_one_loss(hidden, ent_coef, engine):
     class Hp(Hyper):
         pass
 
@@ -182,7 +183,7 @@ def test_hand_written_gradients_equal_autograds(hidden, ent_coef, engine):
     pop.zero_grad()
     losses.sum().backward()
     reference = pop.grad.clone()
-    pop.grad.fill_(float("nan"))  # every entry must be written
+    pop.grad.fill_(float("nan"))  # every entry must be written (autograd: zeroed first)
     mine, my_metrics = engine(pop, rollout, Hp, 0.99)
     torch.testing.assert_close(mine, losses.detach())
     for tag, value in metrics.items():
@@ -210,3 +211,17 @@ def test_numpy_gradients_keep_a_diverged_member_to_itself_and_do_not_warn():
         assert torch.equal(broken.grad[k], reference[k])
         assert broken_losses[k] == losses[k]
     assert torch.isfinite(metrics["losses/value_loss"][[0, 2]]).all()
+
+
+def test_auto_engine_is_numpy_on_the_cpu_and_autograd_when_asked():
+    seeds, envs = [0, 1], 3
+    pop = PopulationActorCritic(_members(seeds), envs)
+    rollout = _rollout(len(seeds), envs, seed=6)
+    results = {}
+    for engine in ("auto", "numpy", "autograd"):
+        losses, _ = a2c_gradients(pop, rollout, Hyper, 0.99, engine)
+        results[engine] = (losses, pop.grad.clone())
+    # auto on the CPU is the NumPy engine, bit for bit; autograd agrees to rounding.
+    assert torch.equal(results["auto"][1], results["numpy"][1])
+    torch.testing.assert_close(results["autograd"][1], results["numpy"][1], rtol=1e-5, atol=1e-7)
+    assert not torch.equal(results["autograd"][1], torch.zeros_like(pop.grad))

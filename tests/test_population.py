@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -339,6 +340,15 @@ def test_a_population_trains_on_cuda_like_on_the_cpu(tmp_path):
         assert b["total_steps"] == a["total_steps"] and b["eval_return_mean"] is not None
         state = torch.load(f"{b['run_dir']}/{MODEL_FILE}", map_location="cpu")
         assert all(torch.isfinite(t).all() for t in state.values())
+
+
+def test_a_population_trains_by_autograd_when_asked(tmp_path, capsys):
+    argv = ["--population", "2", "--total-steps", "2000", "--engine", "autograd"]
+    argv += ["--eval-episodes", "0", "--logdir", str(tmp_path), "--run-name", "g"]
+    assert train.main(argv) == 0
+    assert "autograd gradients" in capsys.readouterr().err
+    losses = _scalars(tmp_path / "g" / "seed-2", "losses/value_loss")
+    assert losses and all(math.isfinite(value) for _, value in losses)
 
 
 def test_periodic_evaluation_and_a_population_of_one(tmp_path):

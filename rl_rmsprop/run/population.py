@@ -240,6 +240,9 @@ def run_population(
     if run.threads:
         set_threads(run.threads)
     device = resolve_device(run.device)
+    if learn.engine == "numpy" and device.type != "cpu":
+        raise UserError("--engine numpy trains on the CPU only; use --engine auto on CUDA")
+    engine = "numpy" if learn.engine != "autograd" and device.type == "cpu" else "autograd"
     seeds = [c.run.seed for c in members_cfg]
     envs_per_member = base.env.num_envs
     env = make_population_env(base.env.id, seeds, envs_per_member)
@@ -278,7 +281,7 @@ def run_population(
         print(
             f"{label}: {len(members)} members ({_families(members_cfg)}) of a2c on "
             f"{base.env.id} x{envs_per_member} envs each, {run.total_steps:,} steps per member, "
-            f"device {device}; one process, batched"
+            f"{engine} gradients, device {device}; one process, batched"
             + (f"; resumed at step {resume_step:,}" if state else ""),
             file=out,
             flush=True,
@@ -402,7 +405,7 @@ class Loop:
         max_norm = learn.max_grad_norm
         while collector.member_step < run.total_steps:
             rollout = collector.collect(policy, a2c.n_steps)
-            _, metrics = a2c_gradients(model, rollout, a2c, learn.gamma)
+            _, metrics = a2c_gradients(model, rollout, a2c, learn.gamma, learn.engine)
             norms = opt.clip_grad_norm_(max_norm) if max_norm > 0 else None
             log_now = run.log_every > 0 and self.updates % run.log_every == 0
             opt.record_update = log_now
