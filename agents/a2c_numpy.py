@@ -8,9 +8,9 @@ NumPy's per-operation cost is a fraction of that, so here:
 * the policy acts by NumPy products on views of the model's parameters, with the Gumbel noise
   drawn from torch's global generator exactly as :func:`~agents.networks.sample_categorical`
   draws it (the same random stream, so a run's RNG state and checkpoints mean the same);
-* the loss of :func:`agents.a2c.a2c_loss` is computed and differentiated by hand, and the
-  gradients are written into each parameter's ``.grad`` (for the optimizer, in torch, as
-  always).
+* the loss of :func:`agents.a2c.a2c_loss` and its gradient come from :func:`a2c_gradients`,
+  the one batched CPU engine that populations use too, and the gradients are written into
+  each parameter's ``.grad`` (for the optimizer, in torch, as always).
 
 The arithmetic is the same as autograd's up to float rounding (tests compare them); the model,
 its ``state_dict`` and the optimizer are untouched, so checkpoints, telemetry and evaluation
@@ -82,18 +82,6 @@ class NumpyA2C:
     def gradients(self, rollout: Rollout, hp: Any, gamma: float) -> dict[str, float]:
         """The A2C loss of ``rollout``; its gradient is written into the parameters' ``.grad``.
 
-        The loss is :func:`agents.a2c.a2c_loss`'s (GAE advantages and returns from the detached
-        values; policy, value and entropy terms averaged over the valid steps). With p the
-        softmax of the logits, H a step's entropy and w = 1 / (valid steps) at valid steps
-        (0 elsewhere):
-
-        * dL/dlogits = -w A (onehot(a) - p) + ent_coef w p (log p + H);
-        * dL/dv = -2 vf_coef w (R - v) for the values of the steps' inputs (the observation
-          after the rollout is only bootstrapped from);
-        * then through each layer: dW = dz^T h, db = sum dz, dh = dz W (1 - h^2).
-
-        Masked-out steps get exactly 0 (selected away, so a nan there does not leak).
-
         Args:
             rollout: ``T`` steps of ``E`` envs.
             hp: ent_coef, vf_coef, gae_lambda.
@@ -102,52 +90,124 @@ class NumpyA2C:
         Returns:
             The ``losses/*`` metrics as floats.
         """
-        steps, envs = rollout.actions.shape
-        rows = steps * envs
         pw, vw = self._weights("policy"), self._weights("value")
-        dtype = pw[0][0].dtype
         obs = rollout.obs.numpy()
-        x = obs.reshape(obs.shape[0] * envs, -1).astype(dtype, copy=False)
-        p_outs = forward(x[:rows], pw, "tanh")
-        v_outs = forward(x, vw, "tanh")
-        values = v_outs[-1].reshape(steps + 1, envs)
-        v = values[:-1]
-        valid = rollout.valid.numpy()
-        adv, ret = rollout_gae(rollout, values, gamma, hp.gae_lambda)
+        x = obs.reshape(-1, obs.shape[-1]).astype(pw[0][0].dtype, copy=False)
+        nets = {"policy": (pw, self._grads("policy")), "value": (vw, self._grads("value"))}
+        _, metrics = a2c_gradients(x, nets, rollout, hp, gamma)
+        return {tag: float(value) for tag, value in metrics.items()}
 
-        logits = p_outs[-1]  # [rows, A]
-        shifted = logits - logits.max(-1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-        p = np.exp(log_p)
-        actions = rollout.actions.numpy().reshape(rows)
-        mask = valid.reshape(rows)
-        count = max(int(mask.sum()), 1)
-        adv_f, ret_f, v_f = adv.reshape(rows), ret.reshape(rows), v.reshape(rows)
-        taken = log_p[np.arange(rows), actions]
-        plogp = p * log_p
-        entropy_step = -plogp.sum(-1)
-        zero = dtype.type(0)
-        policy_loss = -np.where(mask, adv_f * taken, zero).sum() / count
-        err = ret_f - v_f
-        value_loss = np.where(mask, err * err, zero).sum() / count
-        entropy = np.where(mask, entropy_step, zero).sum() / count
 
-        weight = dtype.type(1.0 / count)
-        d_logits = p * (weight * adv_f)[:, None]
-        d_logits[np.arange(rows), actions] -= weight * adv_f
-        if hp.ent_coef:
-            d_logits += (hp.ent_coef * weight) * (plogp + p * entropy_step[:, None])
-        d_logits = np.where(mask[:, None], d_logits, zero)
-        d_values = np.where(mask, (-2.0 * hp.vf_coef * weight) * err, zero)[:, None]
-        d_values = d_values.astype(dtype, copy=False)
-        d_logits = d_logits.astype(dtype, copy=False)
-        backward(x, p_outs, pw, d_logits, self._grads("policy"), "tanh")
-        backward(x, v_outs, vw, d_values, self._grads("value"), "tanh")
-        return {
-            "losses/policy_loss": float(policy_loss),
-            "losses/value_loss": float(value_loss),
-            "losses/entropy": float(entropy),
-        }
+def to_member_major(a: np.ndarray, members: int | None) -> np.ndarray:
+    """``[T, K * E, ...]`` (env-major rows of a rollout) -> ``[K, T * E, ...]`` (a copy).
+
+    ``members`` None: one unstacked run, ``[T, E, ...]`` -> ``[T * E, ...]``.
+    """
+    t, n = a.shape[:2]
+    rest = a.shape[2:]
+    if members is None:
+        return a.reshape(t * n, *rest)
+    per_member = n // members
+    return a.reshape(t, members, per_member, *rest).swapaxes(0, 1).reshape(members, -1, *rest)
+
+
+def a2c_gradients(
+    x: np.ndarray,
+    nets: dict[str, tuple[Layers, Layers]],
+    rollout: Rollout,
+    hp: Any,
+    gamma: float,
+    members: int | None = None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The batched CPU engine: :func:`agents.a2c.a2c_loss` and its gradient, in NumPy.
+
+    One run (``members`` None: arrays ``[rows, ...]``) or K members stacked (``[K, rows,
+    ...]``, weights ``[K, out, in]``), with the same code: every product, sum and mean is
+    per member, so members stay independent. Only the loss's derivative with respect to the
+    network outputs is written here; :func:`~agents.numpy_mlp.backward` takes it through
+    the layers. With p = softmax(z), H a step's entropy and w = 1 / (the member's valid
+    steps) at valid steps, 0 elsewhere (selected away, so a nan there does not leak):
+
+    * dL/dz = -w A (onehot(a) - p) + ent_coef w p (log p + H) for the policy logits z;
+    * dL/dv = -2 vf_coef w (R - v) for the values of the steps' inputs (the observation
+      after the rollout is only bootstrapped from).
+
+    GAE runs env-major (``[T, K * E]``, as the rollout), the loss member-major. Overflow in a
+    member whose parameters diverged gives inf or nan silently, as torch does (the trainer
+    stops such a member). Tests check the gradient against autograd's.
+
+    Args:
+        x: the rollout's ``T + 1`` observations, member-major: ``[(K,) (T + 1) E, d]`` in
+            the weights' dtype.
+        nets: ``{"policy": (layers, grads), "value": (layers, grads)}``: each network's
+            ``(weight, bias)`` views and the gradient views to overwrite.
+        rollout: ``T`` steps of ``K * E`` envs.
+        hp: ent_coef, vf_coef, gae_lambda.
+        gamma: discount factor.
+        members: K, or None for one run.
+
+    Returns:
+        The losses and the ``losses/*`` metrics, ``[K]`` arrays (0-d for one run).
+    """
+    with np.errstate(all="ignore"):
+        return _a2c_gradients(x, nets, rollout, hp, gamma, members)
+
+
+def _a2c_gradients(
+    x: np.ndarray,
+    nets: dict[str, tuple[Layers, Layers]],
+    rollout: Rollout,
+    hp: Any,
+    gamma: float,
+    members: int | None,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    steps = rollout.actions.shape[0]
+    k = 1 if members is None else members
+    rows = steps * rollout.actions.shape[1] // k  # each member's differentiated rows
+    (pw, p_grads), (vw, v_grads) = nets["policy"], nets["value"]
+    dtype = x.dtype
+    p_outs = forward(x[..., :rows, :], pw, "tanh")
+    v_outs = forward(x, vw, "tanh")
+    member_values = v_outs[-1][..., 0]  # [(K,) (T + 1) E]
+    if members is None:
+        values = member_values.reshape(steps + 1, -1)
+    else:
+        values = member_values.reshape(k, steps + 1, -1).swapaxes(0, 1).reshape(steps + 1, -1)
+    adv, ret = rollout_gae(rollout, values, gamma, hp.gae_lambda)
+    mask, adv, ret = (to_member_major(a, members) for a in (rollout.valid.numpy(), adv, ret))
+    v = member_values[..., :rows]
+    actions = to_member_major(rollout.actions.numpy(), members)[..., None]
+    logits = p_outs[-1]  # [(K,) T * E, A]
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    p = np.exp(log_p)
+    plogp = p * log_p
+    step_entropy = -plogp.sum(-1)
+    zero = dtype.type(0)
+    count = np.maximum(mask.sum(-1), 1).astype(dtype)
+    taken = np.take_along_axis(log_p, actions, -1)[..., 0]
+    policy_loss = -np.where(mask, adv * taken, zero).sum(-1) / count
+    err = ret - v
+    value_loss = np.where(mask, err * err, zero).sum(-1) / count
+    entropy = np.where(mask, step_entropy, zero).sum(-1) / count
+    losses = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
+
+    weight = (1.0 / count)[..., None]  # [(K,) 1]
+    scaled_adv = (weight * adv)[..., None]
+    d_logits = p * scaled_adv  # -w A (onehot(a) - p) ...
+    np.put_along_axis(d_logits, actions, np.take_along_axis(d_logits, actions, -1) - scaled_adv, -1)
+    if hp.ent_coef:  # ... + ent_coef w p (log p + H)
+        d_logits += (hp.ent_coef * weight)[..., None] * (plogp + p * step_entropy[..., None])
+    d_logits = np.where(mask[..., None], d_logits, zero).astype(dtype, copy=False)
+    d_values = np.where(mask, (-2.0 * hp.vf_coef) * weight * err, zero)[..., None]
+    backward(x, p_outs, pw, d_logits, p_grads, "tanh")
+    backward(x, v_outs, vw, d_values.astype(dtype, copy=False), v_grads, "tanh")
+    metrics = {
+        "losses/policy_loss": policy_loss,
+        "losses/value_loss": value_loss,
+        "losses/entropy": entropy,
+    }
+    return losses, metrics
 
 
 def rollout_gae(

@@ -29,9 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from .a2c import a2c_loss
-from .a2c_numpy import rollout_gae as numpy_rollout_gae
+from .a2c_numpy import a2c_gradients as stacked_a2c_gradients
+from .a2c_numpy import to_member_major
 from .networks import ActorCritic
-from .numpy_mlp import backward
 from .rollout import Collector, Episode, Rollout
 
 # The leaves view rows of a [K, N] buffer, so they are not dense and autograd notes that
@@ -425,119 +425,33 @@ def autograd_a2c_gradients(
     return losses.detach(), metrics
 
 
-def _member_major(a: np.ndarray, members: int) -> np.ndarray:
-    """``[T, K * E, ...]`` (env-major rows of a rollout) -> ``[K, T * E, ...]`` (a copy)."""
-    t, n = a.shape[:2]
-    per_member = n // members
-    rest = a.shape[2:]
-    return a.reshape(t, members, per_member, *rest).swapaxes(0, 1).reshape(members, -1, *rest)
-
-
 def numpy_a2c_gradients(
     model: PopulationActorCritic, rollout: Rollout, hp: Any, gamma: float
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The batched CPU engine: :func:`agents.a2c.a2c_loss` per member and its gradient in NumPy.
+    """The batched CPU engine (:func:`agents.a2c_numpy.a2c_gradients`) on a CPU population.
 
-    It works on NumPy views of a CPU population's buffers. The loss's derivative with respect
-    to the network outputs is written by hand (with p = softmax(z) and w = 1 / (member's valid
-    steps) at valid steps, 0 elsewhere: dL/dz = -w A (onehot(a) - p) + ent_coef w p (log p + H)
-    for the logits, H the step's entropy, and dL/dv = -2 vf_coef w (R - v) for the values),
-    then :func:`agents.numpy_mlp.backward` takes it through the layers. It is computed
-    member-major (``[K, T * E, ...]``) with
-    NumPy's stacked products: at a population's sizes (a few dozen rows per member, 64-wide
-    layers) torch's per-operation dispatch costs about as much as the arithmetic: an update's
-    gradient of 16 members took ~1.1 ms this way against ~1.7 ms in torch. Every
-    product and reduction is per member, so members stay independent. Overflow in a member
-    whose parameters diverged gives inf or nan silently, as torch does (the trainer stops
-    such a member).
+    It reads NumPy views of the ``[K, N]`` parameter buffer and writes into views of the
+    gradient buffer: each network is a stacked MLP whose first layer is its half of the fused
+    first layer. At a population's sizes (a few dozen rows per member, 64-wide layers)
+    torch's per-operation dispatch costs about as much as the arithmetic, which NumPy's
+    stacked products avoid.
 
     Returns:
         ``[K]`` losses and the ``losses/*`` metrics as ``[K]`` tensors.
     """
-    with np.errstate(all="ignore"):
-        return _numpy_a2c_gradients(model, rollout, hp, gamma)
-
-
-def _numpy_a2c_gradients(
-    model: PopulationActorCritic, rollout: Rollout, hp: Any, gamma: float
-) -> tuple[Tensor, dict[str, Tensor]]:
     k = model.members
-    steps = rollout.actions.shape[0]
-    rows = steps * model.envs_per_member  # each member's rows that are differentiated
     weights = {name: leaf.detach().numpy() for name, leaf in model.leaves.items()}
-    dtype = model.data.numpy().dtype
-    x = _member_major(rollout.obs.numpy().astype(dtype, copy=False), k)  # [K, (T + 1) E, d]
-    w_first, b_first = weights["first.weight"], weights["first.bias"]
-    width = w_first.shape[1] // 2
-    halves = {"policy": slice(0, width), "value": slice(width, None)}
-    outs: dict[str, list[np.ndarray]] = {}
-    for net, cols in halves.items():
-        # Each network's first layer on its own: contiguous outputs (element-wise work on
-        # them is about twice as fast as on halves of one product's), and the policy's on
-        # the differentiated rows only.
-        z = np.matmul(x[:, :rows] if net == "policy" else x, w_first[:, cols].transpose(0, 2, 1))
-        z += b_first[:, None, cols]
-        np.tanh(z, out=z)
-        layer_outs = [z]
-        for i in range(1, model.layers):
-            name = f"{net}.{2 * i}"
-            # NumPy's stacked product is slow on a transposed operand (~100 against ~60 us
-            # at 16 x 48 x 64 x 64); a transposed copy of the weights costs less than that.
-            w_t = np.ascontiguousarray(weights[f"{name}.weight"].transpose(0, 2, 1))
-            z = np.matmul(z, w_t)
-            z += weights[f"{name}.bias"][:, None, :]
-            if i < model.layers - 1:
-                np.tanh(z, out=z)
-            layer_outs.append(z)
-        outs[net] = layer_outs
-
-    # GAE runs env-major ([T, K * E], as the rollout), the loss member-major ([K, T * E]).
-    member_values = outs["value"][-1][..., 0]  # [K, (T + 1) E]
-    values = member_values.reshape(k, steps + 1, -1).swapaxes(0, 1).reshape(steps + 1, -1)
-    adv, ret = numpy_rollout_gae(rollout, values, gamma, hp.gae_lambda)
-    mask, adv, ret = (_member_major(a, k) for a in (rollout.valid.numpy(), adv, ret))
-    v = member_values[:, :rows]
-    actions = _member_major(rollout.actions.numpy(), k)[..., None]
-    logits = outs["policy"][-1]  # [K, T * E, A]
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    p = np.exp(log_p)
-    plogp = p * log_p
-    step_entropy = -plogp.sum(-1)
-    zero = dtype.type(0)
-    count = np.maximum(mask.sum(1), 1).astype(dtype)
-    taken = np.take_along_axis(log_p, actions, -1)[..., 0]
-    policy_loss = -np.where(mask, adv * taken, zero).sum(1) / count
-    err = ret - v
-    value_loss = np.where(mask, err * err, zero).sum(1) / count
-    entropy = np.where(mask, step_entropy, zero).sum(1) / count
-    losses = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
-
-    weight = (1.0 / count)[:, None]  # [K, 1]
-    scaled_adv = (weight * adv)[..., None]
-    d_logits = p * scaled_adv  # -w A (onehot(a) - p) ...
-    np.put_along_axis(d_logits, actions, np.take_along_axis(d_logits, actions, -1) - scaled_adv, -1)
-    if hp.ent_coef:  # ... + ent_coef w p (log p + H)
-        d_logits += (hp.ent_coef * weight)[..., None] * (plogp + p * step_entropy[..., None])
-    d_out = {
-        "policy": np.where(mask[..., None], d_logits, zero).astype(dtype, copy=False),
-        "value": np.where(mask, (-2.0 * hp.vf_coef) * weight * err, zero)[..., None].astype(
-            dtype, copy=False
-        ),
-    }
-    # Gradients are written straight into the views of the [K, N] gradient buffer; each network
-    # is a stacked MLP whose first layer is its half of the fused first layer.
     grads = {name: leaf.grad.numpy() for name, leaf in model.leaves.items()}
-    for net, cols in halves.items():
+    dtype = model.data.numpy().dtype
+    x = to_member_major(rollout.obs.numpy().astype(dtype, copy=False), k)  # [K, (T + 1) E, d]
+    width = weights["first.weight"].shape[1] // 2
+    nets = {}
+    for net, cols in (("policy", slice(0, width)), ("value", slice(width, None))):
         names = [f"{net}.{2 * i}" for i in range(1, model.layers)]
-        layers = [(w_first[:, cols], b_first[:, cols])]
+        layers = [(weights["first.weight"][:, cols], weights["first.bias"][:, cols])]
         layers += [(weights[f"{n}.weight"], weights[f"{n}.bias"]) for n in names]
         net_grads = [(grads["first.weight"][:, cols], grads["first.bias"][:, cols])]
         net_grads += [(grads[f"{n}.weight"], grads[f"{n}.bias"]) for n in names]
-        backward(x, outs[net], layers, d_out[net], net_grads, "tanh")
-    metrics = {
-        "losses/policy_loss": torch.from_numpy(policy_loss),
-        "losses/value_loss": torch.from_numpy(value_loss),
-        "losses/entropy": torch.from_numpy(entropy),
-    }
-    return torch.from_numpy(losses), metrics
+        nets[net] = (layers, net_grads)
+    losses, metrics = stacked_a2c_gradients(x, nets, rollout, hp, gamma, k)
+    return torch.from_numpy(losses), {tag: torch.from_numpy(v) for tag, v in metrics.items()}
