@@ -381,7 +381,7 @@ class PopulationCollector(Collector):
         self.last_episodes = ended, returns, lengths = info["episodes"]
         step, per_member = self.member_step, self.envs_per_member
         for i, r, length in zip(ended.tolist(), returns.tolist(), lengths.tolist(), strict=True):
-            self.member_finished.append((i // per_member, Episode(step, r, length)))
+            self.member_finished.append((i // per_member, Episode(step, r, length, i % per_member)))
 
     def pop_member_episodes(self) -> list[tuple[int, Episode]]:
         """``(member, episode)`` for the episodes finished since the last call."""

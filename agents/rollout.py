@@ -61,6 +61,8 @@ class Episode(NamedTuple):
     """Global env step at which it finished."""
     episodic_return: float
     length: int
+    env: int = 0
+    """Which copy of the vector env it ran in."""
 
 
 class EnvStepFailed(Exception):  # noqa: N818 (a stop, reported as one line)
@@ -147,9 +149,10 @@ class Collector:
     def _record(self, info: dict[str, Any]) -> None:
         if "episode" not in info:
             return
-        done = info["_episode"]
-        for r, length in zip(info["episode"]["r"][done], info["episode"]["l"][done], strict=True):
-            self.finished.append(Episode(self.global_step, float(r), int(length)))
+        stats = info["episode"]
+        for i in np.flatnonzero(info["_episode"]):
+            episode = Episode(self.global_step, float(stats["r"][i]), int(stats["l"][i]), int(i))
+            self.finished.append(episode)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the env: current observations, autoreset flags, counts, episodes."""

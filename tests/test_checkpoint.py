@@ -173,7 +173,7 @@ def test_checkpoints_hold_only_plain_data(tmp_path):
     assert back["bits"].dtype == bool and back["bits"].tolist() == [True, False]
     assert [type(v) for v in back["scalars"]] == [np.float64, np.int64, np.bool_]
     assert back["scalars"] == state["scalars"] and back["big"] == 2**127 + 1
-    assert back["episodes"] == [(100, 12.5, 40)] and back["recent"] == [1.0, 2.0]
+    assert back["episodes"] == [(100, 12.5, 40, 0)] and back["recent"] == [1.0, 2.0]
     np.random.set_state(back["rng"])
     random.setstate(back["python"])
 

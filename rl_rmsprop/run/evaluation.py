@@ -51,17 +51,23 @@ def greedy_policy(model: nn.Module, epsilon: float = 0.0) -> Any:
 def evaluate(
     model: nn.Module, cfg: Config, device: torch.device, video_dir: Path | None = None
 ) -> tuple[float | None, float | None]:
-    """Mean and std of ``--eval-episodes`` greedy episodes on a separately seeded env.
+    """Mean and std of ``--eval-episodes`` greedy episodes on separately seeded envs.
+
+    The episodes run side by side, one per env copy (copy i seeded with the run's seed +
+    :data:`EVAL_SEED_OFFSET` + i), each copy counting its first episode only, so short
+    episodes are not over-represented and the network sees one batch per step. Evaluation
+    draws from none of the training's generators: a run is the same with or without it.
 
     With ``video_dir`` every episode is recorded there as an MP4 (Gymnasium's RecordVideo
-    around the emulator, so the video shows every frame, not only the ones the agent saw).
+    around the emulator, so the video shows every frame, not only the ones the agent saw),
+    one after another on a single env copy.
     """
     episodes = cfg.run.eval_episodes
     if episodes == 0:
         return None, None
-    env_kwargs, wrappers = None, None
+    copies, env_kwargs, wrappers = episodes, None, None
     if video_dir is not None:
-        env_kwargs = {"render_mode": "rgb_array"}
+        copies, env_kwargs = 1, {"render_mode": "rgb_array"}
         record = partial(RecordVideo, video_folder=str(video_dir), episode_trigger=lambda _: True)
         record_quietly = partial(_quiet_video, record)
         wrappers = [record_quietly, *atari_wrappers()] if is_atari(cfg.env.id) else [record_quietly]
@@ -70,20 +76,29 @@ def evaluate(
         options = {"vectorization": "sync", "wrappers": wrappers, "env_kwargs": env_kwargs}
     else:
         options = env_options(cfg)
-    env = make_vector_env(cfg.env.id, 1, seed, **options)
+    env = make_vector_env(cfg.env.id, copies, seed, **options)
     was_training = model.training
     model.eval()
+    rng_devices = [device] if device.type == "cuda" else []
     try:
-        collector = Collector(env, seed, device)
-        policy = greedy_policy(model, cfg.run.eval_epsilon)
-        returns: list[float] = []
-        while len(returns) < episodes:
-            collector.step(policy)
-            returns += [ep.episodic_return for ep in collector.pop_finished()]
+        with torch.random.fork_rng(devices=rng_devices):
+            returns = _play(env, seed, device, greedy_policy(model, cfg.run.eval_epsilon), episodes)
     finally:
         model.train(was_training)
         close_env(env)
-    return float(np.mean(returns[:episodes])), float(np.std(returns[:episodes]))
+    return float(np.mean(returns)), float(np.std(returns))
+
+
+def _play(env: Any, seed: int, device: torch.device, policy: Any, episodes: int) -> list[float]:
+    """``episodes`` returns: each env copy's first episodes, until there are enough."""
+    collector = Collector(env, seed, device)
+    per_copy = -(-episodes // env.num_envs)  # one each when there is a copy per episode
+    returns: list[list[float]] = [[] for _ in range(env.num_envs)]
+    while sum(min(len(r), per_copy) for r in returns) < episodes:
+        collector.step(policy)
+        for ep in collector.pop_finished():
+            returns[ep.env].append(ep.episodic_return)
+    return [r for copy in returns for r in copy[:per_copy]][:episodes]
 
 
 def check_video(cfg: Config) -> None:

@@ -164,8 +164,7 @@ def evaluate_members(
     """Each member's mean and std of ``--eval-episodes`` greedy episodes.
 
     Member k plays its episodes at once, one per env, on envs seeded with ``seed_k + 10000``
-    (a single run plays them one after another on one env with that seed: the same
-    distribution of start states, in a fraction of the steps). With ``--eval-epsilon`` each
+    (as a single run plays them). With ``--eval-epsilon`` each
     action is uniformly random with that probability, drawn from the member's own generator.
     """
     episodes = cfg.run.eval_episodes
