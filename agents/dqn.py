@@ -111,7 +111,7 @@ MLP over 8,192 rows at once took 17 ms single-threaded, in chunks of 1,024 12 ms
 activations of a chunk stay in cache); chunks of 64 took 18 ms (per-call overhead)."""
 
 
-def _in_chunks(net: nn.Module, x: Tensor) -> Tensor:
+def _in_chunks(net: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
     """``net(x)``, evaluated ``TARGET_CHUNK`` rows at a time when ``x`` has more rows."""
     if x.shape[0] <= TARGET_CHUNK:
         return net(x)
@@ -123,8 +123,8 @@ def td_targets(
     rewards: Tensor,
     next_obs: Tensor,
     terminated: Tensor,
-    target_net: nn.Module,
-    online_net: nn.Module | None = None,
+    target_net: Callable[[Tensor], Tensor],
+    online_net: Callable[[Tensor], Tensor] | None = None,
     gamma: float = 0.99,
     double: bool = False,
 ) -> Tensor:
@@ -144,8 +144,9 @@ def td_targets(
         rewards: ``[B]`` rewards.
         next_obs: ``[B, ...]`` successor observations.
         terminated: ``[B]`` bool (or 0/1) true termination flags.
-        target_net: the target Q-network.
-        online_net: the online Q-network; required when ``double``.
+        target_net: the target Q-network (or any observations -> Q-values function, e.g. the
+            NumPy engine's).
+        online_net: the online Q-network (likewise); required when ``double``.
         gamma: discount factor in [0, 1].
         double: use the Double-DQN target.
 

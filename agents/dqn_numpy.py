@@ -1,4 +1,4 @@
-"""DQN for the MLP Q-network on the CPU in NumPy: Q-values, TD targets and the TD loss's gradient.
+"""DQN for the MLP Q-network on the CPU in NumPy: its Q-values and the TD loss's gradient.
 
 The zoo's CartPole DQN takes 128 gradient steps of a 256-256 MLP on 64 transitions every 256
 env steps. Through torch a step is three 64x256x256 products plus ~40 operations of autograd
@@ -6,10 +6,11 @@ and dispatch; :class:`NumpyQ` computes the same loss and its gradient by hand wi
 writes the gradient into the parameters' ``.grad``, in ~25 operations with no graph. Clipping,
 the optimizer step and all telemetry stay in torch.
 
-The arithmetic is that of :func:`agents.dqn.td_targets` and :func:`agents.dqn.dqn_loss` up to
-float rounding (tests compare them against autograd); the network, its ``state_dict`` and the
-optimizer are untouched, so checkpoints, telemetry and evaluation do not know which engine
-trained.
+The TD targets are :func:`agents.dqn.td_targets` itself, fed this engine's Q-values; the loss
+is :func:`agents.dqn.dqn_loss`'s, of which only the derivative with respect to the Q-values is
+written here, equal to autograd's up to float rounding (tests compare them). The network, its
+``state_dict`` and the optimizer are untouched, so checkpoints, telemetry and evaluation do not
+know which engine trained.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .dqn import LOSSES, REDUCTIONS, TARGET_CHUNK, DQNBatch, QNetwork
+from .dqn import LOSSES, REDUCTIONS, DQNBatch, QNetwork
 from .numpy_mlp import ParamViews, backward, cpu_float, forward, linear_params
 
 
@@ -28,7 +29,7 @@ def supports(model: nn.Module) -> bool:
 
 
 class NumpyQ:
-    """A :class:`~agents.dqn.QNetwork`'s Q-values, TD targets and TD-loss gradients in NumPy.
+    """A :class:`~agents.dqn.QNetwork`'s Q-values and TD-loss gradients in NumPy.
 
     Holds no parameters of its own, only NumPy views of the network's parameters and gradients
     (:class:`~agents.numpy_mlp.ParamViews`).
@@ -49,49 +50,12 @@ class NumpyQ:
         return x.reshape(x.shape[0], -1).astype(self.views.dtype, copy=False)
 
     def _q(self, x: np.ndarray) -> np.ndarray:
-        """Q-values ``[rows, n_actions]``, ``TARGET_CHUNK`` rows at a time for large inputs."""
-        layers = self.views.weights()
-        if x.shape[0] <= TARGET_CHUNK:
-            return forward(x, layers, "relu")[-1]
-        starts = range(0, len(x), TARGET_CHUNK)
-        return np.concatenate([self._q(x[i : i + TARGET_CHUNK]) for i in starts])
+        """Q-values ``[rows, n_actions]`` (td_targets hands large inputs over in chunks)."""
+        return forward(x, self.views.weights(), "relu")[-1]
 
     def q_values(self, obs: Tensor) -> Tensor:
         """Q-values ``[B, n_actions]`` of observations ``[B, ...]`` (for acting)."""
         return torch.from_numpy(self._q(self._input(obs)))
-
-    def td_targets(
-        self,
-        rewards: Tensor,
-        next_obs: Tensor,
-        terminated: Tensor,
-        gamma: float,
-        online: NumpyQ | None = None,
-    ) -> Tensor:
-        """:func:`agents.dqn.td_targets` with this network as the target network.
-
-        Args:
-            rewards: ``[B]`` rewards.
-            next_obs: ``[B, ...]`` successor observations.
-            terminated: ``[B]`` true termination flags.
-            gamma: discount factor in [0, 1].
-            online: the online network's engine for Double-DQN targets (None: plain DQN).
-
-        Returns:
-            ``[B]`` targets in the weights' dtype.
-        """
-        if not 0.0 <= gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {gamma}")
-        x = self._input(next_obs)
-        next_q = self._q(x)
-        if online is not None:
-            best = online._q(online._input(next_obs)).argmax(-1)
-            next_v = next_q[np.arange(len(best)), best]
-        else:
-            next_v = next_q.max(-1)
-        # A terminal successor's Q is never trained and may be inf or nan: select, not multiply.
-        next_v = np.where(terminated.numpy().astype(bool), next_v.dtype.type(0), next_v)
-        return torch.from_numpy(rewards.numpy().astype(next_v.dtype) + gamma * next_v)
 
     def gradients(
         self, batch: DQNBatch, targets: Tensor, loss: str = "huber", reduction: str = "mean"

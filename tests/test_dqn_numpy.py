@@ -70,45 +70,15 @@ def test_float32_gradients_equal_autograd_to_rounding():
 
 @pytest.mark.parametrize("double", [False, True])
 @pytest.mark.parametrize("rows", [64, 3 * TARGET_CHUNK + 5])
-def test_td_targets_equal_the_torch_targets(double, rows):
+def test_numpy_q_values_in_the_target_rule_equal_the_torch_targets(double, rows):
     torch.manual_seed(3)
     target, online = QNetwork(4, 2, (32, 32)).double(), QNetwork(4, 2, (32, 32)).double()
     batch = make_batch(rows=rows, dtype=torch.float64)
-    want = td_targets(
-        batch.rewards, batch.next_obs, batch.terminated, target, online, 0.97, double=double
-    )
-    got = NumpyQ(target).td_targets(
-        batch.rewards, batch.next_obs, batch.terminated, 0.97, NumpyQ(online) if double else None
-    )
+    args = (batch.rewards, batch.next_obs, batch.terminated)
+    want = td_targets(*args, target, online, 0.97, double=double)
+    got = td_targets(*args, NumpyQ(target).q_values, NumpyQ(online).q_values, 0.97, double=double)
     assert got.dtype == torch.float64 and got.shape == (rows,)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
-    # Terminated rows are the reward alone (in the targets' dtype).
-    torch.testing.assert_close(got[batch.terminated], batch.rewards[batch.terminated].double())
-
-
-def test_double_dqn_targets_take_the_online_argmax():
-    """With networks that disagree, plain and double targets differ, and double is checked."""
-    torch.manual_seed(4)
-    target, online = QNetwork(4, 2, (8,)).double(), QNetwork(4, 2, (8,)).double()
-    batch = make_batch(rows=256, dtype=torch.float64)
-    engine = NumpyQ(target)
-    plain = engine.td_targets(batch.rewards, batch.next_obs, batch.terminated, 0.9)
-    double = engine.td_targets(batch.rewards, batch.next_obs, batch.terminated, 0.9, NumpyQ(online))
-    assert not torch.equal(plain, double)
-    q_next = target(batch.next_obs).detach()
-    best = online(batch.next_obs).argmax(-1)
-    want = batch.rewards.double() + 0.9 * q_next[torch.arange(256), best] * ~batch.terminated
-    torch.testing.assert_close(double, want, rtol=1e-12, atol=1e-12)
-
-
-def test_a_terminal_successor_with_nonfinite_q_gives_the_reward():
-    model = QNetwork(4, 2, (8,)).double()
-    batch = make_batch(rows=14, dtype=torch.float64)
-    poisoned = batch.next_obs.clone()
-    poisoned[batch.terminated] = float("nan")
-    got = NumpyQ(model).td_targets(batch.rewards, poisoned, batch.terminated, 0.99)
-    torch.testing.assert_close(got[batch.terminated], batch.rewards[batch.terminated].double())
-    assert torch.isfinite(got).all()
 
 
 def test_integer_observations_are_cast_as_the_module_casts_them():
@@ -163,6 +133,4 @@ def test_bad_arguments():
         engine.gradients(batch, torch.zeros(4), "l1")
     with pytest.raises(ValueError, match="reduction"):
         engine.gradients(batch, torch.zeros(4), "huber", "max")
-    with pytest.raises(ValueError, match="gamma"):
-        engine.td_targets(batch.rewards, batch.next_obs, batch.terminated, 1.5)
     assert np.isfinite(engine.gradients(batch, torch.zeros(4))["losses/td_loss"])

@@ -86,10 +86,17 @@ def dqn_engine(
     target, dqn, gamma = sess.dqn.target, cfg.dqn, cfg.learn.gamma
     if sess.engine == "numpy":
         online, offline = dqn_numpy.NumpyQ(q_net), dqn_numpy.NumpyQ(target)
-        double = online if dqn.double_dqn else None
 
-        def numpy_targets(b: ReplaySample) -> Tensor:
-            return offline.td_targets(b.rewards, b.next_obs, b.terminated, gamma, double)
+        def numpy_targets(b: ReplaySample) -> Tensor:  # the one target rule, NumPy Q-values
+            return td_targets(
+                b.rewards,
+                b.next_obs,
+                b.terminated,
+                offline.q_values,
+                online.q_values,
+                gamma,
+                double=dqn.double_dqn,
+            )
 
         def numpy_step(batch: ReplaySample, targets: Tensor) -> dict:
             return online.gradients(batch, targets, dqn.loss, dqn.loss_reduction)
