@@ -80,7 +80,9 @@ class ParamViews:
         return self.weights()[0][0].dtype
 
 
-def forward(x: np.ndarray, layers: Layers, activation: str) -> list[np.ndarray]:
+def forward(
+    x: np.ndarray, layers: Layers, activation: str, transposed: bool = False
+) -> list[np.ndarray]:
     """Every layer's output for rows ``x`` (the last layer without the activation).
 
     Args:
@@ -88,11 +90,16 @@ def forward(x: np.ndarray, layers: Layers, activation: str) -> list[np.ndarray]:
             weights ``[K, out, in]`` and biases ``[K, out]`` (a population's members).
         layers: the MLP's ``(weight, bias)`` pairs.
         activation: ``"tanh"`` or ``"relu"``, after every layer but the last.
+        transposed: the weights are given as ``[(K,) in, out]`` (a cached transposed copy,
+            for a caller that runs many forward passes between updates).
     """
     outs = []
     last = len(layers) - 1
     for i, (w, b) in enumerate(layers):
-        if w.ndim == 2:
+        if transposed:
+            x = np.matmul(x, w)
+            x += b if w.ndim == 2 else b[:, None, :]
+        elif w.ndim == 2:
             x = np.matmul(x, w.T)
             x += b
         else:

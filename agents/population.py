@@ -32,6 +32,7 @@ from .a2c import a2c_loss
 from .a2c_numpy import a2c_gradients as stacked_a2c_gradients
 from .a2c_numpy import to_member_major
 from .networks import ActorCritic
+from .numpy_mlp import forward
 from .rollout import Collector, Episode, Rollout
 
 # The leaves view rows of a [K, N] buffer, so they are not dense and autograd notes that
@@ -236,7 +237,7 @@ class PopulationActorCritic:
         return self._from_members(self._activations(x, policy_only=True)["policy"][-1], lead)
 
     def _numpy_logits(self, obs: np.ndarray) -> np.ndarray:
-        if self._policy_np is None:  # [K, in, out] weight and [K, 1, out] bias views
+        if self._policy_np is None:  # [K, in, out] copies of the weights, [K, out] biases
             w, b = self.leaves["first.weight"].detach(), self.leaves["first.bias"].detach()
             width = w.shape[1] // 2
             layers = [(w[:, :width], b[:, :width])]
@@ -244,18 +245,13 @@ class PopulationActorCritic:
                 name = f"policy.{2 * i}"
                 layers.append((self.leaves[f"{name}.weight"], self.leaves[f"{name}.bias"]))
             self._policy_np = [
-                (w.detach().transpose(1, 2).numpy(), b.detach().unsqueeze(1).numpy())
-                for w, b in layers
+                (w.detach().transpose(1, 2).numpy(), b.detach().numpy()) for w, b in layers
             ]
         z = obs.astype(self._policy_np[0][0].dtype, copy=False).reshape(
             self.members, -1, obs.shape[-1]
         )
-        for i, (w, b) in enumerate(self._policy_np):
-            z = np.matmul(z, w)
-            z += b
-            if i < len(self._policy_np) - 1:
-                np.tanh(z, out=z)
-        return z.reshape(obs.shape[0], -1)
+        logits = forward(z, self._policy_np, "tanh", transposed=True)[-1]
+        return logits.reshape(obs.shape[0], -1)
 
     def member_mean(self, x: Tensor, mask: Tensor) -> Tensor:
         """Per-member mean of ``x [T, K * E]`` over the entries where ``mask`` is True: ``[K]``.
