@@ -8,8 +8,9 @@ defaults. Sides: SB3, ours with the default telemetry, ours with telemetry off.
 ``--algo dqn``: rl-baselines3-zoo's tuned CartPole DQN (1 env, 256-256 ReLU MLP, lr 2.3e-3,
 batch 64, buffer 100k, learning_starts 1000, target update every 10 env steps, train_freq 256
 with 128 gradient steps, exploration 1.0 -> 0.04 over 16% of the run, gamma 0.99, gradient
-clip 10, Huber loss), which are our DQN defaults. SB3 trains it with Adam (eps 1e-8). Sides:
-SB3, ours with ``--optimizer adam`` (like for like), ours with the project's default RMSprop.
+clip 10, Huber loss), which are our DQN defaults except the learning rate (ours: 5e-4, found for
+RMSprop by a sweep, docs/benchmarks.md). SB3 trains it with Adam (eps 1e-8). Sides: SB3, ours
+with ``--optimizer adam --lr 2.3e-3`` (like for like), ours with the project's default RMSprop.
 
 For every seed the sides take turns in one process, rotating their order, so machine noise hits
 them alike; torch is single-threaded for all.
@@ -189,7 +190,7 @@ def run_ours(algo: str, seed: int, total_steps: int, logdir: str, name: str, *ex
 
 SIDES: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     "a2c": (("ours", ()), ("ours no-tel", ("--log-every", "0", "--histogram-every", "0"))),
-    "dqn": (("ours adam", ("--optimizer", "adam")), ("ours rmsprop", ())),
+    "dqn": (("ours adam", ("--optimizer", "adam", "--lr", "2.3e-3")), ("ours rmsprop", ())),
 }
 """Per algorithm, our sides after SB3: (label, extra train options). The first is like-for-like."""
 

@@ -69,7 +69,7 @@ def test_field_docs_come_from_the_dataclass():
 
 def test_unset_options_take_the_algorithm_defaults():
     dqn = parse_config(["--algo", "dqn"])
-    assert dqn.env.num_envs == 1 and dqn.optim.lr == 2.3e-3 and dqn.optim.eps is None
+    assert dqn.env.num_envs == 1 and dqn.optim.lr == 5e-4 and dqn.optim.eps is None
     assert dqn.learn.hidden == (256, 256) and dqn.learn.max_grad_norm == 10.0
     assert dqn.dqn.batch_size == 64 and dqn.dqn.train_freq == 256 and dqn.dqn.gradient_steps == 128
     mine = parse_config(["--algo", "dqn", "--num-envs", "4", "--max-grad-norm", "1"])
