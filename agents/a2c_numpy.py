@@ -178,6 +178,7 @@ def _a2c_gradients(
     v = member_values[..., :rows]
     actions = to_member_major(rollout.actions.numpy(), members)[..., None]
     logits = p_outs[-1]  # [(K,) T * E, A]
+    onehot = actions == np.arange(logits.shape[-1])  # selects exactly (0 elsewhere, no 0 * inf)
     shifted = logits - logits.max(-1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     p = np.exp(log_p)
@@ -185,7 +186,7 @@ def _a2c_gradients(
     step_entropy = -plogp.sum(-1)
     zero = dtype.type(0)
     count = np.maximum(mask.sum(-1), 1).astype(dtype)
-    taken = np.take_along_axis(log_p, actions, -1)[..., 0]
+    taken = np.where(onehot, log_p, zero).sum(-1)
     policy_loss = -np.where(mask, adv * taken, zero).sum(-1) / count
     err = ret - v
     value_loss = np.where(mask, err * err, zero).sum(-1) / count
@@ -194,8 +195,7 @@ def _a2c_gradients(
 
     weight = (1.0 / count)[..., None]  # [(K,) 1]
     scaled_adv = (weight * adv)[..., None]
-    d_logits = p * scaled_adv  # -w A (onehot(a) - p) ...
-    np.put_along_axis(d_logits, actions, np.take_along_axis(d_logits, actions, -1) - scaled_adv, -1)
+    d_logits = p * scaled_adv - np.where(onehot, scaled_adv, zero)  # -w A (onehot(a) - p) ...
     if hp.ent_coef:  # ... + ent_coef w p (log p + H)
         d_logits += (hp.ent_coef * weight)[..., None] * (plogp + p * step_entropy[..., None])
     d_logits = np.where(mask[..., None], d_logits, zero).astype(dtype, copy=False)
