@@ -23,6 +23,7 @@ from functools import cache
 from typing import Any
 
 from envs import is_atari
+from rl_rmsprop.hparams import format_zoo_table, zoo_options
 
 
 def flag(name: str, **metadata: Any) -> dict[str, Any]:
@@ -60,6 +61,9 @@ class RunConfig:
     preset: str | None = field(default=None, metadata={"choices": ("dqn-nature", "a2c-atari")})
     """A published configuration (every other option still overrides it): dqn-nature
     (DeepMind 2015), a2c-atari (rl-baselines3-zoo's Atari A2C)."""
+    hparams: str | None = field(default=None, metadata={"choices": ("zoo",)})
+    """zoo: rl-baselines3-zoo's tuned settings for --algo on --env, with SB3's optimizer
+    (every other option still overrides them; --list-hparams shows them and their source)."""
     log_every: int = 100
     """Write losses and optimizer telemetry every this many updates (0: never)."""
     histogram_every: int = 1000
@@ -184,7 +188,7 @@ class DQNConfig:
     train_freq: int = 256
     """Env steps (summed over envs) between training rounds."""
     gradient_steps: int = 128
-    """Gradient steps per training round."""
+    """Gradient steps per training round (-1: as many as env steps per round, as SB3)."""
     target_update_interval: int = 10
     """Env steps between target-network updates, counted as SB3 does (only while collecting,
     so the target is fixed during a training round's gradient steps)."""
@@ -242,6 +246,10 @@ class Config:
             current = getattr(self, section)
             unset = {k: v for k, v in defaults.items() if getattr(current, k) is None}
             parts[section] = dataclasses.replace(current, **unset)
+        if self.run.algo == "dqn" and self.dqn.gradient_steps == -1:  # SB3's -1
+            num_envs = parts.get("env", self.env).num_envs
+            rounds = max(1, self.dqn.train_freq // num_envs) * num_envs
+            parts["dqn"] = dataclasses.replace(self.dqn, gradient_steps=rounds)
         if self.run.eval_every is None:
             every = ATARI_EVAL_EVERY if is_atari(self.env.id) else EVAL_EVERY
             parts["run"] = dataclasses.replace(self.run, eval_every=every)
@@ -347,7 +355,22 @@ def build_parser(prog: str = "python -m rl_rmsprop.train") -> argparse.ArgumentP
                 if is_tuple:
                     kwargs["nargs"] = "+"
             group.add_argument(_flag_name(f), **kwargs)
+    parser.add_argument(
+        "--list-hparams",
+        nargs=0,
+        action=_ListHparams,
+        default=argparse.SUPPRESS,
+        help="show the settings --hparams zoo can load, and their source, then exit",
+    )
     return parser
+
+
+class _ListHparams(argparse.Action):
+    """``--list-hparams``: print the zoo's table and exit, as ``--help`` does."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        print(format_zoo_table())
+        parser.exit(0)
 
 
 def parse_config(argv: list[str] | None = None) -> Config:
@@ -361,6 +384,14 @@ def parse_config(argv: list[str] | None = None) -> Config:
     preset = getattr(known, "run.preset", None)
     if preset:
         parser.set_defaults(**PRESETS[preset])
+    if getattr(known, "run.hparams", None) == "zoo":
+        if preset:
+            parser.exit(2, "error: --hparams and --preset are two sets of defaults; give one\n")
+        algo, env_id = getattr(known, "run.algo"), getattr(known, "env.id")
+        try:
+            parser.set_defaults(**zoo_options(algo, env_id))
+        except ValueError as e:
+            parser.exit(2, f"error: {e}\n")
     ns = vars(parser.parse_args(argv))
     given = _given_options(parser, argv)
     sections: dict[str, dict[str, Any]] = {}
@@ -532,7 +563,10 @@ def validate(cfg: Config) -> str | None:
         (cfg.dqn.learning_starts >= 0, "--learning-starts must be >= 0"),
         (cfg.dqn.batch_size >= 1, "--batch-size must be >= 1"),
         (cfg.dqn.train_freq >= 1, "--train-freq must be >= 1"),
-        (cfg.dqn.gradient_steps >= 1, "--gradient-steps must be >= 1"),
+        (
+            cfg.dqn.gradient_steps >= 1 or cfg.dqn.gradient_steps == -1,
+            "--gradient-steps must be >= 1, or -1 (as many as env steps per round)",
+        ),
         (cfg.dqn.target_update_interval >= 1, "--target-update-interval must be >= 1"),
         (0.0 < cfg.dqn.tau <= 1.0, "--tau must be in (0, 1]"),
         (0.0 <= cfg.dqn.exploration_fraction <= 1.0, "--exploration-fraction must be in [0, 1]"),
