@@ -28,6 +28,7 @@ from typing import Any
 
 import gymnasium
 import numpy as np
+from gymnasium.wrappers.utils import RunningMeanStd
 
 __all__ = ["EnvStateError", "env_state", "load_env_state"]
 
@@ -61,7 +62,8 @@ def _is_constant(value: Any) -> bool:
 
 
 def _walks_into(value: Any) -> bool:
-    if isinstance(value, (gymnasium.Env, gymnasium.vector.VectorEnv, gymnasium.Space)):
+    walked = (gymnasium.Env, gymnasium.vector.VectorEnv, gymnasium.Space, RunningMeanStd)
+    if isinstance(value, walked):  # RunningMeanStd: the normalization statistics
         return True
     return type(value).__module__.split(".")[0] == "envs"  # this package's own classes
 

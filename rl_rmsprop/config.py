@@ -106,6 +106,10 @@ class EnvConfig:
     )
     """auto: Gymnasium's native vectorized env where one exists, sync otherwise (Atari copies:
     async on 4 or more cores)."""
+    normalize: bool = False
+    """Normalize observations (running mean and std) and rewards (by the std of the discounted
+    return), both clipped to [-10, 10], as Stable-Baselines3's VecNormalize; the statistics
+    are kept in checkpoints and used, frozen, at evaluation. Not for Atari or populations."""
 
 
 @dataclass(frozen=True)
@@ -552,6 +556,15 @@ def validate(cfg: Config) -> str | None:
             "--seeds N (worker processes)",
         ),
         (cfg.env.num_envs >= 1, "--num-envs must be >= 1"),
+        (
+            not (cfg.env.normalize and is_atari(cfg.env.id)),
+            "--normalize is for flat observations; Atari frames are scaled by the network",
+        ),
+        (
+            not (cfg.env.normalize and cfg.run.population),
+            "--normalize is not built for --population yet; train the seeds as single runs "
+            "(python -m rl_rmsprop.compare --no-population)",
+        ),
         (0.0 <= cfg.learn.gamma <= 1.0, "--gamma must be in [0, 1]"),
         (cfg.learn.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 turns clipping off)"),
         (all(h >= 1 for h in cfg.learn.hidden), "--hidden widths must be >= 1"),

@@ -28,6 +28,7 @@ OPTIONS = {
     "ent_coef": "a2c.ent_coef",
     "vf_coef": "a2c.vf_coef",
     "rms_prop_eps": "optim.eps",
+    "normalize": "env.normalize",
     **{
         key: f"dqn.{key}"
         for key in (
@@ -75,8 +76,6 @@ def zoo_settings(algo: str, env_id: str) -> dict[str, Any]:
 
 def missing(settings: dict[str, Any]) -> str | None:
     """What an entry needs that this project does not build yet, or None."""
-    if settings.get("normalize"):
-        return "observation and reward normalization"
     if isinstance(settings.get("learning_rate"), str):
         return f"the learning-rate schedule {settings['learning_rate']}"
     return None

@@ -21,6 +21,7 @@ from agents.networks import ActorCritic, CnnActorCritic
 from agents.rollout import Collector
 from envs import close_env, is_atari, make_vector_env
 from envs.atari import atari_wrappers
+from envs.normalize import frozen_observations, observation_normalizer
 from rl_rmsprop.config import Config
 from rl_rmsprop.run.builders import env_options
 from rl_rmsprop.run.errors import UserError
@@ -49,7 +50,11 @@ def greedy_policy(model: nn.Module, epsilon: float = 0.0) -> Any:
 
 
 def evaluate(
-    model: nn.Module, cfg: Config, device: torch.device, video_dir: Path | None = None
+    model: nn.Module,
+    cfg: Config,
+    device: torch.device,
+    video_dir: Path | None = None,
+    training_env: Any = None,
 ) -> tuple[float | None, float | None]:
     """Mean and std of ``--eval-episodes`` greedy episodes on separately seeded envs.
 
@@ -60,7 +65,8 @@ def evaluate(
 
     With ``video_dir`` every episode is recorded there as an MP4 (Gymnasium's RecordVideo
     around the emulator, so the video shows every frame, not only the ones the agent saw),
-    one after another on a single env copy.
+    one after another on a single env copy. With ``--normalize`` the observations are
+    normalized by a frozen copy of ``training_env``'s statistics; returns are the env's own.
     """
     episodes = cfg.run.eval_episodes
     if episodes == 0:
@@ -77,6 +83,9 @@ def evaluate(
     else:
         options = env_options(cfg)
     env = make_vector_env(cfg.env.id, copies, seed, **options)
+    normalizer = observation_normalizer(training_env)
+    if normalizer is not None:
+        env = frozen_observations(env, normalizer)
     was_training = model.training
     model.eval()
     rng_devices = [device] if device.type == "cuda" else []

@@ -142,7 +142,8 @@ class Session:
         every = self.cfg.run.eval_every
         if every and step // every > self.evaluations and step < self.cfg.run.total_steps:
             self.evaluations = step // every
-            mean, std = evaluate(self.model, self.cfg, self.device or torch.device("cpu"))
+            device = self.device or torch.device("cpu")
+            mean, std = evaluate(self.model, self.cfg, device, training_env=self.env)
             self.tracker.episodes.evaluated(mean, step)
             if mean is not None:
                 self.logger.scalars(

@@ -19,6 +19,7 @@ import torch
 
 from agents.rollout import WORKER_DIED, Collector, EnvStepFailed
 from envs import close_env, is_atari, make_vector_env
+from envs.normalize import normalize
 from rl_rmsprop.checkpoint import (
     FINAL_CHECKPOINT,
     CheckpointError,
@@ -191,6 +192,8 @@ def _run_locked(cfg: Config, device: torch.device, resume: Path | None) -> dict:
         remove_stale_temp_files(resume)
         ckpt_path, state = find_checkpoint(resume, cfg.run.trust_checkpoint)
     env = make_vector_env(cfg.env.id, cfg.env.num_envs, cfg.run.seed, **env_options(cfg))
+    if cfg.env.normalize:
+        env = normalize(env, cfg.learn.gamma)
     sess, run_dir, created = None, resume, False
     try:
         model = build_model(cfg, env).to(device)
@@ -299,7 +302,8 @@ def finish(sess: Session, summary: dict, final_state: dict) -> dict:
     """After training: the final evaluation, checkpoint, ``summary.json`` and hparams."""
     cfg, run_dir, logger = sess.cfg, sess.run_dir, sess.logger
     video_dir = run_dir / "videos" if cfg.run.capture_video else None
-    mean, std = evaluate(sess.model, cfg, sess.device or torch.device("cpu"), video_dir)
+    device = sess.device or torch.device("cpu")
+    mean, std = evaluate(sess.model, cfg, device, video_dir, training_env=sess.env)
     summary["eval_return_mean"], summary["eval_return_std"] = mean, std
     episodes = sess.tracker.episodes
     episodes.evaluated(mean, summary["total_steps"])

@@ -1,0 +1,63 @@
+"""Observation and reward normalization, as Stable-Baselines3's ``VecNormalize`` does it.
+
+Built from Gymnasium's vector wrappers, outside the episode statistics, so logged returns stay
+the environment's own:
+
+* observations: running mean and variance over every observation seen, ``(o - mean) /
+  sqrt(var + 1e-8)``, clipped to [-10, 10];
+* rewards: divided by the running standard deviation of the discounted return (no mean
+  subtracted), clipped to [-10, 10].
+
+The running statistics are plain arrays inside the wrappers, so a checkpoint's env state
+(:mod:`envs.state`) holds them. Evaluation normalizes its observations with a frozen copy of
+the training statistics and leaves rewards alone (:func:`frozen_observations`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import VectorEnv
+from gymnasium.wrappers.vector import (
+    ClipReward,
+    NormalizeObservation,
+    NormalizeReward,
+    TransformObservation,
+)
+
+CLIP = 10.0
+"""Bound of the normalized observations and rewards (VecNormalize's clip_obs, clip_reward)."""
+
+EPSILON = 1e-8
+"""Added to the variances before the square root (VecNormalize's epsilon)."""
+
+
+def _clip_observations(obs: np.ndarray) -> np.ndarray:
+    return np.clip(obs, -CLIP, CLIP)
+
+
+def normalize(env: VectorEnv, gamma: float) -> VectorEnv:
+    """``env`` with normalized, clipped observations and rewards (``gamma``: the discount)."""
+    env = NormalizeObservation(env, epsilon=EPSILON)
+    env = TransformObservation(env, _clip_observations)
+    env = NormalizeReward(env, gamma=gamma, epsilon=EPSILON)
+    return ClipReward(env, -CLIP, CLIP)
+
+
+def observation_normalizer(env: Any) -> NormalizeObservation | None:
+    """The :class:`NormalizeObservation` in ``env``'s wrapper chain, or None."""
+    while env is not None:
+        if isinstance(env, NormalizeObservation):
+            return env
+        env = getattr(env, "env", None)
+    return None
+
+
+def frozen_observations(env: VectorEnv, training: NormalizeObservation) -> VectorEnv:
+    """``env`` normalizing observations with a frozen copy of ``training``'s statistics."""
+    env = NormalizeObservation(env, epsilon=EPSILON)
+    env.obs_rms = copy.deepcopy(training.obs_rms)
+    env.update_running_mean = False
+    return TransformObservation(env, _clip_observations)
