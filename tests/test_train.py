@@ -255,6 +255,20 @@ def test_dqn_with_default_rmsprop_solves_cartpole_within_100k_steps(tmp_path):
     assert summary["eval_solved_at_step"] <= 100_000
 
 
+@pytest.mark.slow
+def test_a2c_with_the_zoos_settings_solves_acrobot_within_100k_steps(tmp_path):
+    """A second env: the zoo's Acrobot A2C (16 envs, normalized observations and rewards), by
+    both rules (threshold -100)."""
+    argv = [
+        *("--hparams", "zoo", "--env", "Acrobot-v1", "--seed", "1", "--total-steps", "100000"),
+        *("--logdir", str(tmp_path), "--run-name", "acrobot", "--quiet"),
+    ]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "acrobot" / "summary.json").read_text())
+    assert summary["eval_solved_at_step"] is not None
+    assert summary["solved_at_step"] is not None and summary["solved_at_step"] <= 100_000
+
+
 def test_batched_targets_equal_minibatch_by_minibatch_targets():
     import copy
 
