@@ -269,6 +269,21 @@ def test_a2c_with_the_zoos_settings_solves_acrobot_within_100k_steps(tmp_path):
     assert summary["solved_at_step"] is not None and summary["solved_at_step"] <= 100_000
 
 
+@pytest.mark.slow
+def test_dqn_with_the_zoos_settings_solves_acrobot_within_50k_steps(tmp_path):
+    """A second env: the zoo's Acrobot DQN (Adam, a gradient step per env step), by both
+    rules (threshold -100); the zoo trains it for 100k steps."""
+    argv = [
+        *("--hparams", "zoo", "--algo", "dqn", "--env", "Acrobot-v1", "--seed", "1"),
+        *("--total-steps", "50000", "--logdir", str(tmp_path), "--run-name", "acrobot"),
+        "--quiet",
+    ]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "acrobot" / "summary.json").read_text())
+    assert summary["eval_solved_at_step"] is not None
+    assert summary["solved_at_step"] is not None
+
+
 def test_batched_targets_equal_minibatch_by_minibatch_targets():
     import copy
 
