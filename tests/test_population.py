@@ -19,6 +19,7 @@ from agents.networks import ActorCritic
 from agents.population import PopulationActorCritic
 from agents.rollout import Rollout
 from rl_rmsprop import compare, train
+from rl_rmsprop.checkpoint import load_checkpoint
 from rl_rmsprop.config import parse_config
 from rl_rmsprop.optim import clip_grad_norm_, make_optimizer
 from rl_rmsprop.optim.population import PopulationOptimizer
@@ -301,6 +302,17 @@ def test_compare_falls_back_to_processes_where_population_mode_is_unsupported(tm
     assert "worker process(es), one run each (population mode trains A2C only" in out
     summary = json.loads(next(tmp_path.glob("compare-*/summary.json")).read_text())
     assert summary["mode"] == "processes"
+
+
+def test_a_normalized_study_trains_its_runs_in_processes_with_their_statistics(tmp_path, capsys):
+    args = ["--env", "Acrobot-v1", "--normalize", "--optimizers", "rmsprop", "--seeds", "1"]
+    args += ["--total-steps", "1000", "--logdir", str(tmp_path), "--eval-episodes", "1"]
+    assert compare.main([*args, "--workers", "1", "--name", "n"]) == 0
+    out = capsys.readouterr().out
+    assert "one run each (population mode does not normalize" in out
+    run_dir = tmp_path / "compare-n" / "rmsprop" / "seed-0"  # --seeds 1: seed 0
+    state = load_checkpoint(run_dir / "checkpoint.pt")
+    assert any("obs_rms" in map(str, path) for path, _, _ in state["env"]["data"])
 
 
 @pytest.mark.slow

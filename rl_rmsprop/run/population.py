@@ -89,6 +89,8 @@ def unsupported(cfg: Config) -> str | None:
         return "population mode trains MLP policies; Atari's CNN runs train in worker processes"
     if cfg.run.capture_video:
         return "population mode does not record evaluation videos (--capture-video)"
+    if cfg.env.normalize:
+        return "population mode does not normalize observations and rewards (--normalize)"
     return None
 
 
