@@ -757,8 +757,8 @@ def choose_mode(
     """Population mode or one process (or Ray task) per run, and the line that says which.
 
     Population mode is used wherever it is supported unless ``--no-population`` was given;
-    where it is not (DQN, Atari, video capture) the study falls back to one process per run,
-    also when ``--population`` was asked for.
+    where it is not (DQN, Atari, video capture, ``--normalize``) the study falls back to one
+    process per run, also when ``--population`` was asked for.
     """
     reason = unsupported(base)
     population = requested is not False and reason is None
