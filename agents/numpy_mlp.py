@@ -90,8 +90,8 @@ def forward(
             weights ``[K, out, in]`` and biases ``[K, out]`` (a population's members).
         layers: the MLP's ``(weight, bias)`` pairs.
         activation: ``"tanh"`` or ``"relu"``, after every layer but the last.
-        transposed: the weights are given as ``[(K,) in, out]`` (a cached transposed copy,
-            for a caller that runs many forward passes between updates).
+        transposed: the weights are given as ``[(K,) in, out]`` (transposed views a caller
+            that runs many forward passes between updates keeps, as population acting does).
     """
     outs = []
     last = len(layers) - 1

@@ -237,7 +237,7 @@ class PopulationActorCritic:
         return self._from_members(self._activations(x, policy_only=True)["policy"][-1], lead)
 
     def _numpy_logits(self, obs: np.ndarray) -> np.ndarray:
-        if self._policy_np is None:  # [K, in, out] copies of the weights, [K, out] biases
+        if self._policy_np is None:  # [K, in, out] views of the weights, [K, out] biases
             w, b = self.leaves["first.weight"].detach(), self.leaves["first.bias"].detach()
             width = w.shape[1] // 2
             layers = [(w[:, :width], b[:, :width])]

@@ -287,7 +287,7 @@ def run_population(
             file=out,
             flush=True,
         )
-        loop = Loop(model, opt, env, members, seeds, device, out, checkpoint, stop)
+        loop = Loop(model, opt, env, members, seeds, device, out, checkpoint, stop, engine)
         if state is not None:
             why = loop.load_state_dict(state)
             if why is not None:
@@ -326,8 +326,11 @@ class Loop:
         out: TextIO,
         checkpoint: Path | None = None,
         stop: Any = None,
+        engine: str = "auto",
     ) -> None:
         self.model, self.opt, self.members, self.seeds = model, opt, members, seeds
+        self.engine = engine
+        """How gradients are computed: numpy, autograd, or auto (by the device)."""
         self.device, self.out, self.checkpoint, self.stop = device, out, checkpoint, stop
         self.base = members[0].cfg
         self.collector = PopulationCollector(env, len(members), device)
@@ -406,7 +409,7 @@ class Loop:
         max_norm = learn.max_grad_norm
         while collector.member_step < run.total_steps:
             rollout = collector.collect(policy, a2c.n_steps)
-            _, metrics = a2c_gradients(model, rollout, a2c, learn.gamma, learn.engine)
+            _, metrics = a2c_gradients(model, rollout, a2c, learn.gamma, self.engine)
             norms = opt.clip_grad_norm_(max_norm) if max_norm > 0 else None
             log_now = run.log_every > 0 and self.updates % run.log_every == 0
             opt.record_update = log_now
