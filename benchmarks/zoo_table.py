@@ -37,7 +37,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
 from rl_rmsprop.config import parse_config
-from rl_rmsprop.hparams import missing, zoo_data, zoo_settings
+from rl_rmsprop.hparams import lr_schedule, missing, zoo_data, zoo_settings
 from rl_rmsprop.run.single import run
 
 EPISODES = 20
@@ -69,6 +69,9 @@ def train_sb3(algo: str, env_id: str, seed: int, steps: int) -> tuple[float, flo
     if settings.get("normalize"):
         env = VecNormalize(env, gamma=settings["gamma"])
     kwargs = {k: v for k, v in settings.items() if k not in NOT_SB3}
+    if isinstance(kwargs["learning_rate"], str):  # the zoo's lin_<x>: progress_remaining * x
+        _, initial = lr_schedule(kwargs["learning_rate"])
+        kwargs["learning_rate"] = lambda progress, x=initial: progress * x
     if algo == "dqn":
         kwargs["policy_kwargs"] = {"net_arch": list(settings["net_arch"])}
     model = (DQN if algo == "dqn" else A2C)("MlpPolicy", env, seed=seed, device="cpu", **kwargs)
@@ -159,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{statistics.median(side.walls):7.1f} s | zoo {published['mean']:8.1f} +- "
                     f"{published['std']:5.1f} | within a std: {'yes' if near else 'no'}{vs_sb3}"
                 )
+                print(lines[-1], flush=True)  # each row as it finishes, the table at the end
     budget = f"{args.total_steps:,} steps (not the zoo's budget)" if args.total_steps else "zoo's"
     print(f"\n{args.seeds} seeds, {EPISODES} greedy episodes each, budget {budget}:")
     print("\n".join(lines))

@@ -158,6 +158,9 @@ class LearnConfig:
     """Global gradient-norm clip, 0 turns it off (a2c 0.5, dqn 10)."""
     hidden: tuple[int, ...] | None = None
     """Hidden layer widths (a2c: 64 64 tanh policy and value MLPs; dqn: 256 256 ReLU)."""
+    lr_schedule: str = field(default="constant", metadata={"choices": ("constant", "linear")})
+    """constant, or linear: the lr falls from --lr to 0 over --total-steps, set before each
+    update from the env steps done (SB3's and the zoo's lin_ schedule)."""
     engine: str = field(default="auto", metadata={"choices": ("auto", "numpy", "autograd")})
     """How gradients are computed: numpy differentiates the MLP (A2C's actor-critic, DQN's
     Q-network) by hand in NumPy (CPU only; faster at CartPole sizes), autograd runs torch's

@@ -76,9 +76,24 @@ def zoo_settings(algo: str, env_id: str) -> dict[str, Any]:
 
 def missing(settings: dict[str, Any]) -> str | None:
     """What an entry needs that this project does not build yet, or None."""
-    if isinstance(settings.get("learning_rate"), str):
-        return f"the learning-rate schedule {settings['learning_rate']}"
+    lr = settings.get("learning_rate")
+    if isinstance(lr, str) and lr_schedule(lr) is None:
+        return f"the learning-rate schedule {lr}"
     return None
+
+
+def lr_schedule(text: str) -> tuple[str, float] | None:
+    """The zoo's schedule string (``lin_0.00083``) as (our ``--lr-schedule``, ``--lr``), or None.
+
+    The zoo's ``lin_<x>`` is ``progress_remaining * x``: our ``linear`` schedule from ``x``.
+    """
+    kind, _, value = text.partition("_")
+    if kind != "lin":
+        return None
+    try:
+        return "linear", float(value)
+    except ValueError:
+        return None
 
 
 def zoo_options(algo: str, env_id: str) -> dict[str, Any]:
@@ -103,6 +118,8 @@ def zoo_options(algo: str, env_id: str) -> dict[str, Any]:
             value = int(value)
         elif key == "net_arch":
             value = tuple(value)
+        elif key == "learning_rate" and isinstance(value, str):
+            options["learn.lr_schedule"], value = lr_schedule(value)
         options[OPTIONS[key]] = value
     if algo == "dqn":  # Adam keeps its own eps; only A2C's RMSprop takes rms_prop_eps
         options.pop("optim.eps", None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rl_rmsprop.config import parse_config
-from rl_rmsprop.hparams import missing, zoo_data, zoo_options, zoo_settings
+from rl_rmsprop.hparams import lr_schedule, missing, zoo_data, zoo_options, zoo_settings
 from tests.conftest import assert_one_line
 
 
@@ -36,7 +36,11 @@ def test_every_usable_entry_becomes_a_valid_config_with_the_zoos_values(algo, en
     settings = zoo_settings(algo, env_id)
     assert cfg.run.total_steps == int(settings["n_timesteps"])
     assert cfg.optim.name == ("adam" if algo == "dqn" else "rmsprop")
-    assert cfg.optim.lr == settings["learning_rate"]
+    if isinstance(settings["learning_rate"], str):  # the zoo's lin_<x>
+        assert cfg.learn.lr_schedule == "linear"
+        assert settings["learning_rate"] == f"lin_{cfg.optim.lr:.5f}".rstrip("0")
+    else:
+        assert (cfg.optim.lr, cfg.learn.lr_schedule) == (settings["learning_rate"], "constant")
     assert cfg.learn.gamma == settings["gamma"]
     assert cfg.learn.hidden == tuple(settings["net_arch"])
     assert cfg.env.num_envs == settings["n_envs"]
@@ -66,7 +70,6 @@ def test_flags_override_the_zoo_and_minus_one_gradient_steps_follow_the_round():
     ("argv", "needles"),
     [
         (["--hparams", "zoo", "--env", "Acrobot-v1", "--population", "2"], ["--normalize"]),
-        (["--hparams", "zoo", "--env", "LunarLander-v3"], ["lin_0.00083", "by hand"]),
         (["--hparams", "zoo", "--env", "Pendulum-v1"], ["no a2c settings", "--list-hparams"]),
         (["--hparams", "zoo", "--preset", "dqn-nature"], ["give one"]),
         (["--algo", "dqn", "--gradient-steps", "-2"], ["--gradient-steps", "-1"]),
@@ -79,6 +82,13 @@ def test_what_the_zoo_cannot_give_is_one_line_and_exit_2(argv, needles, capsys):
     assert_one_line(capsys.readouterr().err, *needles)
 
 
+def test_schedules_the_zoo_names_are_read_and_others_are_named_as_missing():
+    assert lr_schedule("lin_0.00083") == ("linear", 0.00083)
+    assert lr_schedule("exp_0.1") is None and lr_schedule("lin_fast") is None
+    assert "exp_0.1" in missing({"learning_rate": "exp_0.1"})
+    assert missing({"learning_rate": "lin_7e-4"}) is None
+
+
 def test_list_hparams_shows_every_entry_and_exits_0(capsys):
     with pytest.raises(SystemExit) as exit_info:
         parse_config(["--list-hparams"])
@@ -88,4 +98,4 @@ def test_list_hparams_shows_every_entry_and_exits_0(capsys):
     for algo in ("a2c", "dqn"):
         for env_id in zoo_data()[algo]:
             assert f"{algo} {env_id}:" in out
-    assert out.count("not usable yet") == 1  # A2C on LunarLander: its lr schedule
+    assert "not usable yet" not in out  # every entry, A2C on LunarLander's lin_ included

@@ -34,18 +34,23 @@ def _population(specs, n=600, seed=0):
     )
 
 
-@pytest.mark.parametrize("max_norm", [None, 0.5])
-def test_mixed_families_match_the_same_configurations_run_singly(max_norm):
+@pytest.mark.parametrize(("max_norm", "scheduled"), [(None, False), (0.5, False), (0.5, True)])
+def test_mixed_families_match_the_same_configurations_run_singly(max_norm, scheduled):
     data, grad, opt = _population(MIXED)
     singles = [torch.nn.Parameter(data[k].clone()) for k in range(len(MIXED))]
     opts = [make_optimizer(n, [p], **o) for (n, o), p in zip(MIXED, singles, strict=True)]
+    base_lrs = [o.param_groups[0]["lr"] for o in opts]
     g = torch.Generator().manual_seed(1)
-    for _ in range(300):
+    for i in range(300):
         step = torch.randn(data.shape, generator=g)
         grad.copy_(step)
+        # a schedule scales every member's lr as a single run's scheduler sets its group's
+        factor = 1.0 - i / 300 if scheduled else 1.0
+        opt.lr_scale = factor
         norms = opt.clip_grad_norm_(max_norm) if max_norm else None
         opt.step(norms)
         for k, (p, o) in enumerate(zip(singles, opts, strict=True)):
+            o.param_groups[0]["lr"] = base_lrs[k] * factor
             p.grad = step[k].clone()
             if max_norm:
                 clip_grad_norm_(o, max_norm)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats, SolvedAt, fmt_or_na
+from rl_rmsprop.train import main
 
 
 def test_solved_at_is_the_first_episode_whose_last_20_reach_the_threshold():
@@ -73,3 +75,19 @@ def test_eval_solved_at_is_the_first_evaluation_whose_mean_reaches_the_threshold
 
 def test_fmt_or_na():
     assert fmt_or_na(None) == "n/a" and fmt_or_na(12.345) == "12.3" and fmt_or_na(3, ",.0f") == "3"
+
+
+@pytest.mark.parametrize("population", [0, 2])
+def test_a_linear_schedule_sets_each_updates_lr_from_the_env_steps_done(tmp_path, population):
+    total = 2000
+    argv = ["--total-steps", str(total), "--lr", "8.3e-4", "--lr-schedule", "linear"]
+    argv += ["--log-every", "1", "--eval-every", "0", "--eval-episodes", "0", "--quiet"]
+    argv += ["--logdir", str(tmp_path), "--run-name", "lin", "--seed", "3"]
+    assert main([*argv, "--population", str(population)]) == 0
+    folder = tmp_path / "lin" / "seed-3" if population else tmp_path / "lin"
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+    acc.Reload()
+    logged = [(e.step, e.value) for e in acc.Scalars("optim/lr")]
+    assert [s for s, _ in logged] == list(range(40, total + 1, 40))  # 8 envs x 5 steps
+    for step, lr in logged:  # SB3's lin_: progress_remaining * initial, after the rollout
+        assert lr == pytest.approx((1.0 - step / total) * 8.3e-4, rel=1e-6, abs=1e-12)

@@ -101,6 +101,8 @@ class PopulationOptimizer:
         self.frozen = torch.zeros(len(specs), dtype=torch.bool, device=device)
         """Members that take no more steps (e.g. diverged); set by the caller."""
         self.record_update = False
+        self.lr_scale = 1.0
+        """Every member's lr is its own times this (a schedule's factor; set between steps)."""
         self._prev: Tensor | None = None
         self._streaking = False
 
@@ -156,6 +158,9 @@ class PopulationOptimizer:
         us a step for Adam's bias corrections.
         """
         rule, hyper = block.rule, block.hyper
+        if self.lr_scale != 1.0:  # as a single run's scheduled group lr, in double precision
+            scaled = hyper._replace(lr=hyper.lr * self.lr_scale)
+            return self._cast(coefficients(rule, scaled, self.steps[block.rows]))
         if block.cached is None:
             block.cached = self._cast(coefficients(rule, hyper, 2))
             block.decays = bool((hyper.lr_decay != 0).any())
@@ -293,7 +298,7 @@ class PopulationOptimizer:
             for name, offset, numel in self.names:
                 part = self.grad[:, offset : offset + numel]
                 cols[f"grad/norm/{name}"] = torch.linalg.vector_norm(part, dim=1)
-        cols["optim/lr"] = self.hyper_column("lr")
+        cols["optim/lr"] = self.hyper_column("lr") * self.lr_scale
         per_block: list[dict[str, Tensor]] = []
         for block in self.blocks:
             per_block.append(self._block_figures(block))

@@ -53,6 +53,7 @@ from rl_rmsprop.config import Config
 from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim.population import PopulationOptimizer, member_settings
 from rl_rmsprop.optim.presets import preset_group
+from rl_rmsprop.optim.schedules import lr_factor
 from rl_rmsprop.run.builders import resolve_device
 from rl_rmsprop.run.errors import UserError, as_training_failure
 from rl_rmsprop.run.evaluation import EVAL_SEED_OFFSET
@@ -410,6 +411,7 @@ class Loop:
         while collector.member_step < run.total_steps:
             rollout = collector.collect(policy, a2c.n_steps)
             _, metrics = a2c_gradients(model, rollout, a2c, learn.gamma, self.engine)
+            opt.lr_scale = lr_factor(learn.lr_schedule, collector.member_step, run.total_steps)
             norms = opt.clip_grad_norm_(max_norm) if max_norm > 0 else None
             log_now = run.log_every > 0 and self.updates % run.log_every == 0
             opt.record_update = log_now

@@ -14,6 +14,7 @@ from envs.atari import FRAME_SKIP
 from rl_rmsprop.config import Config
 from rl_rmsprop.logger import Logger
 from rl_rmsprop.optim import clip_grad_norm_, histograms, statistics
+from rl_rmsprop.optim.schedules import lr_factor
 from rl_rmsprop.run.errors import Diverged
 
 SOLVE_WINDOW = 20
@@ -134,6 +135,9 @@ class Tracker:
     def __init__(self, cfg: Config, collector: Collector, opt: Any, logger: Logger) -> None:
         self.run, self.collector, self.opt, self.logger = cfg.run, collector, opt, logger
         self.max_norm = cfg.learn.max_grad_norm
+        self.lr_schedule = cfg.learn.lr_schedule
+        self.base_lrs = [group["lr"] for group in opt.param_groups]
+        """Each group's lr before any schedule (read before a checkpoint's groups load)."""
         self.atari = is_atari(cfg.env.id)
         self.episodes = EpisodeStats(env_reward_threshold(cfg.env.id))
         self.updates = 0
@@ -143,6 +147,10 @@ class Tracker:
 
     def clip_and_step(self, metrics: dict[str, Any]) -> None:
         """Clip, step the optimizer and write telemetry every ``--log-every`` updates."""
+        if self.lr_schedule != "constant":
+            factor = lr_factor(self.lr_schedule, self.collector.global_step, self.run.total_steps)
+            for group, base in zip(self.opt.param_groups, self.base_lrs, strict=True):
+                group["lr"] = base * factor
         preclip = clip_grad_norm_(self.opt, self.max_norm) if self.max_norm > 0 else None
         log_now = self.run.log_every > 0 and self.updates % self.run.log_every == 0
         self.opt.record_update = log_now
