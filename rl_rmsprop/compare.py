@@ -33,6 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from rl_rmsprop.cli import exit_cli  # first: the real package, wherever the user stands
+
+# isort: split
 from envs import EnvError, env_reward_threshold, is_atari, make_vector_env
 from rl_rmsprop.aggregate import RunCurves, bootstrap_ci, iqm, normalized_auc, step_grid
 from rl_rmsprop.checkpoint import write_json_atomic
@@ -1013,7 +1016,6 @@ def _run_study(
 if __name__ == "__main__":
     # Run the imported module's main, not this __main__ copy's: the modules it calls raise
     # rl_rmsprop.compare's exception classes, which __main__'s own copies would not catch.
-    from rl_rmsprop import exit_cli
     from rl_rmsprop.compare import main as module_main
 
     exit_cli(module_main())

@@ -11,6 +11,9 @@ import signal
 import sys
 from pathlib import Path
 
+from rl_rmsprop.cli import exit_cli  # first: the real package, wherever the user stands
+
+# isort: split
 from envs import EnvError
 from rl_rmsprop.config import parse_config
 from rl_rmsprop.run.errors import TrainingFailed, UserError
@@ -66,6 +69,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from rl_rmsprop import exit_cli
-
     exit_cli(main())

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import cli
+
 ROOT = Path(__file__).resolve().parent.parent
 ALLOWED = {
     "rl_rmsprop/optim": {"torch"},
@@ -55,6 +57,24 @@ def test_folders_named_like_our_packages_in_the_working_directory_do_not_shadow_
     )
     assert proc.returncode == 0, proc.stderr
     assert "logs in runs" in proc.stdout
+
+
+@pytest.mark.parametrize("module", ["train", "compare"])
+def test_the_clis_run_from_the_folder_that_holds_a_clone_named_like_the_package(tmp_path, module):
+    """From a clone's parent, its root (``rl_rmsprop/``, no __init__) is first on sys.path: a
+    namespace package that must not stand in for ours."""
+    (tmp_path / "rl_rmsprop" / "rl_rmsprop").mkdir(parents=True)
+    (tmp_path / "rl_rmsprop" / "pyproject.toml").write_text("")
+    (tmp_path / "agents").mkdir()  # and a sibling's namesake beside it
+    help_text = cli(module, ["--help"], cwd=tmp_path)
+    assert help_text.returncode == 0, help_text.stderr
+    assert f"python -m rl_rmsprop.{module}" in help_text.stdout
+    argv = ["--total-steps", "200", "--eval-episodes", "0", "--logdir", "runs", "--quiet"]
+    if module == "compare":
+        argv = ["--optimizers", "rmsprop", "--seeds", "1", "--total-steps", "200"]
+    proc = cli(module, argv, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "runs" in proc.stdout and list((tmp_path / "runs").iterdir())
 
 
 def test_exit_cli_exits_with_the_code_and_takes_the_heap_out_of_the_last_collection():
