@@ -849,7 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--ray-ship-runs",
         action="store_true",
         help="with --backend ray, when the nodes share no file system: runs are written on "
-        "each node's disk and sent back to this machine",
+        "each node's disk and sent back to this machine (off unless given)%(default).0s",
     )
     parser.add_argument("--logdir", default="runs", help="folder that receives the study folder")
     parser.add_argument(

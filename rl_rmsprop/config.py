@@ -54,7 +54,7 @@ class RunConfig:
     eval_epsilon: float = 0.0
     """Random-action probability during evaluation (the Nature DQN used 0.05)."""
     eval_every: int | None = None
-    """Also evaluate greedily every this many env steps during training (None: 10,000, and
+    """Also evaluate greedily every this many env steps during training (unset: 10,000, and
     250,000 on Atari; 0: only at the end)."""
     capture_video: bool = False
     """Record the evaluation episodes as MP4 files in <run>/videos (needs moviepy)."""
@@ -100,7 +100,7 @@ class EnvConfig:
     id: str = field(default="CartPole-v1", metadata=flag("--env"))
     """Registered Gymnasium id with a discrete action space."""
     num_envs: int | None = None
-    """Environment copies stepped together (None: 8 for a2c, 1 for dqn)."""
+    """Environment copies stepped together (unset: 8 for a2c, 1 for dqn)."""
     vectorization: str = field(
         default="auto", metadata={"choices": ("auto", "native", "sync", "async")}
     )
@@ -114,17 +114,17 @@ class EnvConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """The optimizer: a preset from rl_rmsprop.optim.PRESETS plus overrides (None: preset's)."""
+    """The optimizer: a preset from rl_rmsprop.optim.PRESETS plus overrides (unset: preset's)."""
 
     name: str = field(default="rmsprop", metadata=flag("--optimizer"))
     """Optimizer spec, e.g. rmsprop, rmsprop:tf, rmsprop:dqn-nature, adagrad, adam, sgd."""
     lr: float | None = None
-    """Learning rate (None: 7e-4 for a2c as in the zoo; 5e-4 for dqn, from a sweep with RMSprop,
+    """Learning rate (unset: 7e-4 for a2c as in the zoo; 5e-4 for dqn, from a sweep with RMSprop,
     where the zoo has 2.3e-3 with Adam; for every optimizer)."""
     alpha: float | None = None
-    """Square-average decay (Adam: beta2); None: the preset's (0.99 for RMSprop)."""
+    """Square-average decay (Adam: beta2); unset: the preset's (0.99 for RMSprop)."""
     eps: float | None = None
-    """Denominator epsilon, inside or outside the sqrt as the preset says (None: 1e-5 for a2c
+    """Denominator epsilon, inside or outside the sqrt as the preset says (unset: 1e-5 for a2c
     as in SB3, the preset's for dqn)."""
     momentum: float | None = None
     """Heavy-ball momentum after normalisation."""
@@ -150,7 +150,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class LearnConfig:
-    """Settings every algorithm has (None: the algorithm's default)."""
+    """Settings every algorithm has (unset: the algorithm's default)."""
 
     gamma: float | None = None
     """Discount factor (0.99)."""
@@ -333,12 +333,33 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
+def help_text(doc: str, default: Any) -> str:
+    """An option's help: its docstring and, where it has one, its default as a user types it.
+
+    ``%`` is escaped, since argparse formats help strings with it.
+    """
+    text = doc.replace("%", "%%")
+    if default is None:
+        return text
+    if isinstance(default, bool):
+        shown = "true" if default else "false"
+    elif isinstance(default, tuple):
+        shown = " ".join(map(str, default))
+    else:
+        shown = str(default).replace("%", "%%")
+    return f"{text} (default: {shown})"
+
+
 def build_parser(prog: str = "python -m rl_rmsprop.train") -> argparse.ArgumentParser:
-    """The argument parser, generated from the dataclasses (every option shows its default)."""
+    """The argument parser, generated from the dataclasses.
+
+    Each option's help is its field's docstring and its default (``true``/``false`` for a
+    switch; none for an unset default, whose docstring says what unset means); an option with
+    choices shows them as its argument (``--algo {a2c,dqn}``).
+    """
     parser = OneLineErrorParser(
         prog=prog,
         description="Train an agent with an exact, observable optimizer; logs to TensorBoard.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for section in dataclasses.fields(Config):
         cls = _section_class(section.name)
@@ -350,7 +371,7 @@ def build_parser(prog: str = "python -m rl_rmsprop.train") -> argparse.ArgumentP
             kwargs: dict[str, Any] = {
                 "dest": f"{section.name}.{f.name}",
                 "default": f.default,
-                "help": docs.get(f.name, ""),
+                "help": help_text(docs.get(f.name, ""), f.default),
             }
             if "choices" in f.metadata:
                 kwargs["choices"] = f.metadata["choices"]
@@ -358,7 +379,8 @@ def build_parser(prog: str = "python -m rl_rmsprop.train") -> argparse.ArgumentP
                 kwargs["action"] = argparse.BooleanOptionalAction
             else:
                 kwargs["type"] = kind
-                kwargs["metavar"] = kind.__name__.upper()
+                if "choices" not in f.metadata:
+                    kwargs["metavar"] = kind.__name__.upper()
                 if is_tuple:
                     kwargs["nargs"] = "+"
             group.add_argument(_flag_name(f), **kwargs)

@@ -61,6 +61,11 @@ def test_help_lists_every_option_with_its_docstring_and_default(capsys):
     ]:
         assert flag in out
     assert "Seed of the network" in out and "(default: 200000)" in out
+    # choices are the argument, a switch's default reads as typed, an unset one is not shown
+    assert "--algo {a2c,dqn}" in out and "--lr-schedule {constant,linear}" in out
+    assert "Print only the final summary line. (default: false)" in out
+    assert "None" not in out and "False" not in out and "True" not in out
+    assert "Environment copies stepped together (unset: 8 for a2c," in out
 
 
 def test_field_docs_come_from_the_dataclass():
