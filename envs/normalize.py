@@ -10,7 +10,8 @@ the environment's own:
 
 The running statistics are plain arrays inside the wrappers, so a checkpoint's env state
 (:mod:`envs.state`) holds them. Evaluation normalizes its observations with a frozen copy of
-the training statistics and leaves rewards alone (:func:`frozen_observations`).
+the training statistics and leaves rewards alone (:func:`frozen_observations`); a finished
+run keeps them in ``normalization.pt`` for ``python -m rl_rmsprop.evaluate``.
 """
 
 from __future__ import annotations
@@ -55,9 +56,25 @@ def observation_normalizer(env: Any) -> NormalizeObservation | None:
     return None
 
 
-def frozen_observations(env: VectorEnv, training: NormalizeObservation) -> VectorEnv:
-    """``env`` normalizing observations with a frozen copy of ``training``'s statistics."""
+def observation_statistics(env: Any) -> dict[str, np.ndarray] | None:
+    """Copies of ``env``'s running observation statistics (``mean``, ``var``, ``count``), or None.
+
+    None when ``env`` does not normalize its observations.
+    """
+    normalizer = observation_normalizer(env)
+    if normalizer is None:
+        return None
+    rms = normalizer.obs_rms
+    return {"mean": rms.mean.copy(), "var": rms.var.copy(), "count": np.array(rms.count)}
+
+
+def frozen_observations(env: VectorEnv, statistics: dict[str, np.ndarray]) -> VectorEnv:
+    """``env`` normalizing observations by fixed ``statistics`` (observation_statistics's)."""
     env = NormalizeObservation(env, epsilon=EPSILON)
-    env.obs_rms = copy.deepcopy(training.obs_rms)
+    rms = copy.deepcopy(env.obs_rms)
+    rms.mean = np.asarray(statistics["mean"], dtype=rms.mean.dtype).copy()
+    rms.var = np.asarray(statistics["var"], dtype=rms.var.dtype).copy()
+    rms.count = float(np.asarray(statistics["count"]))
+    env.obs_rms = rms
     env.update_running_mean = False
     return TransformObservation(env, _clip_observations)

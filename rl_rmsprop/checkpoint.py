@@ -24,6 +24,7 @@ import pickle
 import re
 import struct
 import tempfile
+import warnings
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,25 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: Path) -> None:
     _atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a :func:`save_weights` file (nothing in it can run code).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or not a dict of tensors.
+    """
+    try:
+        with warnings.catch_warnings():  # torch's notes on a foreign file's pickle protocol
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist") from None
+    except Exception as e:  # a truncated, corrupt or foreign file: torch raises many kinds
+        raise CheckpointError(f"{path} is not a weights file ({type(e).__name__})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path} is not a weights file (not a dict of tensors)")
+    return data
+
+
 def load_checkpoint(path: Path, trust: bool = False) -> dict[str, Any]:
     """Read and verify a checkpoint written by :func:`save_checkpoint` (tensors on the CPU).
 
@@ -250,6 +270,10 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 FINAL_CHECKPOINT = "checkpoint.pt"
+MODEL_FILE = "model.pt"
+"""A finished run's network weights alone (:func:`save_weights`), for evaluation and reuse."""
+NORMALIZATION_FILE = "normalization.pt"
+"""A finished ``--normalize`` run's observation statistics (``mean``, ``var``, ``count``)."""
 """A run folder's final checkpoint (a population's only one, while it runs)."""
 
 

@@ -59,7 +59,7 @@ def test_folders_named_like_our_packages_in_the_working_directory_do_not_shadow_
     assert "logs in runs" in proc.stdout
 
 
-@pytest.mark.parametrize("module", ["train", "compare"])
+@pytest.mark.parametrize("module", ["train", "compare", "evaluate"])
 def test_the_clis_run_from_the_folder_that_holds_a_clone_named_like_the_package(tmp_path, module):
     """From a clone's parent, its root (``rl_rmsprop/``, no __init__) is first on sys.path: a
     namespace package that must not stand in for ours."""
@@ -69,6 +69,12 @@ def test_the_clis_run_from_the_folder_that_holds_a_clone_named_like_the_package(
     help_text = cli(module, ["--help"], cwd=tmp_path)
     assert help_text.returncode == 0, help_text.stderr
     assert f"python -m rl_rmsprop.{module}" in help_text.stdout
+    if module == "evaluate":  # imports whole, reaches its own check
+        proc = cli(module, ["runs"], cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stderr == (
+            "error: runs is not a folder; give the folder of a finished run\n"
+        )
+        return
     argv = ["--total-steps", "200", "--eval-episodes", "0", "--logdir", "runs", "--quiet"]
     if module == "compare":
         argv = ["--optimizers", "rmsprop", "--seeds", "1", "--total-steps", "200"]

@@ -6,7 +6,13 @@ import numpy as np
 import torch
 
 from envs import make_vector_env
-from envs.normalize import CLIP, frozen_observations, normalize, observation_normalizer
+from envs.normalize import (
+    CLIP,
+    frozen_observations,
+    normalize,
+    observation_normalizer,
+    observation_statistics,
+)
 from envs.state import env_state, load_env_state
 from rl_rmsprop.checkpoint import load_checkpoint
 from rl_rmsprop.train import main
@@ -59,7 +65,7 @@ def test_evaluation_uses_a_frozen_copy_of_the_training_statistics():
     before = training.obs_rms.mean.copy()
     plain = make_vector_env("Acrobot-v1", 2, 7, vectorization="sync")
     frozen = frozen_observations(
-        make_vector_env("Acrobot-v1", 2, 7, vectorization="sync"), training
+        make_vector_env("Acrobot-v1", 2, 7, vectorization="sync"), observation_statistics(training)
     )
     raw, _ = plain.reset(seed=7)
     obs, _ = frozen.reset(seed=7)

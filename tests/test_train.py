@@ -1,8 +1,10 @@
 import json
 
 import pytest
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from agents.networks import ActorCritic
 from rl_rmsprop.train import main
 
 SCHEMA_TAGS = [
@@ -88,6 +90,9 @@ def test_a_short_run_writes_the_schema(tmp_path, capsys):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["optim"]["name"] == "rmsprop" and config["a2c"]["n_steps"] == 5
     assert (run_dir / "checkpoint.pt").stat().st_size > 0
+    weights = torch.load(run_dir / "model.pt", weights_only=True)  # the network alone
+    assert set(weights) == {name for name, _ in ActorCritic(4, 2).named_parameters()}
+    assert not (run_dir / "normalization.pt").exists()  # only a --normalize run has one
 
 
 @pytest.mark.parametrize("engine", ["numpy", "autograd"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from functools import partial
 from pathlib import Path
@@ -21,7 +22,7 @@ from agents.networks import ActorCritic, CnnActorCritic
 from agents.rollout import Collector
 from envs import close_env, is_atari, make_vector_env
 from envs.atari import atari_wrappers
-from envs.normalize import frozen_observations, observation_normalizer
+from envs.normalize import frozen_observations
 from rl_rmsprop.config import Config
 from rl_rmsprop.run.builders import env_options
 from rl_rmsprop.run.errors import UserError
@@ -54,7 +55,8 @@ def evaluate(
     cfg: Config,
     device: torch.device,
     video_dir: Path | None = None,
-    training_env: Any = None,
+    obs_statistics: dict[str, np.ndarray] | None = None,
+    video_prefix: str = "rl-video",
 ) -> tuple[float | None, float | None]:
     """Mean and std of ``--eval-episodes`` greedy episodes on separately seeded envs.
 
@@ -65,8 +67,9 @@ def evaluate(
 
     With ``video_dir`` every episode is recorded there as an MP4 (Gymnasium's RecordVideo
     around the emulator, so the video shows every frame, not only the ones the agent saw),
-    one after another on a single env copy. With ``--normalize`` the observations are
-    normalized by a frozen copy of ``training_env``'s statistics; returns are the env's own.
+    one after another on a single env copy, named ``<video_prefix>-episode-<i>.mp4``. With
+    ``obs_statistics`` (a ``--normalize`` run's, :func:`envs.normalize.observation_statistics`)
+    the observations are normalized by them, frozen; returns are the env's own.
     """
     episodes = cfg.run.eval_episodes
     if episodes == 0:
@@ -74,7 +77,12 @@ def evaluate(
     copies, env_kwargs, wrappers = episodes, None, None
     if video_dir is not None:
         copies, env_kwargs = 1, {"render_mode": "rgb_array"}
-        record = partial(RecordVideo, video_folder=str(video_dir), episode_trigger=lambda _: True)
+        record = partial(
+            RecordVideo,
+            video_folder=str(video_dir),
+            episode_trigger=lambda _: True,
+            name_prefix=video_prefix,
+        )
         record_quietly = partial(_quiet_video, record)
         wrappers = [record_quietly, *atari_wrappers()] if is_atari(cfg.env.id) else [record_quietly]
     seed = cfg.run.seed + EVAL_SEED_OFFSET
@@ -83,9 +91,8 @@ def evaluate(
     else:
         options = env_options(cfg)
     env = make_vector_env(cfg.env.id, copies, seed, **options)
-    normalizer = observation_normalizer(training_env)
-    if normalizer is not None:
-        env = frozen_observations(env, normalizer)
+    if obs_statistics is not None:
+        env = frozen_observations(env, obs_statistics)
     was_training = model.training
     model.eval()
     rng_devices = [device] if device.type == "cuda" else []
@@ -110,21 +117,24 @@ def _play(env: Any, seed: int, device: torch.device, policy: Any, episodes: int)
     return [r for copy in returns for r in copy[:per_copy]][:episodes]
 
 
-def check_video(cfg: Config) -> None:
+def check_video(cfg: Config, flag: str = "--capture-video") -> None:
     """Fail early, before anything is written, if evaluation episodes cannot be recorded.
 
     Raises:
         UserError: moviepy is missing, or the env cannot render frames.
     """
     if importlib.util.find_spec("moviepy") is None:
-        raise UserError('--capture-video needs moviepy; install it: pip install -e ".[video]"')
+        raise UserError(f'{flag} needs moviepy; install it: pip install -e ".[video]"')
+    # Frames are drawn off screen (rgb_array): without this, pygame's SDL looks for a display
+    # and, on a headless machine, prints "error: XDG_RUNTIME_DIR is invalid" for every env.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     kwargs = {"render_mode": "rgb_array"}
     env = make_vector_env(cfg.env.id, 1, 0, vectorization="sync", wrappers=[], env_kwargs=kwargs)
     try:
         env.reset(seed=0)
         env.unwrapped.envs[0].render()
     except gymnasium.error.DependencyNotInstalled as e:
-        raise UserError(f"--capture-video: {cfg.env.id} cannot render frames ({e})") from None
+        raise UserError(f"{flag}: {cfg.env.id} cannot render frames ({e})") from None
     finally:
         close_env(env)
 

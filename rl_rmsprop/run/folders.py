@@ -37,6 +37,7 @@ _RUN_FILES = {
     "progress.csv",
     "checkpoint.pt",
     "model.pt",
+    "normalization.pt",
     LOCK_FILE,
 }
 _STUDY_FILES = {"study.json", "summary.json", "summary.csv", "curves.png", "optim.png", LOCK_FILE}

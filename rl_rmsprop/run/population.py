@@ -40,6 +40,7 @@ from envs.population import make_population_env
 from rl_rmsprop.checkpoint import (
     FINAL_CHECKPOINT,
     FORMAT,
+    MODEL_FILE,
     CheckpointError,
     UnsafeCheckpoint,
     load_checkpoint,
@@ -71,8 +72,6 @@ from rl_rmsprop.threads import set_threads
 
 SHARED = ("optim", "run.seed", "run.logdir", "run.run_name")
 """What may differ between members; every other option is the population's."""
-MODEL_FILE = "model.pt"
-"""A member's final parameters: an ``agents.networks.ActorCritic`` state dict."""
 
 
 class PopulationError(Exception):

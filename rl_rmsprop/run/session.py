@@ -13,6 +13,7 @@ from torch import nn
 
 from agents.replay import ReplayBuffer
 from agents.rollout import Collector
+from envs.normalize import observation_statistics
 from rl_rmsprop.checkpoint import (
     CHECKPOINT_DIR,
     FORMAT,
@@ -143,7 +144,9 @@ class Session:
         if every and step // every > self.evaluations and step < self.cfg.run.total_steps:
             self.evaluations = step // every
             device = self.device or torch.device("cpu")
-            mean, std = evaluate(self.model, self.cfg, device, training_env=self.env)
+            mean, std = evaluate(
+                self.model, self.cfg, device, obs_statistics=observation_statistics(self.env)
+            )
             self.tracker.episodes.evaluated(mean, step)
             if mean is not None:
                 self.logger.scalars(

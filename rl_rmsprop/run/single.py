@@ -19,14 +19,17 @@ import torch
 
 from agents.rollout import WORKER_DIED, Collector, EnvStepFailed
 from envs import close_env, is_atari, make_vector_env
-from envs.normalize import normalize
+from envs.normalize import normalize, observation_statistics
 from rl_rmsprop.checkpoint import (
     FINAL_CHECKPOINT,
+    MODEL_FILE,
+    NORMALIZATION_FILE,
     CheckpointError,
     UnsafeCheckpoint,
     load_checkpoint,
     resume_candidates,
     save_checkpoint,
+    save_weights,
     unpack_env,
     write_json_atomic,
 )
@@ -303,7 +306,7 @@ def finish(sess: Session, summary: dict, final_state: dict) -> dict:
     cfg, run_dir, logger = sess.cfg, sess.run_dir, sess.logger
     video_dir = run_dir / "videos" if cfg.run.capture_video else None
     device = sess.device or torch.device("cpu")
-    mean, std = evaluate(sess.model, cfg, device, video_dir, training_env=sess.env)
+    mean, std = evaluate(sess.model, cfg, device, video_dir, observation_statistics(sess.env))
     summary["eval_return_mean"], summary["eval_return_std"] = mean, std
     episodes = sess.tracker.episodes
     episodes.evaluated(mean, summary["total_steps"])
@@ -314,6 +317,13 @@ def finish(sess: Session, summary: dict, final_state: dict) -> dict:
             summary["total_steps"],
         )
     save_checkpoint(final_state, run_dir / FINAL_CHECKPOINT)
+    save_weights(sess.model.state_dict(), run_dir / MODEL_FILE)
+    statistics = observation_statistics(sess.env)
+    if statistics is not None:
+        save_weights(
+            {k: torch.from_numpy(np.asarray(v)) for k, v in statistics.items()},
+            run_dir / NORMALIZATION_FILE,
+        )
     summary["run_dir"] = str(run_dir)
     write_json_atomic(summary, run_dir / "summary.json")
     logger.final(
