@@ -165,11 +165,13 @@ def train_population_chunk(
     out: Any = None,
     label: str = "population",
     stop: Any = None,
+    progress: Any = None,
 ) -> list[dict[str, Any]]:
     """One population of a study, resumed from ``checkpoint`` where an earlier attempt left one.
 
     Without a usable checkpoint the members that have no ``summary.json`` start again (their
     folders are removed first). The checkpoint is removed once the population finished.
+    ``progress`` goes to :func:`~rl_rmsprop.run.population.run_population`.
 
     Raises:
         Interrupted: ``stop`` saw a signal (the checkpoint was written).
@@ -178,7 +180,12 @@ def train_population_chunk(
     if checkpoint is not None and checkpoint.exists():
         try:
             summaries = run_population(
-                list(cfgs), out=out, label=label, checkpoint=checkpoint, stop=stop
+                list(cfgs),
+                out=out,
+                label=label,
+                checkpoint=checkpoint,
+                stop=stop,
+                progress=progress,
             )
         except UnsafeCheckpoint as e:  # not damage: kept, for the user to decide
             return [{"error": str(e)}] * len(cfgs)
@@ -203,7 +210,12 @@ def train_population_chunk(
     try:
         fresh = (
             run_population(
-                [cfgs[i] for i in todo], out=out, label=label, checkpoint=checkpoint, stop=stop
+                [cfgs[i] for i in todo],
+                out=out,
+                label=label,
+                checkpoint=checkpoint,
+                stop=stop,
+                progress=progress,
             )
             if todo
             else []

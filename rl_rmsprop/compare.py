@@ -59,6 +59,7 @@ from rl_rmsprop.config import (
     parse_config,
 )
 from rl_rmsprop.optim.presets import preset_group
+from rl_rmsprop.progress import StudyProgress, clock
 from rl_rmsprop.run.builders import env_options, resolve_device
 from rl_rmsprop.run.errors import UserError
 from rl_rmsprop.run.folders import (
@@ -70,6 +71,7 @@ from rl_rmsprop.run.folders import (
 from rl_rmsprop.run.population import unsupported
 from rl_rmsprop.run.signals import Interrupted, StopSignals
 from rl_rmsprop.workers import Pool
+from rl_rmsprop.workers import report as report_progress
 
 GRID_POINTS = 100
 """Points of the env-step grid the learning curves are put on."""
@@ -277,16 +279,26 @@ def build_pairs(
     return pairs
 
 
-def _train_chunk(cfgs: list[Config], label: str, checkpoint: Path) -> list[dict[str, Any]]:
+def _train_chunk(
+    cfgs: list[Config], label: str, checkpoint: Path, progress: Any = None
+) -> list[dict[str, Any]]:
     """Worker: one population of runs; each run's summary, or ``{"error": ...}``.
 
     It resumes from ``checkpoint`` if an earlier attempt left one. A signal makes the
     population finish its update and write its checkpoint; it then ends as Ctrl-C does
-    (``KeyboardInterrupt``).
+    (``KeyboardInterrupt``). Its progress goes to ``progress`` (step, members), by default to
+    the parent process (:func:`rl_rmsprop.workers.report`).
     """
+    if progress is None:
+
+        def progress(step: int, members: int) -> None:
+            report_progress((step, members))
+
     try:
         with StopSignals() as stop:
-            return train_population_chunk(cfgs, checkpoint, out=sys.stdout, label=label, stop=stop)
+            return train_population_chunk(
+                cfgs, checkpoint, out=sys.stdout, label=label, stop=stop, progress=progress
+            )
     except Interrupted:
         raise KeyboardInterrupt from None
 
@@ -299,16 +311,6 @@ def population_chunks(pairs: list[Pair], workers: int) -> list[list[Pair]]:
     """
     count = max(1, min(workers, len(pairs)))
     return [c for c in (pairs[i::count] for i in range(count)) if c]
-
-
-def _bar(done: int, total: int, width: int = 20) -> str:
-    filled = int(width * done / max(total, 1))
-    return "[" + "#" * filled + "." * (width - filled) + "]"
-
-
-def _clock(seconds: float) -> str:
-    seconds = round(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def run_pairs(
@@ -326,8 +328,10 @@ def run_pairs(
     (:class:`rl_rmsprop.workers.Pool`); in population mode the runs are split into
     ``workers`` populations, each one job (run in this process when ``workers`` is 1). With
     ``ray`` each run (or each population) is a Ray task (``rl_rmsprop.cluster``). Each
-    finished run prints one line with the overall progress bar and ETA. Ctrl-C stops the
-    busy runs at their next update with a checkpoint; finished runs are kept.
+    finished run prints one line; populations also report their env steps as they train,
+    shown live (:class:`~rl_rmsprop.progress.StudyProgress`), and the ETA comes from the
+    measured env steps per second. Ctrl-C stops the busy runs at their next update with a
+    checkpoint; finished runs are kept.
 
     Returns:
         Every pair's summary (read back for skipped pairs) or ``{"error": message}``.
@@ -346,42 +350,64 @@ def run_pairs(
         print(f"skipping {skipped} finished run(s); {len(todo)} to run", file=out, flush=True)
     if not todo:
         return results
-    start = time.perf_counter()
-    finished = 0
+    chunks = population_chunks(todo, workers) if population else [[p] for p in todo]
+    job_of = {pair: i for i, chunk in enumerate(chunks) for pair in chunk}
+    progress = StudyProgress(sum(p.cfg.run.total_steps for p in todo), len(todo), out)
 
     def report(pair: Pair, summary: dict) -> None:
-        nonlocal finished
         results[pair] = summary
-        finished += 1
-        elapsed = time.perf_counter() - start
-        eta = elapsed / finished * (len(todo) - finished)
-        print(
-            f"{_bar(finished, len(todo))} {finished}/{len(todo)} {_describe(pair, summary)}"
-            f" | elapsed {_clock(elapsed)}, ETA {_clock(eta)}",
-            file=out,
-            flush=True,
+        job = job_of[pair]
+        done = sum(p.cfg.run.total_steps for p in chunks[job] if p in results)
+        progress.run_finished(job, max(done, progress.steps.get(job, 0)))
+        eta = progress.eta()
+        progress.message(
+            f"{progress.finished}/{len(todo)} {_describe(pair, summary)} | elapsed "
+            f"{clock(time.perf_counter() - progress.start)}, ETA "
+            f"{'n/a' if eta is None else clock(eta)}"
         )
 
-    if ray is not None:
-        chunks = population_chunks(todo, workers) if population else [[p] for p in todo]
-        run_on_ray(chunks, population, ray, study or Path("."), report)
-        return results
-    if population:
-        chunks = population_chunks(todo, workers)
-        labels = [f"population {i + 1}/{len(chunks)}" for i in range(len(chunks))]
-        root = study or Path(".")
-        jobs = [
-            (_train_chunk, ([p.cfg for p in c], label, chunk_checkpoint(root, [p.cfg for p in c])))
-            for c, label in zip(chunks, labels, strict=True)
-        ]
-        if len(chunks) == 1:
-            fn, args = jobs[0]
-            for pair, summary in zip(todo, fn(*args), strict=True):
-                report(pair, summary)
+    def moved(job: int, payload: tuple[int, int]) -> None:
+        member_steps, members = payload
+        progress.update(job, member_steps * members)
+
+    try:
+        if ray is not None:
+            run_on_ray(chunks, population, ray, study or Path("."), report)
             return results
-    else:
-        chunks = [[p] for p in todo]
-        jobs = [(train_or_resume, (p.cfg,)) for p in todo]  # resumed where a checkpoint is
+        if population:
+            labels = [f"population {i + 1}/{len(chunks)}" for i in range(len(chunks))]
+            root = study or Path(".")
+            jobs = [
+                (
+                    _train_chunk,
+                    ([p.cfg for p in c], label, chunk_checkpoint(root, [p.cfg for p in c])),
+                )
+                for c, label in zip(chunks, labels, strict=True)
+            ]
+            if len(chunks) == 1:
+                fn, args = jobs[0]
+                summaries = fn(*args, progress=lambda step, k: moved(0, (step, k)))
+                for pair, summary in zip(todo, summaries, strict=True):
+                    report(pair, summary)
+                return results
+        else:
+            jobs = [(train_or_resume, (p.cfg,)) for p in todo]  # resumed where a checkpoint is
+        _map_jobs(jobs, workers, chunks, population, todo, report, moved)
+    finally:
+        progress.close()
+    return results
+
+
+def _map_jobs(
+    jobs: list[Any],
+    workers: int,
+    chunks: list[list[Pair]],
+    population: bool,
+    todo: list[Pair],
+    report: Any,
+    moved: Any,
+) -> None:
+    """Run the jobs in worker processes; report each run's summary as its job finishes."""
 
     def reported(index: int, result: Any) -> None:
         if isinstance(result, Exception):  # the worker died or the job raised
@@ -396,11 +422,10 @@ def run_pairs(
         # copying) every page of it (the use gc.freeze is documented for).
         gc.freeze()
     try:
-        Pool(min(workers, len(jobs)), method).map(jobs, reported)
+        Pool(min(workers, len(jobs)), method).map(jobs, reported, moved)
     finally:
         if method == "fork":
             gc.unfreeze()
-    return results
 
 
 def start_method(population: bool, cfgs: list[Config]) -> str:
@@ -1006,7 +1031,7 @@ def _run_study(
     for pair, error in failed:
         print(f"failed: {pair.spec.label} seed {pair.seed}: {error}")
     print(
-        f"done in {_clock(wall)} ({meta['aggregate_sps']:,.0f} env steps/s in all): "
+        f"done in {clock(wall)} ({meta['aggregate_sps']:,.0f} env steps/s in all): "
         f"{study}/summary.csv, curves.png, optim.png; "
         f"tensorboard --logdir {study}"
     )

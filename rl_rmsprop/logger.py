@@ -310,7 +310,7 @@ class Logger:
         if not self.progress_due(step):
             return
         ret = "n/a" if mean_return is None else f"{mean_return:8.1f}"
-        pct = 100.0 * step / self.total_steps
+        pct = min(100.0, 100.0 * step / self.total_steps)  # the last rollout may overshoot
         text = (
             f"{step:>10,}/{self.total_steps:,} steps ({pct:5.1f}%)  {sps:8,.0f} SPS  return {ret}"
         )
@@ -319,7 +319,8 @@ class Logger:
             bar = "#" * int(pct / 5)
             print(f"\r[{bar:<20}] {text}", end="", file=self.stream, flush=True)
         else:
-            self._next_line = step + max(1, self.total_steps // 10)
+            # the line at 100% is always printed, however the steps fall
+            self._next_line = min(step + max(1, self.total_steps // 10), self.total_steps)
             print(text, file=self.stream, flush=True)
 
     def message(self, text: str) -> None:

@@ -12,6 +12,9 @@ A study runs each job (a run, or a population of runs) in a process of its own. 
   (``prctl(PR_SET_PDEATHSIG)``), so a SIGKILLed study leaves no workers training; elsewhere a
   watchdog thread checks the parent every second and sends the same signal.
 * **A dead worker is a result**, not a hang: its job is reported as failed with its exit code.
+
+A job may also tell the parent how far it is: :func:`report` in the worker reaches
+``on_progress`` of :meth:`Pool.map` in the parent, over the same pipe.
 """
 
 from __future__ import annotations
@@ -61,13 +64,27 @@ def _die_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+_parent_conn: Connection | None = None
+"""In a worker: the pipe to the parent (where :func:`report` writes)."""
+
+
+def report(payload: Any) -> None:
+    """From a job in a worker: hand ``payload`` to the parent's ``on_progress`` (else nothing)."""
+    if _parent_conn is not None:
+        with contextlib.suppress(OSError):  # the parent is gone: the job ends anyway
+            _parent_conn.send(("progress", payload))
+
+
 def _worker(conn: Connection, parent: int) -> None:
     """A worker's body: run the jobs the parent sends, each ``(fn, args)``, until ``None``.
 
-    Each result goes back as ``("ok", result)`` or ``("error", "Type: message")``.
+    Each result goes back as ``("ok", result)`` or ``("error", "Type: message")``, after any
+    number of ``("progress", payload)`` messages from :func:`report`.
     """
+    global _parent_conn
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's (see the module)
     _die_with_parent(parent)
+    _parent_conn = conn
     with contextlib.suppress(EOFError, OSError, KeyboardInterrupt):  # parent gone, or stopped
         while (job := conn.recv()) is not None:
             fn, args = job
@@ -123,26 +140,39 @@ class Pool:
         theirs.close()  # the worker holds its copy: EOF here means it is gone
         return mine, process
 
-    def _result(self, conn: Connection) -> tuple[int, Any]:
-        """The finished job's index and result (WorkerDied if its worker is gone)."""
-        index, process = self.busy.pop(conn)
+    def _result(self, conn: Connection) -> tuple[int, Any, bool]:
+        """A busy worker's message: its job's index, the value, and whether the job is done.
+
+        A progress message leaves the job busy; a result (or a WorkerDied if the worker is
+        gone) ends it.
+        """
+        index, process = self.busy[conn]
         try:
             status, value = conn.recv()
         except (EOFError, OSError):
+            del self.busy[conn]
             conn.close()
             process.join()
-            return index, WorkerDied(f"its worker process ended with exit code {process.exitcode}")
+            died = WorkerDied(f"its worker process ended with exit code {process.exitcode}")
+            return index, died, True
+        if status == "progress":
+            return index, value, False
+        del self.busy[conn]
         if status == "error":
             value = WorkerFailed(value)
         self.idle.append((conn, process))
-        return index, value
+        return index, value, True
 
     def map(
-        self, jobs: Sequence[Job], on_result: Callable[[int, Any], None] | None = None
+        self,
+        jobs: Sequence[Job],
+        on_result: Callable[[int, Any], None] | None = None,
+        on_progress: Callable[[int, Any], None] | None = None,
     ) -> list[Any]:
         """Run every job; each one's result (or a WorkerDied/WorkerFailed), in job order.
 
-        ``on_result(index, result)`` is called as each finishes.
+        ``on_result(index, result)`` is called as each finishes, ``on_progress(index,
+        payload)`` for each :func:`report` of a job.
 
         Raises:
             KeyboardInterrupt: on Ctrl-C (or SIGTERM turned into it by the caller), after the
@@ -162,10 +192,14 @@ class Pool:
                     conn.send(job)
                     self.busy[conn] = (index, process)
                 for conn in wait(list(self.busy)):
-                    index, result = self._result(conn)  # type: ignore[arg-type]
-                    results[index] = result
+                    index, value, done = self._result(conn)  # type: ignore[arg-type]
+                    if not done:
+                        if on_progress is not None:
+                            on_progress(index, value)
+                        continue
+                    results[index] = value
                     if on_result is not None:
-                        on_result(index, result)
+                        on_result(index, value)
         except KeyboardInterrupt:
             self.stop()
             raise

@@ -21,3 +21,12 @@ def vanish(code: int) -> int:
 def sleep_then(seconds: float) -> float:
     time.sleep(seconds)
     return seconds
+
+
+def count_to(n: int) -> int:
+    """Report 1 .. n to the parent as progress, then return n."""
+    from rl_rmsprop.workers import report
+
+    for i in range(1, n + 1):
+        report(i)
+    return n

@@ -30,6 +30,14 @@ def test_plain_progress_lines_every_tenth_and_quiet(tmp_path):
     lines = out.getvalue().splitlines()
     assert len(lines) == 11 and "n/a" in lines[0] and "42.0" in lines[-1] and "SPS" in lines[0]
     assert due == [step % 100 == 0 for step in range(0, 1001, 50)]  # exactly the drawn ones
+    # a total that the steps do not divide: the last line is at 100%, never above it
+    out = io.StringIO()
+    logger = Logger(tmp_path / "c", total_steps=1010, stream=out)
+    for step in range(40, 1041, 40):
+        logger.progress(step, 1.0, None)
+    logger.close()
+    lines = out.getvalue().splitlines()
+    assert lines[-1].startswith("     1,040/1,010 steps (100.0%)") and len(lines) == 10
     quiet = io.StringIO()
     logger = Logger(tmp_path / "b", total_steps=1000, quiet=True, stream=quiet)
     assert not logger.progress_due(500)

@@ -275,6 +275,10 @@ def test_compare_in_population_mode_gives_the_same_report_whatever_the_chunking(
     assert cli.returncode == 0, cli.stderr
     out_two = cli.stdout
     assert "population 1/2" in out_two and "population 2/2" in out_two
+    # the populations' env steps arrive as they train: 100% is shown before a run is reported
+    for out in (out_one, out_two):
+        full = out.index("100.0%  12,000/12,000 env steps")
+        assert full < out.index("1/4 ") and "ETA n/a" not in out[out.index("1/4 ") :]
 
     def table(text):
         lines = text.splitlines()

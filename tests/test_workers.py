@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT, alive, children, wait_for
 
 from rl_rmsprop.workers import Pool, WorkerDied, WorkerFailed
-from tests.jobs import fail, sleep_then, square, vanish
+from tests.jobs import count_to, fail, sleep_then, square, vanish
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
@@ -27,6 +27,20 @@ def test_results_come_in_job_order_with_failures_as_results(method):
     )
     assert isinstance(results[2], WorkerDied) and "exit code 7" in str(results[2])
     assert sorted(seen) == [0, 1, 2, 3, 4]
+
+
+def test_a_jobs_progress_reaches_the_parent_before_its_result():
+    events = []
+    results = Pool(2, "fork").map(
+        [(count_to, (3,)), (count_to, (2,)), (square, (4,))],
+        lambda i, r: events.append(("result", i, r)),
+        lambda i, p: events.append(("progress", i, p)),
+    )
+    assert results == [3, 2, 16]
+    for job, n in ((0, 3), (1, 2)):
+        mine = [e for e in events if e[1] == job]
+        assert mine == [*(("progress", job, k) for k in range(1, n + 1)), ("result", job, n)]
+    assert [e for e in events if e[1] == 2] == [("result", 2, 16)]
 
 
 PARENT = """

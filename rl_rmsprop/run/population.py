@@ -19,6 +19,7 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -70,6 +71,8 @@ from rl_rmsprop.run.signals import Interrupted, StopSignals
 from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats, fmt_or_na
 from rl_rmsprop.threads import set_threads
 
+PROGRESS_EVERY_S = 0.5
+"""How often a population tells its ``progress`` callback how far it is."""
 SHARED = ("optim", "run.seed", "run.logdir", "run.run_name")
 """What may differ between members; every other option is the population's."""
 
@@ -207,6 +210,7 @@ def run_population(
     label: str = "population",
     checkpoint: Path | None = None,
     stop: Any = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train every member; returns their summaries in the order given.
 
@@ -223,6 +227,8 @@ def run_population(
             starts, the population resumes from it (its member folders must be there).
         stop: a ``StopSignals`` whose signal makes the loop write the checkpoint and
             raise ``Interrupted`` at the end of the current update.
+        progress: called with (env steps per member so far, members) about every
+            :data:`PROGRESS_EVERY_S` seconds and at the end (a study's live progress).
 
     Raises:
         PopulationError: the members cannot train together.
@@ -288,6 +294,7 @@ def run_population(
             flush=True,
         )
         loop = Loop(model, opt, env, members, seeds, device, out, checkpoint, stop, engine)
+        loop.progress = progress
         if state is not None:
             why = loop.load_state_dict(state)
             if why is not None:
@@ -337,7 +344,9 @@ class Loop:
         self.noise = MemberNoise(seeds, model.envs_per_member, model.n_actions, device)
         self.updates = self.evaluations = self.next_line = 0
         self.last_checkpoint = 0
-        self.start = time.perf_counter()
+        self.start = self.last_report = time.perf_counter()
+        self.progress: Callable[[int, int], None] | None = None
+        """Told (member steps, members) now and then; see :func:`run_population`."""
 
     def state_dict(self) -> dict[str, Any]:
         """The whole population's state (the environments pickled)."""
@@ -435,6 +444,12 @@ class Loop:
             if not run.quiet and (step >= self.next_line or step >= run.total_steps):
                 self.next_line = step + max(1, run.total_steps // 10)
                 _progress(members, step, run.total_steps, elapsed, self.out)
+            now = time.perf_counter()
+            if self.progress is not None and (
+                now - self.last_report >= PROGRESS_EVERY_S or step >= run.total_steps
+            ):
+                self.last_report = now
+                self.progress(step, len(members))
             self.boundary(step)
         return self._finish()
 
