@@ -1,12 +1,14 @@
 """rl_rmsprop: reinforcement learning around an exact, vectorized, observable RMSprop."""
 
-import gc
 import importlib.util
 import sys
 from pathlib import Path
-from typing import NoReturn
+
+from rl_rmsprop.cli import exit_cli, load_package
 
 __version__ = "0.1.0"
+
+__all__ = ["exit_cli"]
 
 SIBLINGS = ("agents", "envs")
 """The project's other top-level packages, installed beside ``rl_rmsprop``."""
@@ -30,26 +32,7 @@ def _claim_siblings() -> None:
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.origin and Path(spec.origin).resolve() == init:
             continue  # the normal case: nothing is loaded here
-        spec = importlib.util.spec_from_file_location(
-            name, init, submodule_search_locations=[str(init.parent)]
-        )
-        assert spec is not None and spec.loader is not None  # a file we just found
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-
-
-def exit_cli(code: int) -> NoReturn:
-    """``sys.exit(code)`` for a command-line entry point, without the collection at exit.
-
-    As the interpreter shuts down it runs a full garbage collection over every object still
-    alive: with torch and matplotlib loaded, ~200k objects and 0.2-0.4 s on the build
-    machine, spent as the process ends and the OS frees its memory anyway. Freezing them
-    first (``gc.freeze``) takes them out of that collection; files, ``atexit`` handlers and
-    child processes are finished as usual.
-    """
-    gc.freeze()
-    sys.exit(code)
+        load_package(name, init)
 
 
 _claim_siblings()

@@ -29,6 +29,7 @@ __all__ = [
     "curve_on_grid",
     "event_files",
     "iqm",
+    "iqm_band",
     "normalized_auc",
     "read_scalars",
     "step_grid",
@@ -99,6 +100,22 @@ def bootstrap_ci(
     if curve:
         return low, high
     return float(low[0]), float(high[0])
+
+
+def iqm_band(runs: np.ndarray, reps: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A curve's IQM over runs and its 95% bootstrap band: ``(centre, low, high)``, ``[points]``.
+
+    ``runs`` is ``[runs, points]``; a point where any run has no value (NaN, e.g. before its
+    first logged figure) is NaN in all three.
+    """
+    runs = np.asarray(runs, dtype=np.float64)
+    whole = np.isfinite(runs).all(axis=0)
+    centre, low, high = (np.full(runs.shape[1], np.nan) for _ in range(3))
+    if whole.any():
+        part = runs[:, whole]
+        centre[whole] = iqm(part, axis=0)
+        low[whole], high[whole] = bootstrap_ci(part[:, None, :], reps=reps)
+    return centre, low, high
 
 
 def step_grid(total_steps: int, points: int = 100) -> np.ndarray:

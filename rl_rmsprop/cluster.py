@@ -148,7 +148,7 @@ def train_or_resume(cfg: Config) -> dict[str, Any]:
         resume = run_dir if resume_candidates(run_dir) else None
         if resume is None:
             _clear_unfinished(run_dir)  # an attempt that died before its first checkpoint
-        return run(cfg, resume=resume)
+        return run(cfg, resume=resume, in_study=True)
     except (UserError, EnvError, TrainingFailed) as e:
         return {"error": str(e)}
 

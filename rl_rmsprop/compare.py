@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,15 @@ from rl_rmsprop.cli import exit_cli  # first: the real package, wherever the use
 
 # isort: split
 from envs import EnvError, env_reward_threshold, is_atari, make_vector_env
-from rl_rmsprop.aggregate import RunCurves, bootstrap_ci, iqm, normalized_auc, step_grid
+from rl_rmsprop.aggregate import (
+    RunCurves,
+    bootstrap_ci,
+    iqm,
+    iqm_band,
+    normalized_auc,
+    step_grid,
+)
+from rl_rmsprop.board import Band, columns, write_board
 from rl_rmsprop.checkpoint import write_json_atomic
 from rl_rmsprop.cluster import (
     RayOptions,
@@ -58,6 +65,7 @@ from rl_rmsprop.config import (
     name_problem,
     parse_config,
 )
+from rl_rmsprop.logger import FINAL_METRICS
 from rl_rmsprop.optim.presets import preset_group
 from rl_rmsprop.progress import StudyProgress, clock
 from rl_rmsprop.run.builders import env_options, resolve_device
@@ -69,6 +77,7 @@ from rl_rmsprop.run.folders import (
     study_folder_problem,
 )
 from rl_rmsprop.run.population import unsupported
+from rl_rmsprop.run.session import hparams
 from rl_rmsprop.run.signals import Interrupted, StopSignals
 from rl_rmsprop.workers import Pool
 from rl_rmsprop.workers import report as report_progress
@@ -82,7 +91,14 @@ OPTIM_TAGS = {
     "optim/effective_lr/p50": "effective learning rate (median lr / denominator)",
     "optim/update_to_param_ratio": "update-to-parameter ratio",
 }
-"""The telemetry optim.png shows, with its axis labels."""
+"""The telemetry optim.png shows, with its panel titles."""
+OPTIM_UNITS = {
+    "grad/norm_preclip": "L2 norm of the gradient",
+    "optim/effective_lr/p50": "lr / denominator (step per unit gradient)",
+    "optim/update_to_param_ratio": "||update|| / ||parameters||",
+}
+"""Their y-axis labels."""
+
 LOCAL_RAY = "a local Ray instance (it listens on every interface, behind Ray's token)"
 """How the study line names the Ray instance ``--backend ray`` starts without --ray-address."""
 RESERVED = {
@@ -491,8 +507,11 @@ def aggregate(
     for spec in specs:
         mine = [p for p in pairs if p.spec == spec]
         ok = [results[p] for p in mine if "error" not in results[p]]
+        # the curve's last point: the same return window as curves.png (CURVE_WINDOW)
         finals = [
-            s["episodic_return_mean100"] for s in ok if s["episodic_return_mean100"] is not None
+            float(curves[p]["return"][-1])
+            for p in mine
+            if p in curves and np.isfinite(curves[p]["return"][-1])
         ]
         solved = [s for s in ok if s["solved_at_step"] is not None]
         evals = [s.get("eval_solved_at_step") for s in ok]
@@ -531,7 +550,7 @@ def format_table(rows: list[OptimizerResult]) -> str:
     """The console table: one line per optimizer."""
     width = max(9, *(len(r.label) for r in rows))
     head = (
-        f"{'optimizer':<{width}} | final return IQM [95% CI]  | mean +- std     | solved | "
+        f"{'optimizer':<{width}} | last-20 return IQM [95% CI] | mean +- std     | solved | "
         f"steps to solve | time to solve | eval solved at (median) |   AUC |    SPS"
     )
     lines = [head, "-" * len(head)]
@@ -540,7 +559,7 @@ def format_table(rows: list[OptimizerResult]) -> str:
         mean_std = "n/a" if r.final_mean is None else f"{r.final_mean:6.1f} +- {r.final_std:5.1f}"
         solve_time = "n/a" if r.time_to_solve_s is None else f"{r.time_to_solve_s:.1f} s"
         lines.append(
-            f"{r.label:<{width}} | {_fmt(r.final_iqm, '6.1f'):>6} {ci:<19} | {mean_std:<15} | "
+            f"{r.label:<{width}} | {_fmt(r.final_iqm, '6.1f'):>6} {ci:<20} | {mean_std:<15} | "
             f"{r.solved:>2}/{r.runs - r.failed:<3} | {_fmt(r.steps_to_solve, ',.0f'):>14} | "
             f"{solve_time:>13} | {r.eval_solved:>2}/{r.runs - r.failed:<3} "
             f"{_fmt(r.eval_steps_to_solve, ',.0f'):>15} | {_fmt(r.auc, '.3f'):>5} | "
@@ -669,9 +688,28 @@ def report_pool() -> ProcessPoolExecutor | _Serial:
     return pool
 
 
+def study_bands(
+    specs: list[OptimizerSpec], curves: dict[Pair, dict]
+) -> dict[OptimizerSpec, dict[str, Band]]:
+    """Each optimizer's IQM over seeds with its 95% band, for the return and OPTIM_TAGS.
+
+    A run's return is 0 on the grid before its first episode ends; telemetry is missing
+    before its first log (those points are left out).
+    """
+    out: dict[OptimizerSpec, dict[str, Band]] = {}
+    for spec in specs:
+        mine = [c for p, c in curves.items() if p.spec == spec]
+        if not mine:
+            continue
+        out[spec] = {"return": iqm_band(np.nan_to_num([c["return"] for c in mine], nan=0.0))}
+        for tag in OPTIM_TAGS:
+            out[spec][tag] = iqm_band(np.array([c[tag] for c in mine]))
+    return out
+
+
 def plot_curves(
-    specs: list[OptimizerSpec],
-    curves: dict[Pair, dict],
+    bands: dict[OptimizerSpec, dict[str, Band]],
+    seeds: dict[OptimizerSpec, int],
     grid: np.ndarray,
     path: Path,
     title: str,
@@ -682,84 +720,99 @@ def plot_curves(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
-    for spec in specs:
-        runs = np.array([c["return"] for p, c in curves.items() if p.spec == spec])
-        if len(runs) == 0:
-            continue
-        runs = np.nan_to_num(runs, nan=0.0)
-        centre = iqm(runs, axis=0)
-        low, high = bootstrap_ci(runs[:, None, :], reps=1000)
-        (line,) = ax.plot(grid, centre, label=f"{spec.label} ({len(runs)} seeds)")
+    for spec, band in bands.items():
+        centre, low, high = band["return"]
+        (line,) = ax.plot(grid, centre, label=f"{spec.label} ({seeds[spec]} seeds)")
         ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     if threshold is not None:
         ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="solved threshold")
     ax.set_xlabel("environment steps")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 40k, not 40000
     ax.set_ylabel(f"episodic return (mean of last {CURVE_WINDOW} episodes)")
-    ax.set_title(title + "\nIQM over seeds, shaded: 95% stratified bootstrap CI", y=1.0)
+    ax.set_title(
+        f"{title}\nreturn: mean of the last {CURVE_WINDOW} episodes (the table's final return)"
+        "\nIQM over seeds, shaded: 95% stratified bootstrap CI",
+        y=1.0,
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=8)
-    _margins(fig, left=1.0, right=0.2, bottom=0.6, top=0.65)
+    _margins(fig, left=1.0, right=0.2, bottom=0.6, top=0.8)
     fig.savefig(path)
     plt.close(fig)
 
 
 def plot_optim(
-    specs: list[OptimizerSpec], curves: dict[Pair, dict], grid: np.ndarray, path: Path, title: str
+    bands: dict[OptimizerSpec, dict[str, Band]], grid: np.ndarray, path: Path, title: str
 ) -> None:
     """``optim.png``: gradient norm, effective learning rate and update ratio vs env steps."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import EngFormatter
 
     fig, axes = plt.subplots(1, len(OPTIM_TAGS), figsize=(15, 4.5), dpi=110)
     for ax, (tag, label) in zip(axes, OPTIM_TAGS.items(), strict=True):
-        for spec in specs:
-            runs = np.array([c[tag] for p, c in curves.items() if p.spec == spec])
-            if len(runs) == 0 or np.isnan(runs).all():
+        for spec, band in bands.items():
+            centre, low, high = band[tag]
+            if np.isnan(centre).all():
                 continue
-            with warnings.catch_warnings():  # all-NaN columns (before the first log) are fine
-                warnings.simplefilter("ignore", RuntimeWarning)
-                median = np.nanmedian(runs, axis=0)
-            ax.plot(grid, median, label=spec.label)
+            (line,) = ax.plot(grid, centre, label=spec.label)
+            ax.fill_between(grid, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_yscale("log")
         ax.set_xlabel("environment steps")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.set_ylabel(OPTIM_UNITS[tag])
         ax.set_title(label, fontsize=10, y=1.0)
         ax.grid(alpha=0.3, which="both")
     if axes[0].get_legend_handles_labels()[0]:
         axes[0].legend(loc="best", fontsize=8)
-    fig.suptitle(title + " (median over seeds)")
-    _margins(fig, left=0.65, right=0.2, bottom=0.6, top=0.75, between=0.75)
+    fig.suptitle(title + ": IQM over seeds, shaded: 95% stratified bootstrap CI")
+    _margins(fig, left=0.8, right=0.2, bottom=0.6, top=0.75, between=0.9)
     fig.savefig(path)
     plt.close(fig)
 
 
-def write_layout(study: Path, specs: list[OptimizerSpec]) -> None:
-    """A TensorBoard custom-scalars layout in the study folder: all runs on shared charts."""
-    from torch.utils.tensorboard import SummaryWriter
+def _study_sps(
+    study: Path, finished: dict[Pair, dict], before: set[Pair], wall: float
+) -> float | None:
+    """Env steps per second of the runs this call trained.
 
-    charts = {
-        "episodic return (mean of last 100)": ["charts/episodic_return_mean100"],
-        "episodic return": ["charts/episodic_return"],
-        "gradient norm before clipping": ["grad/norm_preclip"],
-        "effective learning rate (median)": ["optim/effective_lr/p50"],
-        "update-to-parameter ratio": ["optim/update_to_param_ratio"],
-        "square average (mean)": ["optim/sq_avg/mean"],
-        "losses": ["losses/.*"],
-    }
-    layout = {
-        f"compare: {', '.join(s.label for s in specs)}": {
-            title: ["Multiline", [f"^{tag}$" if ".*" not in tag else tag for tag in tags]]
-            for title, tags in charts.items()
-        }
-    }
-    for old in study.glob("events.out.tfevents.*"):
-        old.unlink()  # one layout per study folder: the latest
-    writer = SummaryWriter(log_dir=str(study))
-    writer.add_custom_scalars(layout)
-    writer.close()
+    If it trained none (every run had finished), the figure the study's summary kept from
+    when they trained.
+    """
+    now = [s["total_steps"] for p, s in finished.items() if p not in before]
+    if now:
+        return sum(now) / max(wall, 1e-9)
+    try:
+        return json.loads((study / "summary.json").read_text()).get("aggregate_sps")
+    except (OSError, ValueError):
+        return None
+
+
+def write_study_board(
+    study: Path,
+    bands: dict[OptimizerSpec, dict[str, Band]],
+    grid: np.ndarray,
+    pairs: list[Pair],
+) -> None:
+    """The study's TensorBoard (:mod:`rl_rmsprop.board`): aggregates, margin charts, HParams."""
+    folders = {}
+    for pair in pairs:
+        folders.setdefault(pair.spec, pair.run_dir.parent.name)
+    write_board(
+        study,
+        {folders[spec]: band for spec, band in bands.items()},
+        grid,
+        [spec.label for spec in bands],
+        {"return": f"episodic return (mean of last {CURVE_WINDOW})", **OPTIM_TAGS},
+        columns([hparams(p.cfg) for p in pairs]),
+        {f"hparams/{k}": k for k in FINAL_METRICS},
+    )
 
 
 def write_summary(study: Path, rows: list[OptimizerResult], meta: dict[str, Any]) -> None:
@@ -992,6 +1045,7 @@ def _run_study(
         f"{len(seeds)} seed(s) = {len(pairs)} runs of {base.run.total_steps:,} steps; {how}",
         flush=True,
     )
+    before = {p for p in pairs if (p.run_dir / "summary.json").exists()}  # trained earlier
     start = time.perf_counter()
     results = run_pairs(pairs, args.workers, population=population, ray=ray, study=study)
     wall = time.perf_counter() - start
@@ -1003,11 +1057,13 @@ def _run_study(
     with report_pool() as pool:
         curves = read_run_curves(pairs, results, grid, scale)
         rows = aggregate(specs, pairs, results, curves)
+        bands = study_bands(specs, curves)
+        seeds_of = {spec: sum(p.spec == spec for p in curves) for spec in bands}
         plots = [
-            pool.submit(plot_curves, specs, curves, grid, study / "curves.png", title, threshold),
-            pool.submit(plot_optim, specs, curves, grid, study / "optim.png", title),
+            pool.submit(plot_curves, bands, seeds_of, grid, study / "curves.png", title, threshold),
+            pool.submit(plot_optim, bands, grid, study / "optim.png", title),
         ]
-        write_layout(study, specs)
+        write_study_board(study, bands, grid, pairs)
         for plot in plots:
             plot.result()
     meta = {
@@ -1021,8 +1077,9 @@ def _run_study(
         "workers": args.workers,
         "mode": "population" if population else "processes",
         "backend": args.backend,
-        "aggregate_sps": sum(s["total_steps"] for s in finished.values()) / max(wall, 1e-9),
+        "aggregate_sps": _study_sps(study, finished, before, wall),
     }
+    trained_sps = meta["aggregate_sps"] if set(finished) - before else None
     write_summary(study, rows, meta)
     print()
     print(format_table(rows))
@@ -1031,7 +1088,7 @@ def _run_study(
     for pair, error in failed:
         print(f"failed: {pair.spec.label} seed {pair.seed}: {error}")
     print(
-        f"done in {clock(wall)} ({meta['aggregate_sps']:,.0f} env steps/s in all): "
+        f"done in {clock(wall)} ({_fmt(trained_sps, ',.0f')} env steps/s in all): "
         f"{study}/summary.csv, curves.png, optim.png; "
         f"tensorboard --logdir {study}"
     )

@@ -231,6 +231,10 @@ def scalar_event(values: Mapping[str, float], step: int, wall_time: float | None
     return head + b"\x2a" + _varint(len(summary)) + bytes(summary)
 
 
+FINAL_METRICS = ("episodic_return_mean100", "eval_return_mean", "solved_at_step", "sps")
+"""The summary figures a run writes with its hparams (the HParams tab's metric columns)."""
+
+
 class Logger:
     """Writes one run's TensorBoard events and its console progress.
 
@@ -289,11 +293,20 @@ class Logger:
             for k, v in flat_config.items()
         }
 
-    def final(self, metrics: Mapping[str, float | None]) -> None:
-        """Write hparams with the run's final metrics into the run's own event file."""
+    def final(self, summary: Mapping[str, Any], experiment: bool = True) -> None:
+        """Write hparams with the run's :data:`FINAL_METRICS` (from its summary) as metrics.
+
+        Args:
+            summary: the run's summary.
+            experiment: also write the HParams experiment (its columns); a run of a study
+                leaves it to the study, since TensorBoard takes one experiment per logdir,
+                whichever it finds first.
+        """
+        metrics = {k: summary.get(k) for k in FINAL_METRICS}
         values = {f"hparams/{k}": v for k, v in metrics.items() if v is not None}
-        for summary in hparams_summary(self._hparams, values):
-            self.writer.file_writer.add_summary(summary)
+        exp, start, end = hparams_summary(self._hparams, values)
+        for part in (exp, start, end) if experiment else (start, end):
+            self.writer.file_writer.add_summary(part)
         for tag, value in values.items():
             self.writer.add_scalar(tag, value, 0)
 

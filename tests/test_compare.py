@@ -148,13 +148,28 @@ def test_a_small_study_end_to_end_and_rerun_skips_finished_pairs(tmp_path, capsy
         data = (study / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
+    # The TensorBoard report: each optimizer's IQM run ends at the table's final IQM.
+    for label, folder in (("rmsprop", "rmsprop"), ("adam(lr=0.001)", "adam__lr=0.001")):
+        acc = EventAccumulator(str(study / "iqm" / folder), size_guidance={"scalars": 0})
+        acc.Reload()
+        last = acc.Scalars("compare-t/return")[-1]
+        assert last.step == 2000
+        assert last.value == pytest.approx(rows[label]["final_iqm"], rel=1e-6)
+        low, high = acc.Scalars("compare-t/return/lower"), acc.Scalars("compare-t/return/upper")
+        assert len(low) == len(high) == len(acc.Scalars("compare-t/return"))
     acc = EventAccumulator(str(study))
     acc.Reload()
     (event,) = acc.Tensors("custom_scalars__config__")
     layout = layout_pb2.Layout.FromString(event.tensor_proto.string_val[0])
-    charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
-    assert charts["episodic return (mean of last 100)"] == ["^charts/episodic_return_mean100$"]
-    assert "gradient norm before clipping" in charts
+    series = [c.margin.series[0] for cat in layout.category for c in cat.chart]
+    # written last to first, as TensorBoard draws them: the return chart is shown first
+    assert series[-1].value == "compare-t/return" and len(series) == 4
+    assert all(m.lower == m.value + "/lower" and m.upper == m.value + "/upper" for m in series)
+    for run in study.glob("*/seed-*"):  # the study's experiment is the only one
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        tags = set(acc.PluginTagToContent("hparams"))
+        assert tags == {"_hparams_/session_start_info", "_hparams_/session_end_info"}
 
     # Re-running skips the finished pairs; a pair whose run did not finish is redone.
     unfinished = study / "rmsprop" / "seed-1"
@@ -242,13 +257,15 @@ def test_plots_keep_every_label_inside_the_figure(tmp_path, scale):
         for s in specs
         for i in range(3)
     }
+    bands = compare.study_bands(specs, curves)
     figures = []
     real_close = plt.close
     plt.close = figures.append  # keep the figures to measure them
     try:
         title = "dqn on ALE/MontezumaRevenge-v5, 3 seeds"
-        compare.plot_curves(specs, curves, grid, tmp_path / "c.png", title, 0.1 * scale)
-        compare.plot_optim(specs, curves, grid, tmp_path / "o.png", title)
+        seeds = dict.fromkeys(specs, 3)
+        compare.plot_curves(bands, seeds, grid, tmp_path / "c.png", title, 0.1 * scale)
+        compare.plot_optim(bands, grid, tmp_path / "o.png", title)
     finally:
         plt.close = real_close
     for fig in figures:

@@ -13,6 +13,7 @@ import time
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import metadata
 
 from agents.a2c import a2c_loss
 from agents.networks import ActorCritic
@@ -209,12 +210,15 @@ def test_train_population_cli(tmp_path, capsys):
     assert "done: 3 members x 3,000 steps" in out.out and "aggregate SPS" in out.out
     assert "population" in out.err and "steps per member" in out.err
     folder = tmp_path / "pop"
-    assert sorted(p.name for p in folder.iterdir()) == [
-        "population.json",
-        "seed-4",
-        "seed-5",
-        "seed-6",
-    ]
+    names = sorted(p.name for p in folder.iterdir())
+    assert names[1:] == ["population.json", "seed-4", "seed-5", "seed-6"]
+    assert names[0].startswith("events.out.tfevents.")  # the HParams experiment of the members
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    infos = metadata.parse_experiment_plugin_data(
+        acc.PluginTagToContent("hparams")[metadata.EXPERIMENT_TAG]
+    ).hparam_infos
+    assert {i.name for i in infos if i.differs} == {"optim.name", "run.seed"}
     data = json.loads((folder / "population.json").read_text())
     assert data["members"] == 3 and len(data["summaries"]) == 3
     assert data["summaries"][0]["eval_return_mean"] is not None

@@ -38,6 +38,7 @@ from agents.population import (
 from agents.rollout import EnvStepFailed
 from envs import EnvError, env_reward_threshold, is_atari
 from envs.population import make_population_env
+from rl_rmsprop.board import columns, write_experiment
 from rl_rmsprop.checkpoint import (
     FINAL_CHECKPOINT,
     FORMAT,
@@ -52,7 +53,7 @@ from rl_rmsprop.checkpoint import (
     write_json_atomic,
 )
 from rl_rmsprop.config import Config
-from rl_rmsprop.logger import Logger, flatten, markdown_table
+from rl_rmsprop.logger import FINAL_METRICS, Logger, flatten, markdown_table
 from rl_rmsprop.optim.population import PopulationOptimizer, member_settings
 from rl_rmsprop.optim.presets import preset_group
 from rl_rmsprop.optim.schedules import lr_factor
@@ -491,17 +492,7 @@ class Loop:
             }
             save_weights(model.member_state_dict(k), m.run_dir / MODEL_FILE)
             write_json_atomic(summary, m.run_dir / "summary.json")
-            m.logger.final(
-                {
-                    key: summary[key]
-                    for key in (
-                        "episodic_return_mean100",
-                        "eval_return_mean",
-                        "solved_at_step",
-                        "sps",
-                    )
-                }
-            )
+            m.logger.final(summary, experiment=False)  # a population's runs are a study's
             summaries.append(summary)
         return summaries
 
@@ -632,6 +623,12 @@ def train_population(cfg: Config, resume: Path | None = None) -> int:
         else:
             remove_stale_temp_files(folder)
         summaries = _train_population_locked(cfg, folder, resume)
+        members = population_configs(cfg, cfg.run.population, folder)
+        write_experiment(
+            folder,
+            columns([hparams(c) for c in members]),
+            {f"hparams/{k}": k for k in FINAL_METRICS},
+        )
     return _report_population(cfg, folder, summaries)
 
 

@@ -165,10 +165,11 @@ def restore(sess: Session, state: dict[str, Any], path: Path) -> None:
     sess.last_checkpoint = sess.collector.global_step
 
 
-def run(cfg: Config, resume: Path | None = None) -> dict:
+def run(cfg: Config, resume: Path | None = None, in_study: bool = False) -> dict:
     """Train one configuration (or continue the run in ``resume``); returns the summary.
 
-    The run folder is locked for as long as this runs (:class:`FolderLock`).
+    The run folder is locked for as long as this runs (:class:`FolderLock`). A run
+    ``in_study`` leaves the HParams experiment to its study (:meth:`Logger.final`).
 
     Raises:
         UserError: bad input, found before anything is written.
@@ -184,12 +185,14 @@ def run(cfg: Config, resume: Path | None = None) -> dict:
         check_video(cfg)
     seed_everything(cfg.run.seed)
     if resume is None:
-        return _run_locked(cfg, device, None)  # it locks the folder once it has made it
+        return _run_locked(cfg, device, None, in_study)  # it locks the folder once made
     with FolderLock(resume):
-        return _run_locked(cfg, device, resume)
+        return _run_locked(cfg, device, resume, in_study)
 
 
-def _run_locked(cfg: Config, device: torch.device, resume: Path | None) -> dict:
+def _run_locked(
+    cfg: Config, device: torch.device, resume: Path | None, in_study: bool = False
+) -> dict:
     state, ckpt_path, new_lock = None, None, None
     if resume is not None:
         remove_stale_temp_files(resume)
@@ -229,7 +232,7 @@ def _run_locked(cfg: Config, device: torch.device, resume: Path | None) -> dict:
         sess.tracker = Tracker(cfg, collector, opt, logger)
         open_logs(sess, state, ckpt_path, replay_note)
         summary, final_state = train_session(sess)
-        return finish(sess, summary, final_state)
+        return finish(sess, summary, final_state, experiment=not in_study)
     except (TrainingFailed, OSError, EnvStepFailed) as e:
         raise training_failure(e, sess, run_dir, created) from None
     finally:
@@ -301,7 +304,7 @@ def train_session(sess: Session) -> tuple[dict, dict]:
         raise
 
 
-def finish(sess: Session, summary: dict, final_state: dict) -> dict:
+def finish(sess: Session, summary: dict, final_state: dict, experiment: bool = True) -> dict:
     """After training: the final evaluation, checkpoint, ``summary.json`` and hparams."""
     cfg, run_dir, logger = sess.cfg, sess.run_dir, sess.logger
     video_dir = run_dir / "videos" if cfg.run.capture_video else None
@@ -326,12 +329,7 @@ def finish(sess: Session, summary: dict, final_state: dict) -> dict:
         )
     summary["run_dir"] = str(run_dir)
     write_json_atomic(summary, run_dir / "summary.json")
-    logger.final(
-        {
-            k: summary[k]
-            for k in ("episodic_return_mean100", "eval_return_mean", "solved_at_step", "sps")
-        }
-    )
+    logger.final(summary, experiment)
     logger.close()
     return summary
 
