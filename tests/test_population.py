@@ -28,6 +28,7 @@ from rl_rmsprop.run.errors import UserError
 from rl_rmsprop.run.population import MODEL_FILE, PopulationError, check_members, run_population
 from rl_rmsprop.run.signals import Interrupted
 from rl_rmsprop.run.single import run
+from rl_rmsprop.study import runs as study_runs
 
 
 def _cfg(tmp_path, optimizer, seed, *extra, steps=4000):
@@ -500,7 +501,7 @@ def test_an_interrupted_compare_population_resumes_from_its_checkpoint(
             return False
 
     with monkeypatch.context() as patch:
-        patch.setattr(compare, "StopSignals", StopLater)
+        patch.setattr(study_runs, "StopSignals", StopLater)  # where _train_chunk finds it
         assert compare.main([*args, "--name", "cut"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert len(list((tmp_path / "compare-cut" / "populations").glob("*.pt"))) == 1

@@ -38,7 +38,6 @@ from agents.population import (
 from agents.rollout import EnvStepFailed
 from envs import EnvError, env_reward_threshold, is_atari
 from envs.population import make_population_env
-from rl_rmsprop.board import columns, write_experiment
 from rl_rmsprop.checkpoint import (
     FINAL_CHECKPOINT,
     FORMAT,
@@ -70,6 +69,7 @@ from rl_rmsprop.run.folders import (
 from rl_rmsprop.run.session import hparams
 from rl_rmsprop.run.signals import Interrupted, StopSignals
 from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats, fmt_or_na
+from rl_rmsprop.study.board import columns, write_experiment
 from rl_rmsprop.threads import set_threads
 
 PROGRESS_EVERY_S = 0.5

@@ -1,4 +1,4 @@
-"""rl_rmsprop.progress: a study's env steps, rate, runs finished and ETA, live or every 10%."""
+"""study.progress: a study's env steps, rate, runs finished and ETA, live or every 10%."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from rl_rmsprop import progress as progress_module
-from rl_rmsprop.progress import StudyProgress, bar, clock
+from rl_rmsprop.study import progress as progress_module
+from rl_rmsprop.study.progress import StudyProgress, bar, clock
 
 
 class FakeTerminal(io.StringIO):

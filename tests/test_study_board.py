@@ -1,4 +1,4 @@
-"""rl_rmsprop.board: a study's aggregate runs, margin-chart layout and HParams experiment."""
+"""study.board: a study's aggregate runs, margin-chart layout and HParams experiment."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import metadata
 
-from rl_rmsprop.board import columns, write_board
 from rl_rmsprop.logger import Logger
+from rl_rmsprop.study.board import columns, write_board
 
 
 def _bands(seed):
