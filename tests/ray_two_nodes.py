@@ -40,7 +40,10 @@ def main(logdir: Path) -> None:
     def kill_first_node() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            if len(list(local.glob("*/seed-*/checkpoints/step-*.pt"))) >= 2:
+            # each run has a checkpoint (two of one run's would not do: the other run, if
+            # it is the killed node's, would start again instead of resuming)
+            runs = {p.parent.parent for p in local.glob("*/seed-*/checkpoints/step-*.pt")}
+            if len(runs) >= 2:
                 cluster.remove_node(first, allow_graceful=False)
                 killed.append(first.node_id)
                 return
