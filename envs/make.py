@@ -336,12 +336,21 @@ def _native_atari(spec: EnvSpec, num_envs: int, env_kwargs: dict[str, Any] | Non
         ) from None
 
 
+CLOSE_TIMEOUT_S = 10.0
+"""The longest an async env's close waits for a pending step (see :func:`close_env`)."""
+
+
 def close_env(env: Any) -> None:
     """Close a vector env, also one whose worker process died (no hang, no error at exit).
 
     Gymnasium's async env waits on a pending step when closed and raises ``EOFError`` if the
     worker is gone; its ``__del__`` would then try again and print a traceback at exit. Here
     the remaining workers are terminated and the env is marked closed instead.
+
+    A worker that was just killed can still look alive: its pipe is at EOF as the kernel
+    closes its files, a moment before it can be reaped. The pending step it broke may then
+    already hold the other workers' answers, and waiting for them again would wait forever;
+    so an async env's close waits at most :data:`CLOSE_TIMEOUT_S`, then terminates the rest.
     """
     base = env.unwrapped
     workers = getattr(base, "processes", [])
@@ -349,7 +358,10 @@ def close_env(env: Any) -> None:
         try:
             with warnings.catch_warnings():  # "close while waiting for a pending step"
                 warnings.simplefilter("ignore")
-                env.close()
+                if workers:
+                    env.close(timeout=CLOSE_TIMEOUT_S)
+                else:
+                    env.close()
             return
         except (OSError, EOFError):
             pass

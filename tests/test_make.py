@@ -410,3 +410,23 @@ def test_auto_steps_atari_copies_in_workers_only_with_enough_cores(monkeypatch, 
         assert isinstance(env.unwrapped, kind)
     finally:
         env.close()
+
+
+def test_closing_an_async_env_mid_step_does_not_wait_for_answers_already_read(monkeypatch):
+    """A step broken by a worker's death may have read the other workers' answers already;
+    closing must not wait for them again (it hung the suite once, under load)."""
+    import threading
+
+    import envs.make
+
+    monkeypatch.setattr(envs.make, "CLOSE_TIMEOUT_S", 1.0)
+    env = make_vector_env("CartPole-v1", 2, 0, vectorization="async")
+    env.reset(seed=0)
+    base = env.unwrapped
+    base.step_async(np.zeros(2, dtype=np.int64))
+    base.parent_pipes[0].recv()  # worker 0's answer, taken by the broken step
+    closer = threading.Thread(target=envs.make.close_env, args=(env,), daemon=True)
+    closer.start()
+    closer.join(timeout=30)
+    assert not closer.is_alive(), "close_env waited for an answer that will never come"
+    assert all(not p.is_alive() for p in base.processes)
