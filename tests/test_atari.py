@@ -214,6 +214,7 @@ def _events(run_dir):
     return acc
 
 
+@pytest.mark.slow
 def test_a_short_dqn_nature_run_on_pong(tmp_path, capsys):
     from rl_rmsprop.train import main
 
@@ -312,6 +313,7 @@ def test_native_atari_rejects_env_kwargs_and_wrappers():
         )
 
 
+@pytest.mark.slow
 def test_pickled_atari_envs_are_restored_only_with_trust_checkpoint(tmp_path, capsys):
     from rl_rmsprop.train import main
 

@@ -139,6 +139,7 @@ def test_a_forged_checkpoint_is_refused_and_nothing_runs(tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_resuming_from_a_forged_checkpoint_is_one_line_exit_2_and_runs_nothing(tmp_path):
     argv = ["--total-steps", "400", "--eval-episodes", "0", "--quiet"]
     done = cli("train", [*argv, "--logdir", str(tmp_path), "--run-name", "r"])

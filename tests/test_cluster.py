@@ -60,6 +60,7 @@ def _runs(study: Path) -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("mode", ["--no-population", "--population"])
+@pytest.mark.slow
 def test_a_study_on_ray_has_the_local_backends_outputs(tmp_path, local_ray, capfd, mode):
     args = [*STUDY, "--total-steps", "3000", "--logdir", str(tmp_path), mode]
     assert compare.main([*args, "--name", "local"]) == 0
@@ -100,6 +101,7 @@ def _kill_the_task_after_its_first_checkpoint(run_dir: Path, killed: list[int]) 
 
 
 @pytest.mark.parametrize("retries", [2, 0])
+@pytest.mark.slow
 def test_a_killed_worker_is_retried_and_the_run_resumes_from_its_checkpoint(
     tmp_path, local_ray, capfd, retries
 ):
@@ -196,6 +198,7 @@ def _kill_when(condition, killed: list[int]) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow
 def test_a_killed_population_task_resumes_from_the_populations_checkpoint(
     tmp_path, local_ray, capfd
 ):
@@ -221,6 +224,7 @@ def test_a_killed_population_task_resumes_from_the_populations_checkpoint(
     assert _table(capfd.readouterr().out) == _table(on_ray)
 
 
+@pytest.mark.slow
 def test_a_two_node_cluster_runs_the_study_on_its_workers_and_survives_losing_one(tmp_path):
     """Runs execute on the worker nodes, a killed node's run resumes on the other, and every
     run folder comes back with --ray-ship-runs (see tests/ray_two_nodes.py)."""
@@ -265,6 +269,7 @@ def _ray_tasks() -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_killing_the_driver_of_a_local_instance_stops_its_runs(tmp_path):
     # a fresh interpreter with a Ray instance of its own; Ray ties that instance to its driver
     argv = [*STUDY, "--total-steps", "10000000", "--checkpoint-every", "2000", "--no-population"]

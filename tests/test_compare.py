@@ -167,6 +167,7 @@ def _checkpointed(study):
 
 
 @pytest.mark.parametrize("mode", ["--no-population", "--population"])
+@pytest.mark.slow
 def test_ctrl_c_stops_a_study_in_seconds_keeps_checkpoints_and_the_same_command_resumes(
     tmp_path, mode
 ):

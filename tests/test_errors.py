@@ -118,6 +118,7 @@ def _limit_file_size(limit: int):
     return apply
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_with_one_line_and_the_run_resumes(tmp_path):
     # Every file may grow to 200 kB: the checkpoints (~115 kB) fit, the event file outgrows it.
     argv = ["--total-steps", "400000", "--checkpoint-every", "5000", "--logdir", str(tmp_path)]

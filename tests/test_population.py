@@ -395,6 +395,7 @@ def test_population_on_cuda_without_a_gpu_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_a_signal_checkpoints_a_population_and_resume_finishes_it(tmp_path, signum):
     argv = ["--population", "3", "--total-steps", "60000", "--logdir", str(tmp_path)]
     proc = subprocess.Popen(

@@ -143,6 +143,7 @@ def test_the_lock_admits_one_holder_and_is_gone_after_release(tmp_path):
     FolderLock(tmp_path).acquire().release()
 
 
+@pytest.mark.slow
 def test_a_resume_of_a_run_that_is_still_training_is_refused(tmp_path):
     run_dir = tmp_path / "r"
     argv = ["--total-steps", "10000000", "--checkpoint-every", "2000", "--quiet"]

@@ -433,6 +433,7 @@ def _train_process(tmp_path, *argv, env=None):
 
 
 @pytest.mark.parametrize(("signame", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+@pytest.mark.slow
 def test_a_signal_mid_run_checkpoints_and_the_run_resumes(tmp_path, signame, status):
     import signal
     import time
@@ -483,6 +484,7 @@ BAD_INPUT = [
 ]
 
 
+@pytest.mark.slow
 def test_every_bad_input_is_one_line_exit_2_no_traceback_and_no_new_files(tmp_path):
     import torch
 
