@@ -114,7 +114,7 @@ def run_pairs(
         results[pair] = summary
         job = job_of[pair]
         done = sum(p.cfg.run.total_steps for p in chunks[job] if p in results)
-        progress.run_finished(job, max(done, progress.steps.get(job, 0)))
+        progress.run_finished(job, done)  # it keeps the larger of this and the job's report
         eta = progress.eta()
         progress.message(
             f"{progress.finished}/{len(todo)} {_describe(pair, summary)} | elapsed "
