@@ -197,7 +197,8 @@ def dqn_loss(
 
     Returns:
         The scalar loss and detached metrics ``losses/td_loss`` and ``losses/q_values`` (the
-        mean of ``Q(s, a)``).
+        mean of ``Q(s, a)``); ``[K]`` of each for a batch of K members' samples (``[K, B]``
+        actions, a stacked ``q_net``), reduced per member.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -206,11 +207,16 @@ def dqn_loss(
     q = q_net(batch.obs)
     q_taken = q.gather(-1, batch.actions.long().unsqueeze(-1)).squeeze(-1)
     targets = targets.to(q_taken.dtype)
+    # A batch of K members' samples ([K, B]) is reduced per member: [K] losses.
+    per_member = q_taken.dim() > 1
+    how = "none" if per_member else reduction
     if loss == "huber":
-        value = F.smooth_l1_loss(q_taken, targets, reduction=reduction, beta=1.0)
+        value = F.smooth_l1_loss(q_taken, targets, reduction=how, beta=1.0)
     else:
-        value = F.mse_loss(q_taken, targets, reduction=reduction)
-    metrics = {"losses/td_loss": value.detach(), "losses/q_values": q_taken.detach().mean()}
+        value = F.mse_loss(q_taken, targets, reduction=how)
+    if per_member:
+        value = value.mean(-1) if reduction == "mean" else value.sum(-1)
+    metrics = {"losses/td_loss": value.detach(), "losses/q_values": q_taken.detach().mean(-1)}
     return value, metrics
 
 

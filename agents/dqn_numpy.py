@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from .dqn import LOSSES, REDUCTIONS, DQNBatch, QNetwork
-from .numpy_mlp import ParamViews, backward, cpu_float, forward, linear_params
+from .numpy_mlp import Layers, ParamViews, backward, cpu_float, forward, linear_params
 
 
 def supports(model: nn.Module) -> bool:
@@ -62,11 +62,6 @@ class NumpyQ:
     ) -> dict[str, float]:
         """:func:`agents.dqn.dqn_loss`; its gradient is written into the parameters' ``.grad``.
 
-        With ``d = Q(s, a) - y`` per sample, dL/dQ(s, a) is ``clip(d, -1, 1)`` for Huber and
-        ``2 d`` for the squared error, times ``1 / B`` for ``"mean"``; the other actions' Q-values
-        get 0. Then through each layer: dW = dz^T h, db = sum dz, dh = dz W, zero where the ReLU's
-        output was <= 0.
-
         Args:
             batch: replay sample with ``obs`` and ``actions``.
             targets: ``[B]`` TD targets.
@@ -76,30 +71,63 @@ class NumpyQ:
         Returns:
             ``losses/td_loss`` and ``losses/q_values`` (the mean of ``Q(s, a)``) as floats.
         """
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        if reduction not in REDUCTIONS:
-            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        layers = self.views.weights()
         x = self._input(batch.obs)
-        outs = forward(x, layers, "relu")
-        q = outs[-1]
-        rows = np.arange(q.shape[0])
-        actions = batch.actions.numpy()
-        q_taken = q[rows, actions]
-        d = q_taken - targets.numpy().astype(q.dtype, copy=False)
-        if loss == "huber":
-            size = np.abs(d)
-            per_sample = np.where(size < 1.0, 0.5 * d * d, size - 0.5)
-            d_q = np.clip(d, -1.0, 1.0)
-        else:
-            per_sample = d * d
-            d_q = 2.0 * d
-        value = per_sample.sum()
-        if reduction == "mean":
-            value = value / len(d)
-            d_q *= q.dtype.type(1.0 / len(d))
-        d_out = np.zeros_like(q)
-        d_out[rows, actions] = d_q
-        backward(x, outs, layers, d_out, self.views.grads(), "relu")
-        return {"losses/td_loss": float(value), "losses/q_values": float(q_taken.mean())}
+        layers, grads = self.views.weights(), self.views.grads()
+        metrics = td_gradients(x, layers, grads, batch.actions.numpy(), targets, loss, reduction)
+        return {tag: float(v) for tag, v in metrics.items()}
+
+
+def td_gradients(
+    x: np.ndarray,
+    layers: Layers,
+    grads: Layers,
+    actions: np.ndarray,
+    targets: Tensor,
+    loss: str = "huber",
+    reduction: str = "mean",
+) -> dict[str, np.ndarray]:
+    """:func:`agents.dqn.dqn_loss`'s gradient for a ReLU MLP, written into ``grads``.
+
+    With ``d = Q(s, a) - y`` per sample, dL/dQ(s, a) is ``clip(d, -1, 1)`` for Huber and
+    ``2 d`` for the squared error, times ``1 / B`` for ``"mean"``; the other actions' Q-values
+    get 0. Then through each layer (:func:`agents.numpy_mlp.backward`). Arrays are ``[B, ...]``
+    for one network or ``[K, B, ...]`` for K stacked members (the reduction is per member).
+
+    Args:
+        x: ``[(K,) B, obs_dim]`` inputs in the weights' dtype.
+        layers: the MLP's ``(weight, bias)`` pairs (stacked ``[K, ...]`` for members).
+        grads: ``(weight, bias)`` gradient arrays to overwrite.
+        actions: ``[(K,) B]`` taken actions.
+        targets: ``[(K,) B]`` TD targets.
+        loss: ``"huber"`` or ``"mse"``.
+        reduction: ``"mean"`` or ``"sum"`` over the batch.
+
+    Returns:
+        ``losses/td_loss`` and ``losses/q_values`` (the mean of ``Q(s, a)``), ``[K]`` arrays
+        for members, 0-d for one network.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    outs = forward(x, layers, "relu")
+    q = outs[-1]
+    taken = actions[..., None]
+    q_taken = np.take_along_axis(q, taken, -1)[..., 0]
+    d = q_taken - targets.numpy().astype(q.dtype, copy=False)
+    if loss == "huber":
+        size = np.abs(d)
+        per_sample = np.where(size < 1.0, 0.5 * d * d, size - 0.5)
+        d_q = np.clip(d, -1.0, 1.0)
+    else:
+        per_sample = d * d
+        d_q = 2.0 * d
+    batch = d.shape[-1]
+    value = per_sample.sum(-1)
+    if reduction == "mean":
+        value = value / batch
+        d_q *= q.dtype.type(1.0 / batch)
+    d_out = np.zeros_like(q)
+    np.put_along_axis(d_out, taken, d_q[..., None], -1)
+    backward(x, outs, layers, d_out, grads, "relu")
+    return {"losses/td_loss": value, "losses/q_values": q_taken.mean(-1)}

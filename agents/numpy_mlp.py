@@ -99,14 +99,11 @@ def forward(
         if transposed:
             x = np.matmul(x, w)
             x += b if w.ndim == 2 else b[:, None, :]
-        elif w.ndim == 2:
-            x = np.matmul(x, w.T)
-            x += b
         else:
-            # NumPy's stacked product is slow on a transposed operand (~100 against ~60 us at
-            # 16 x 48 x 64 x 64); a transposed copy of the weights costs less than that.
-            x = np.matmul(x, np.ascontiguousarray(w.swapaxes(1, 2)))
-            x += b[:, None, :]
+            # A transposed view, not a copy: copying 16 x 256 x 256 weights took longer than
+            # the product (4.1 against 1.8 ms with 64 rows); at 16 x 48 x 64 x 64 both ~120 us.
+            x = np.matmul(x, w.swapaxes(-1, -2))
+            x += b if w.ndim == 2 else b[:, None, :]
         if i < last:
             if activation == "tanh":
                 np.tanh(x, out=x)

@@ -112,10 +112,18 @@ SB3_A2C_OPTIMIZERS = {
 """Our A2C optimizer specs (lr 7e-4, eps 1e-5) as SB3 A2C ``policy_kwargs``."""
 
 
-def _sb3_model(algo: str, env: Any, seed: int, optimizer: str = "rmsprop") -> Any:
+def _sb3_model(
+    algo: str,
+    env: Any,
+    seed: int,
+    optimizer: str = "rmsprop",
+    lr: float | None = None,
+    policy_kwargs: dict[str, Any] | None = None,
+) -> Any:
     """SB3's A2C or DQN with the zoo's CartPole hyperparameters, CPU, verbose off.
 
-    ``optimizer`` (A2C only) is one of :data:`SB3_A2C_OPTIMIZERS`.
+    ``optimizer`` (A2C only) is one of :data:`SB3_A2C_OPTIMIZERS`. For DQN, ``lr`` replaces
+    the zoo's 2.3e-3 and ``policy_kwargs`` are added to its network's (an optimizer class).
     """
     if algo == "a2c":
         return A2C(
@@ -143,7 +151,7 @@ def _sb3_model(algo: str, env: Any, seed: int, optimizer: str = "rmsprop") -> An
     return DQN(
         "MlpPolicy",
         env,
-        learning_rate=2.3e-3,
+        learning_rate=2.3e-3 if lr is None else lr,
         batch_size=64,
         buffer_size=100_000,
         learning_starts=1000,
@@ -155,7 +163,7 @@ def _sb3_model(algo: str, env: Any, seed: int, optimizer: str = "rmsprop") -> An
         exploration_initial_eps=1.0,
         exploration_final_eps=0.04,
         max_grad_norm=10,
-        policy_kwargs={"net_arch": [256, 256]},
+        policy_kwargs={"net_arch": [256, 256], **(policy_kwargs or {})},
         verbose=0,
         seed=seed,
         device="cpu",
@@ -163,11 +171,16 @@ def _sb3_model(algo: str, env: Any, seed: int, optimizer: str = "rmsprop") -> An
 
 
 def run_sb3(
-    algo: str, seed: int, total_steps: int, threshold: float, optimizer: str = "rmsprop"
+    algo: str,
+    seed: int,
+    total_steps: int,
+    threshold: float,
+    optimizer: str = "rmsprop",
+    **dqn: Any,
 ) -> Result:
-    """One SB3 training run, no TensorBoard, no progress bar."""
+    """One SB3 training run, no TensorBoard, no progress bar (``dqn``: see :func:`_sb3_model`)."""
     env = make_vec_env(ENV_ID, n_envs=NUM_ENVS[algo], seed=seed)
-    model = _sb3_model(algo, env, seed, optimizer)
+    model = _sb3_model(algo, env, seed, optimizer, **dqn)
     tracker = SolveTracker(threshold)
     start = time.perf_counter()
     model.learn(total_timesteps=total_steps, callback=tracker, progress_bar=False)

@@ -1,8 +1,14 @@
 """An optimizer study three ways: population mode, worker processes, Stable-Baselines3.
 
-The study: A2C on CartPole-v1 with the zoo's tuned settings (our defaults), 4 optimizers
-(rmsprop, rmsprop:tf, adagrad, adam; lr 7e-4 and eps 1e-5 for all, as train's A2C defaults)
-x 8 seeds, 100k env steps per run.
+The A2C study (``--algo a2c``): CartPole-v1 with the zoo's tuned settings (our defaults), 4
+optimizers (rmsprop, rmsprop:tf, adagrad, adam; lr 7e-4 and eps 1e-5 for all, as train's A2C
+defaults) x 8 seeds, 100k env steps per run.
+
+The DQN study (``--algo dqn``): CartPole-v1 with train's DQN defaults (the zoo's network and
+schedule: 256-256 ReLU MLP, 128 gradient steps of 64 every 256 env steps; lr 5e-4) and the
+same 4 optimizers x 8 seeds, 50k env steps per run. SB3's side uses the same settings with
+``torch.optim.RMSprop``, SB3's ``RMSpropTFLike``, ``torch.optim.Adagrad`` and
+``torch.optim.Adam`` at their default eps.
 
 Sides, one after another in this run, each with 2 processes (the machine's cores):
 
@@ -19,7 +25,8 @@ report), aggregate env steps per second (all runs' steps / wall time), seeds tha
 (last-20 training episodes' mean >= 475), and the ratios. Targets: population >= 10x the
 aggregate SPS of process mode and >= 300k aggregate SPS.
 
-    python benchmarks/population.py [--seeds 8] [--total-steps 100000] [--sides population,...]
+    python benchmarks/population.py [--algo a2c|dqn] [--seeds 8] [--total-steps N]
+        [--sides population,processes,sb3]
 """
 
 from __future__ import annotations
@@ -39,16 +46,28 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cartpole_vs_sb3 import machine, revision, run_sb3
+from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
 OPTIMIZERS = ("rmsprop", "rmsprop:tf", "adagrad", "adam")
 SIDES = ("population", "processes", "sb3")
+STEPS = {"a2c": 100_000, "dqn": 50_000}
+"""Env steps per run by default."""
+SB3_DQN_OPTIMIZERS = {
+    "rmsprop": {"optimizer_class": torch.optim.RMSprop, "optimizer_kwargs": {"alpha": 0.99}},
+    "rmsprop:tf": {"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"alpha": 0.99}},
+    "adagrad": {"optimizer_class": torch.optim.Adagrad},
+    "adam": {"optimizer_class": torch.optim.Adam},
+}
+"""The DQN study's optimizers as SB3 DQN ``policy_kwargs`` entries."""
 
 
-def run_compare(side: str, seeds: int, total_steps: int, logdir: str) -> dict[str, Any]:
+def run_compare(
+    side: str, seeds: int, total_steps: int, logdir: str, algo: str = "a2c"
+) -> dict[str, Any]:
     """One compare study as a user runs it (a fresh interpreter); wall time and outcomes."""
     flag = "--population" if side == "population" else "--no-population"
     cmd = [
-        *(sys.executable, "-m", "rl_rmsprop.compare", flag, "--workers", "2"),
+        *(sys.executable, "-m", "rl_rmsprop.compare", flag, "--workers", "2", "--algo", algo),
         *("--optimizers", ",".join(OPTIMIZERS), "--seeds", str(seeds)),
         *("--total-steps", str(total_steps), "--logdir", logdir, "--name", side),
     ]
@@ -65,16 +84,21 @@ def run_compare(side: str, seeds: int, total_steps: int, logdir: str) -> dict[st
     }
 
 
-def _sb3_job(args: tuple[str, int, int]) -> tuple[str, bool]:
-    optimizer, seed, total_steps = args
+def _sb3_job(args: tuple[str, str, int, int]) -> tuple[str, bool]:
+    algo, optimizer, seed, total_steps = args
     torch.set_num_threads(1)
-    result = run_sb3("a2c", seed, total_steps, 475.0, optimizer=optimizer)
+    if algo == "dqn":
+        result = run_sb3(
+            "dqn", seed, total_steps, 475.0, lr=5e-4, policy_kwargs=SB3_DQN_OPTIMIZERS[optimizer]
+        )
+    else:
+        result = run_sb3("a2c", seed, total_steps, 475.0, optimizer=optimizer)
     return optimizer, result.solved_at_step is not None
 
 
-def run_sb3_study(seeds: int, total_steps: int) -> dict[str, Any]:
-    """The same 32 configurations as SB3 A2C runs, two processes at a time."""
-    jobs = [(o, s, total_steps) for o in OPTIMIZERS for s in range(seeds)]
+def run_sb3_study(seeds: int, total_steps: int, algo: str = "a2c") -> dict[str, Any]:
+    """The same configurations as SB3 runs, two processes at a time."""
+    jobs = [(algo, o, s, total_steps) for o in OPTIMIZERS for s in range(seeds)]
     start = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         outcomes = pool.map(_sb3_job, jobs, chunksize=1)
@@ -90,18 +114,20 @@ def run_sb3_study(seeds: int, total_steps: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Run the sides and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--algo", choices=tuple(STEPS), default="a2c")
     parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--total-steps", type=int, default=100_000)
+    parser.add_argument("--total-steps", type=int, default=None)
     parser.add_argument("--sides", default=",".join(SIDES))
     args = parser.parse_args(argv)
     sides = [s for s in args.sides.split(",") if s]
+    algo, steps = args.algo, args.total_steps or STEPS[args.algo]
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as logdir:
         for side in sides:
             if side == "sb3":
-                results[side] = run_sb3_study(args.seeds, args.total_steps)
+                results[side] = run_sb3_study(args.seeds, steps, algo)
             else:
-                results[side] = run_compare(side, args.seeds, args.total_steps, logdir)
+                results[side] = run_compare(side, args.seeds, steps, logdir, algo)
             r = results[side]
             print(f"{side}: {r['wall_s']:.1f} s", file=sys.stderr, flush=True)
     print(f"machine: {machine()}")
@@ -110,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         f"rl_rmsprop {revision()}; 2 processes per side"
     )
     print(
-        f"study: a2c CartPole-v1, {len(OPTIMIZERS)} optimizers x {args.seeds} seeds x "
-        f"{args.total_steps:,} steps"
+        f"study: {algo} CartPole-v1, {len(OPTIMIZERS)} optimizers x {args.seeds} seeds x "
+        f"{steps:,} steps"
     )
     print(f"{'side':<11} | {'wall':>8} | {'aggregate SPS':>13} | {'solved':>6}")
     for side, r in results.items():

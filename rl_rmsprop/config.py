@@ -575,11 +575,6 @@ def validate(cfg: Config) -> str | None:
             0 <= cfg.run.population <= MAX_MEMBERS,
             f"--population must be in [0, {MAX_MEMBERS:,}] (0: a single run)",
         ),
-        (
-            cfg.run.population == 0 or cfg.run.algo == "a2c",
-            "--population trains A2C only; for DQN seeds use python -m rl_rmsprop.compare "
-            "--seeds N (worker processes)",
-        ),
         (cfg.env.num_envs >= 1, "--num-envs must be >= 1"),
         (
             not (cfg.env.normalize and is_atari(cfg.env.id)),

@@ -98,3 +98,25 @@ def fake_envs():
     import tests.fake_envs
 
     return tests.fake_envs
+
+
+def scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of every event of a scalar tag in a run folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+class StopAfter:
+    """A stand-in for StopSignals whose signal arrives at the n-th loop boundary."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    @property
+    def signum(self) -> int | None:
+        """SIGINT from the n-th read on."""
+        self.n -= 1
+        return signal.SIGINT if self.n < 0 else None

@@ -357,8 +357,25 @@ def test_the_square_root_floor_is_off_where_it_could_change_a_bit():
     assert _sqrt_floor(v, plain, coeffs(1e-30)) == 0.0  # sqrt(tiny) is not below its ulp
     in_sqrt = Rule(sq_mode="ema", eps_in_sqrt=True)
     assert _sqrt_floor(v, in_sqrt, coeffs(1e-8, in_sqrt)) == 0.0
-    per_row = coefficients(plain, Hyper(lr=1e-3, alpha=0.99, eps=torch.tensor([[1e-8]])), 1)
-    assert _sqrt_floor(v, plain, per_row) == 0.0  # tensor coefficients: no floor
+    # Tensor coefficients (a population's rows): the floor is per row, off where it could
+    # change a bit.
+    eps_rows = torch.tensor([[1e-8], [1e-30], [0.0]], dtype=torch.float64)
+    per_row = coefficients(plain, Hyper(lr=1e-3, alpha=0.99, eps=eps_rows), 1)
+    floor = _sqrt_floor(torch.zeros(3, 4), plain, per_row)
+    assert floor.dtype == torch.float32
+    assert floor.flatten().tolist() == [tiny, 0.0, 0.0]
+
+
+def test_a_populations_floored_denominator_has_the_bits_of_the_plain_formula():
+    from rl_rmsprop.optim.functional import State, denominator
+
+    tiny = torch.finfo(torch.float32).tiny
+    v = torch.tensor([0.0, tiny / 2**20, tiny / 3, tiny, 1e-30, 1e-20]).repeat(2, 1)
+    eps_rows = torch.tensor([[1e-8], [1e-5]], dtype=torch.float64)
+    plain = Rule(sq_mode="ema")
+    c = coefficients(plain, Hyper(lr=1e-3, alpha=0.99, eps=eps_rows), 5)
+    got = denominator(State(v.clone(), None, None, None), plain, c)
+    assert torch.equal(got, v.sqrt() + c.eps.to(torch.float32))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -173,7 +173,7 @@ def _sqrt(x: Scalar) -> Scalar:
     return x.sqrt() if isinstance(x, Tensor) else x**0.5
 
 
-def _sqrt_floor(v: Tensor, rule: Rule, c: Coeffs) -> float:
+def _sqrt_floor(v: Tensor, rule: Rule, c: Coeffs) -> float | Tensor:
     """The least variance worth taking the square root of in ``sqrt(var) + eps``: 0 or more.
 
     A square average of parameters that get no gradient (a ReLU unit that stopped learning)
@@ -182,14 +182,20 @@ def _sqrt_floor(v: Tensor, rule: Rule, c: Coeffs) -> float:
     float t, sqrt(var) / sqrt(1 - alpha^t) is under half an ulp of eps whenever this returns
     t, so sqrt(max(var, t)) + eps rounds to exactly eps, as sqrt(var) + eps does: the same
     bits, without the slow path. Returns 0 (no floor) where that cannot be guaranteed: eps
-    inside the square root (no denormals reach it), tensor coefficients, or an eps so small
-    that the bound fails.
+    inside the square root (no denormals reach it), or an eps so small that the bound fails.
+    With tensor coefficients (a population's ``[k, 1]`` rows) the floor is a tensor: t for
+    the rows where the bound holds, 0 for the others.
     """
     eps = c.eps
     correction = c.bias_correction2 if rule.bias_correction else 1.0
-    if rule.eps_in_sqrt or not isinstance(eps, float) or not isinstance(correction, float):
+    if rule.eps_in_sqrt:
         return 0.0
     info = torch.finfo(v.dtype)
+    if isinstance(eps, Tensor) or isinstance(correction, Tensor):
+        eps_t = torch.as_tensor(eps, dtype=torch.float64, device=v.device)
+        corr = torch.as_tensor(correction, dtype=torch.float64, device=v.device)
+        bound = torch.sqrt(info.tiny / corr.clamp_min(info.tiny)) <= eps_t * info.eps / 4
+        return torch.where(bound & (corr > 0), info.tiny, 0.0).to(v.dtype)
     if correction <= 0.0 or math.sqrt(info.tiny / correction) > eps * info.eps / 4:
         return 0.0
     return info.tiny
@@ -216,7 +222,8 @@ def denominator(state: State, rule: Rule, c: Coeffs) -> Tensor | None:
     if rule.eps_in_sqrt:
         var = v / c.bias_correction2 if bias_corrected else v
         return var.add(c.eps).sqrt_()
-    d = torch.clamp_min(v, floor).sqrt_() if floor else v.sqrt()
+    floored = isinstance(floor, Tensor) or floor > 0.0
+    d = torch.clamp_min(v, floor).sqrt_() if floored else v.sqrt()
     if bias_corrected:
         # torch.optim.Adam divides sqrt(v) by sqrt(1 - beta2^t), not v by (1 - beta2^t).
         d = d.div_(_sqrt(c.bias_correction2))

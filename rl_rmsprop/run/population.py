@@ -1,14 +1,15 @@
-"""Population training: many (optimizer, seed) members of one A2C configuration in one process.
+"""Population training: many (optimizer, seed) members of one A2C or DQN configuration at once.
 
 The members share everything but their optimizer settings and seed. They train in lockstep:
 one vector env holds every member's environments (``envs.population``), one batched network
-holds every member's parameters (``agents.population``), and one optimizer over ``[K, N]``
-updates them all, each optimizer family in one call (``rl_rmsprop.optim.population``).
+holds every member's parameters (``rl_rmsprop.run.members``: the algorithm's part), and one
+optimizer over ``[K, N]`` updates them all, each optimizer family in one call
+(``rl_rmsprop.optim.population``).
 
 Each member writes exactly what a single run writes to its own run folder: ``config.json``,
 TensorBoard events with the same tags (episodes, losses, gradient and optimizer telemetry,
-evaluation, hparams) and ``summary.json``, plus ``model.pt`` (the member's final
-``ActorCritic`` state dict). ``compare`` reads them unchanged. The population checkpoints
+evaluation, hparams) and ``summary.json``, plus ``model.pt`` (the member's final network
+state dict, as a single run's). ``compare`` reads them unchanged. The population checkpoints
 as a whole (:class:`Loop`), and a resumed population ends as the uninterrupted one.
 """
 
@@ -27,14 +28,7 @@ from typing import Any, TextIO
 import numpy as np
 import torch
 
-from agents.networks import ActorCritic
-from agents.population import (
-    MemberNoise,
-    PopulationActorCritic,
-    PopulationCollector,
-    a2c_gradients,
-    sample_actions,
-)
+from agents.population import PopulationCollector
 from agents.rollout import EnvStepFailed
 from envs import EnvError, env_reward_threshold, is_atari
 from envs.population import make_population_env
@@ -66,6 +60,7 @@ from rl_rmsprop.run.folders import (
     run_folder,
     run_name,
 )
+from rl_rmsprop.run.members import ALGORITHMS
 from rl_rmsprop.run.session import hparams
 from rl_rmsprop.run.signals import Interrupted, StopSignals
 from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats, fmt_or_na
@@ -85,12 +80,12 @@ class PopulationError(Exception):
 def unsupported(cfg: Config) -> str | None:
     """Why ``cfg`` cannot train in population mode (None if it can).
 
-    Population mode batches MLP actor-critics: A2C on environments with flat observations.
+    Population mode batches MLPs: A2C and DQN on environments with flat observations.
     """
-    if cfg.run.algo != "a2c":
-        return f"population mode trains A2C only, not {cfg.run.algo}"
+    if cfg.run.algo not in ALGORITHMS:
+        return f"population mode trains {' and '.join(ALGORITHMS)}, not {cfg.run.algo}"
     if is_atari(cfg.env.id):
-        return "population mode trains MLP policies; Atari's CNN runs train in worker processes"
+        return "population mode trains MLPs; Atari's CNN runs train in worker processes"
     if cfg.run.capture_video:
         return "population mode does not record evaluation videos (--capture-video)"
     if cfg.env.normalize:
@@ -165,12 +160,16 @@ def family_order(cfgs: list[Config]) -> list[int]:
 
 @torch.no_grad()
 def evaluate_members(
-    model: PopulationActorCritic, cfg: Config, seeds: list[int], device: torch.device
+    greedy: Callable[[torch.Tensor], torch.Tensor],
+    cfg: Config,
+    seeds: list[int],
+    device: torch.device,
 ) -> list[tuple[float | None, float | None]]:
     """Each member's mean and std of ``--eval-episodes`` greedy episodes.
 
     Member k plays its episodes at once, one per env, on envs seeded with ``seed_k + 10000``
-    (as a single run plays them). With ``--eval-epsilon`` each
+    (as a single run plays them); ``greedy`` maps member-major observations to the members'
+    greedy actions. With ``--eval-epsilon`` each
     action is uniformly random with that probability, drawn from the member's own generator.
     """
     episodes = cfg.run.eval_episodes
@@ -181,12 +180,12 @@ def evaluate_members(
     rngs = [np.random.default_rng(s + EVAL_SEED_OFFSET) for s in seeds]  # one per member
 
     def act(obs: torch.Tensor) -> torch.Tensor:
-        greedy = model.logits(obs).argmax(-1).cpu()
+        best = greedy(obs)
         if epsilon == 0.0:
-            return greedy
+            return best
         explore = np.concatenate([r.random(episodes) < epsilon for r in rngs])
         random = np.concatenate([r.integers(0, n_actions, episodes) for r in rngs])
-        return torch.from_numpy(np.where(explore, random, greedy.numpy()))
+        return torch.from_numpy(np.where(explore, random, best.numpy()))
 
     try:
         collector = PopulationCollector(env, len(seeds), device)
@@ -261,16 +260,12 @@ def run_population(
             raise PopulationError(
                 f"population mode needs flat observations; {base.env.id} has shape {shape}"
             )
-        nets = []
-        for seed in seeds:  # each member initialised exactly as a single run with its seed
-            torch.manual_seed(seed)
-            nets.append(ActorCritic(shape[0], int(env.single_action_space.n), learn.hidden))
-        model = PopulationActorCritic(nets, envs_per_member, device)
+        algo = ALGORITHMS[run.algo](base, seeds, env, device, engine)
         opt = PopulationOptimizer(
-            model.data,
-            model.grad,
+            algo.data,
+            algo.grad,
             [(c.optim.name, c.optim.overrides()) for c in members_cfg],
-            [(s.name, s.offset, s.numel) for s in model.segments],
+            algo.names,
         )
         threshold = env_reward_threshold(base.env.id)
         state = _load_checkpoint(checkpoint, members_cfg) if checkpoint else None
@@ -287,14 +282,14 @@ def run_population(
             logger.config(hparams(cfg), None if state else markdown_table(flatten(cfg.to_dict())))
             members.append(Member(cfg, run_dir, logger, EpisodeStats(threshold)))
         print(
-            f"{label}: {len(members)} members ({_families(members_cfg)}) of a2c on "
+            f"{label}: {len(members)} members ({_families(members_cfg)}) of {run.algo} on "
             f"{base.env.id} x{envs_per_member} envs each, {run.total_steps:,} steps per member, "
             f"{engine} gradients, device {device}; one process, batched"
             + (f"; resumed at step {resume_step:,}" if state else ""),
             file=out,
             flush=True,
         )
-        loop = Loop(model, opt, env, members, seeds, device, out, checkpoint, stop, engine)
+        loop = Loop(algo, opt, env, members, seeds, device, out, checkpoint, stop)
         loop.progress = progress
         if state is not None:
             why = loop.load_state_dict(state)
@@ -321,11 +316,16 @@ def _families(cfgs: list[Config]) -> str:
 
 
 class Loop:
-    """The population's training loop and everything a checkpoint of it holds."""
+    """The population's training loop, for any algorithm, and everything a checkpoint holds.
+
+    The algorithm (:mod:`rl_rmsprop.run.members`) plays rounds and calls :meth:`update`
+    after each gradient; the loop does the rest: clipping, the optimizer step, stopping
+    diverged members, logging, evaluation, progress and checkpoints.
+    """
 
     def __init__(
         self,
-        model: PopulationActorCritic,
+        algo: Any,
         opt: PopulationOptimizer,
         env: Any,
         members: list[Member],
@@ -334,15 +334,11 @@ class Loop:
         out: TextIO,
         checkpoint: Path | None = None,
         stop: Any = None,
-        engine: str = "auto",
     ) -> None:
-        self.model, self.opt, self.members, self.seeds = model, opt, members, seeds
-        self.engine = engine
-        """How gradients are computed: numpy, autograd, or auto (by the device)."""
+        self.algo, self.opt, self.members, self.seeds = algo, opt, members, seeds
         self.device, self.out, self.checkpoint, self.stop = device, out, checkpoint, stop
         self.base = members[0].cfg
         self.collector = PopulationCollector(env, len(members), device)
-        self.noise = MemberNoise(seeds, model.envs_per_member, model.n_actions, device)
         self.updates = self.evaluations = self.next_line = 0
         self.last_checkpoint = 0
         self.start = self.last_report = time.perf_counter()
@@ -355,9 +351,8 @@ class Loop:
             "format": FORMAT,
             "members": [_plain(m.cfg) for m in self.members],
             "member_step": self.collector.member_step,
-            "model": self.model.data.detach().cpu().clone(),
+            **self.algo.state_dict(),
             "optimizer": self.opt.state_dict(),
-            "noise": self.noise.state_dict(),
             "collector": self.collector.state_dict(),
             "env": pack_env(self.collector.env),
             "bookkeeping": [m.state_dict() for m in self.members],
@@ -371,9 +366,8 @@ class Loop:
 
     def load_state_dict(self, state: dict[str, Any]) -> str | None:
         """Continue from :meth:`state_dict` output; why it is not exact (None if it is)."""
-        self.model.data.copy_(state["model"])
+        self.algo.load_state_dict(state)
         self.opt.load_state_dict(state["optimizer"])
-        self.noise.load_state_dict(state["noise"])
         trust = self.base.run.trust_checkpoint
         self.collector.env, why = unpack_env(self.collector.env, state["env"], trust)
         self.collector.load_state_dict(state["collector"])
@@ -398,7 +392,7 @@ class Loop:
         self.last_checkpoint = self.collector.member_step
 
     def boundary(self, step: int) -> None:
-        """Between updates: a checkpoint when due, or when a stop signal came (then stop)."""
+        """Between rounds: a checkpoint when due, or when a stop signal came (then stop)."""
         if self.stop is not None and self.stop.signum is not None and self.checkpoint:
             self.save()
             raise Interrupted(self.stop.signum, step, self.checkpoint.parent)
@@ -407,41 +401,43 @@ class Loop:
         if self.checkpoint and due and step < self.base.run.total_steps:
             self.save()
 
+    def update(self, metrics: dict[str, Any]) -> None:
+        """After a gradient of every member: clip, step, stop the diverged, log when due.
+
+        ``metrics`` are ``[K]`` tensors (one value per member) or one float for all.
+        """
+        opt, members, run, learn = self.opt, self.members, self.base.run, self.base.learn
+        step = self.collector.member_step
+        opt.lr_scale = lr_factor(learn.lr_schedule, step, run.total_steps)
+        max_norm = learn.max_grad_norm
+        norms = opt.clip_grad_norm_(max_norm) if max_norm > 0 else None
+        log_now = run.log_every > 0 and self.updates % run.log_every == 0
+        opt.record_update = log_now
+        opt.step(norms)
+        self.updates += 1
+        _stop_diverged(opt, members, step, run.max_nonfinite)
+        if log_now:
+            self._log(metrics, norms, step, time.perf_counter() - self.start)
+        if run.histogram_every and self.updates % run.histogram_every == 1:
+            for k, m in enumerate(members):
+                if m.stopped_at is None:
+                    m.logger.histograms(opt.histograms(k), step)
+
     def train(self) -> list[dict[str, Any]]:
         """Train to ``--total-steps`` per member; every member's summary (or error)."""
-        model, opt, members, collector = self.model, self.opt, self.members, self.collector
-        base, device, seeds = self.base, self.device, self.seeds
-        run, a2c, learn = base.run, base.a2c, base.learn
-
-        def policy(obs: torch.Tensor) -> torch.Tensor:
-            return sample_actions(model, self.noise, obs)
-
-        max_norm = learn.max_grad_norm
+        members, collector, base, run = self.members, self.collector, self.base, self.base.run
         while collector.member_step < run.total_steps:
-            rollout = collector.collect(policy, a2c.n_steps)
-            _, metrics = a2c_gradients(model, rollout, a2c, learn.gamma, self.engine)
-            opt.lr_scale = lr_factor(learn.lr_schedule, collector.member_step, run.total_steps)
-            norms = opt.clip_grad_norm_(max_norm) if max_norm > 0 else None
-            log_now = run.log_every > 0 and self.updates % run.log_every == 0
-            opt.record_update = log_now
-            opt.step(norms)
-            self.updates += 1
+            self.algo.round(self)
             step = collector.member_step
             elapsed = time.perf_counter() - self.start
-            _stop_diverged(opt, members, step, run.max_nonfinite)
-            if log_now:
-                self._log(metrics, norms, step, elapsed)
-            if run.histogram_every and self.updates % run.histogram_every == 1:
-                for k, m in enumerate(members):
-                    if m.stopped_at is None:
-                        m.logger.histograms(opt.histograms(k), step)
             for k, ep in collector.pop_member_episodes():
                 if members[k].stopped_at is None:
                     members[k].episode(ep.episodic_return, ep.length, ep.step, elapsed)
             every = run.eval_every
             if every and step // every > self.evaluations and step < run.total_steps:
                 self.evaluations = step // every
-                _log_eval(members, evaluate_members(model, base, seeds, device), step)
+                results = evaluate_members(self.algo.greedy, base, self.seeds, self.device)
+                _log_eval(members, results, step)
             if not run.quiet and (step >= self.next_line or step >= run.total_steps):
                 self.next_line = step + max(1, run.total_steps // 10)
                 _progress(members, step, run.total_steps, elapsed, self.out)
@@ -454,25 +450,28 @@ class Loop:
             self.boundary(step)
         return self._finish()
 
-    def _log(self, metrics: dict, norms: Any, step: int, elapsed: float) -> None:
+    def _log(self, metrics: dict[str, Any], norms: Any, step: int, elapsed: float) -> None:
         figures = self.opt.statistics(norms, self.base.learn.max_grad_norm or None)
-        losses_k = {tag: value.tolist() for tag, value in metrics.items()}
+        per_member = {
+            tag: value.tolist() if isinstance(value, torch.Tensor) else [value] * len(self.members)
+            for tag, value in metrics.items()
+        }
         sps = step / max(elapsed, 1e-9)
         for k, m in enumerate(self.members):
             if m.stopped_at is not None and m.stopped_at < step:
                 continue  # a stopped member logs nothing after its last update
-            values = {tag: v[k] for tag, v in losses_k.items()}
+            values = {tag: v[k] for tag, v in per_member.items()}
             m.logger.scalars({**values, **figures[k], "charts/SPS": sps}, step)
             mean100 = m.episodes.mean_recent()
             if mean100 is not None:
                 m.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
 
     def _finish(self) -> list[dict[str, Any]]:
-        model, members, collector = self.model, self.members, self.collector
+        members, collector = self.members, self.collector
         wall = time.perf_counter() - self.start
         step = collector.member_step
         k_members = len(members)
-        results = evaluate_members(model, self.base, self.seeds, self.device)
+        results = evaluate_members(self.algo.greedy, self.base, self.seeds, self.device)
         _log_eval(members, results, step)
         summaries = []
         for k, m in enumerate(members):
@@ -490,7 +489,7 @@ class Loop:
                 "population": {"members": k_members, "aggregate_sps": step * k_members / wall},
                 "run_dir": str(m.run_dir),
             }
-            save_weights(model.member_state_dict(k), m.run_dir / MODEL_FILE)
+            save_weights(self.algo.member_state_dict(k), m.run_dir / MODEL_FILE)
             write_json_atomic(summary, m.run_dir / "summary.json")
             m.logger.final(summary, experiment=False)  # a population's runs are a study's
             summaries.append(summary)
@@ -561,7 +560,7 @@ def _progress(members: list[Member], step: int, total: int, elapsed: float, out:
     solved = sum(m.episodes.solved.step is not None for m in members)
     aggregate = step * len(members) / max(elapsed, 1e-9)
     print(
-        f"{step:>10,}/{total:,} steps per member ({100 * step / total:5.1f}%)  "
+        f"{step:>10,}/{total:,} steps per member ({min(100.0, 100 * step / total):5.1f}%)  "
         f"{aggregate:10,.0f} aggregate SPS  median return {ret}  solved {solved}/{len(members)}",
         file=out,
         flush=True,

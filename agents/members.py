@@ -1,0 +1,224 @@
+"""DQN for K members at once: stacked Q-networks, per-member replay, exploration and targets.
+
+Each member has its own replay buffer (one :class:`~agents.replay.ReplayBuffer` of its own
+environments), its own torch generator for exploration coins and replay indices, and its own
+target network (row k of a stacked copy). Nothing a member draws or stores depends on another
+member, so changing one member's seed or learning rate changes nothing in the others.
+
+A member's generator starts where a single run's global torch generator is after building
+its network with the same seed, and draws in the single run's order (coins, random actions,
+replay indices), so on the CPU engine member k of a population trains exactly as the single
+run with member k's seed does (tests compare them).
+
+The maths are the single run's: :func:`agents.dqn.td_targets` for the targets and
+:func:`agents.dqn.dqn_loss` for the loss (per-member reduction), differentiated by autograd
+through :class:`~agents.stacked.StackedModule`, or the CPU engine's derivative
+(:func:`agents.dqn_numpy.td_gradients`) on the same leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .dqn import TARGET_CHUNK, dqn_loss, td_targets
+from .dqn_numpy import td_gradients
+from .replay import ReplayBuffer, ReplaySample
+from .rollout import Step
+from .stacked import StackedModule
+
+
+class MemberGenerators:
+    """One torch CPU generator per member, each started from a given state."""
+
+    def __init__(self, states: Sequence[Tensor]) -> None:
+        self.generators = []
+        for state in states:
+            g = torch.Generator()
+            g.set_state(state)
+            self.generators.append(g)
+
+    def __getitem__(self, k: int) -> torch.Generator:
+        return self.generators[k]
+
+    def state_dict(self) -> list[Tensor]:
+        """The generators' states."""
+        return [g.get_state() for g in self.generators]
+
+    def load_state_dict(self, states: list[Tensor]) -> None:
+        """Restore :meth:`state_dict` output."""
+        for g, state in zip(self.generators, states, strict=True):
+            g.set_state(state)
+
+
+def member_epsilon_greedy(
+    q_fn: Any, obs: Tensor, epsilon: float, n_actions: int, generators: MemberGenerators
+) -> Tensor:
+    """Epsilon-greedy actions ``[K * E]`` for member-major observations ``[K * E, ...]``.
+
+    Member k draws its E coins and random actions from its own generator in the order
+    :func:`agents.dqn.lazy_epsilon_greedy` draws them; the Q-values (``q_fn`` of
+    ``[K, E, ...]``) are computed only if some env of some member acts greedily.
+    """
+    members = len(generators.generators)
+    per = obs.shape[0] // members
+    explore, random = [], []
+    for k in range(members):
+        explore.append(torch.rand(per, generator=generators[k]) < epsilon)
+        random.append(torch.randint(n_actions, (per,), generator=generators[k]))
+    explore_t, random_t = torch.cat(explore), torch.cat(random)
+    if bool(explore_t.all()):
+        return random_t.to(obs.device)
+    greedy = q_fn(obs.reshape(members, per, *obs.shape[1:])).argmax(-1).reshape(-1)
+    return torch.where(explore_t.to(greedy.device), random_t.to(greedy.device), greedy)
+
+
+class MemberReplay:
+    """K replay buffers, one per member, each of its member's ``E`` environments.
+
+    Args:
+        members: K.
+        capacity, obs_shape, envs_per_member, device, obs_dtype: as
+            :class:`~agents.replay.ReplayBuffer` (each member's buffer has ``capacity`` rows).
+    """
+
+    def __init__(
+        self,
+        members: int,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        envs_per_member: int,
+        device: torch.device,
+        obs_dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.buffers = [
+            ReplayBuffer(capacity, obs_shape, envs_per_member, device, obs_dtype)
+            for _ in range(members)
+        ]
+        self.per = envs_per_member
+
+    def __len__(self) -> int:
+        """Rows of the emptiest member's buffer (every member can sample once this is > 0)."""
+        return min(len(b) for b in self.buffers)
+
+    def add(self, s: Step) -> None:
+        """Store each member's valid transitions of one step of the ``K * E`` envs."""
+        for k, buffer in enumerate(self.buffers):
+            rows = slice(k * self.per, (k + 1) * self.per)
+            buffer.add(
+                s.obs[rows],
+                s.next_obs[rows],
+                s.actions[rows],
+                s.rewards[rows],
+                s.terminated[rows],
+                s.valid[rows],
+            )
+
+    def sample(self, batch_size: int, generators: MemberGenerators) -> ReplaySample:
+        """``batch_size`` transitions per member, stacked ``[K, batch_size, ...]``."""
+        draws = [b.sample(batch_size, generators[k]) for k, b in enumerate(self.buffers)]
+        return ReplaySample(*(torch.stack(column) for column in zip(*draws, strict=True)))
+
+    def state_dict(self) -> list[dict]:
+        """Every member's buffer (for checkpoints)."""
+        return [b.state_dict() for b in self.buffers]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        """Restore :meth:`state_dict` output."""
+        for b, state in zip(self.buffers, states, strict=True):
+            b.load_state_dict(state)
+
+
+class MemberQ:
+    """Stacked online and target Q-networks: Q-values, TD targets and the loss's gradient.
+
+    Args:
+        online: the members' Q-networks (gradients go into ``online.grad``).
+        target: their target networks (no gradients), same layout.
+        engine: ``numpy`` (ReLU MLPs on the CPU: :func:`agents.dqn_numpy.td_gradients`) or
+            ``autograd`` (any network and device: :func:`agents.dqn.dqn_loss` per member).
+    """
+
+    def __init__(self, online: StackedModule, target: StackedModule, engine: str) -> None:
+        self.online, self.target, self.engine = online, target, engine
+        if engine == "numpy":
+            self._online_np = [t.detach().numpy() for t in online.leaves.values()]
+            self._target_np = [t.numpy() for t in target.leaves.values()]
+            self._grads_np = [t.grad.numpy() for t in online.leaves.values()]
+
+    @staticmethod
+    def _pairs(arrays: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        return list(zip(arrays[::2], arrays[1::2], strict=True))
+
+    def _numpy_q(self, arrays: list[np.ndarray], obs: Tensor) -> Tensor:
+        from .numpy_mlp import forward
+
+        x = obs.numpy().reshape(*obs.shape[:2], -1).astype(arrays[0].dtype, copy=False)
+        return torch.from_numpy(forward(x, self._pairs(arrays), "relu")[-1])
+
+    def q_values(self, obs: Tensor) -> Tensor:
+        """Online Q-values ``[K, B, A]`` of observations ``[K, B, ...]`` (for acting)."""
+        if self.engine == "numpy":
+            return self._numpy_q(self._online_np, obs)
+        with torch.no_grad():
+            return self.online(obs)
+
+    def _target_q(self, obs: Tensor) -> Tensor:
+        if self.engine == "numpy":
+            return self._numpy_q(self._target_np, obs)
+        with torch.no_grad():
+            return self.target(obs)
+
+    def targets(self, batch: ReplaySample, gamma: float, double: bool) -> Tensor:
+        """:func:`agents.dqn.td_targets` per member, ``[K, B]``, in chunks of rows."""
+        chunk = max(1, TARGET_CHUNK // self.online.members)
+        parts = []
+        for i in range(0, batch.rewards.shape[1], chunk):
+            rows = slice(i, i + chunk)
+            parts.append(
+                td_targets(
+                    batch.rewards[:, rows],
+                    batch.next_obs[:, rows],
+                    batch.terminated[:, rows],
+                    self._target_q,
+                    self.q_values,
+                    gamma,
+                    double=double,
+                )
+            )
+        return torch.cat(parts, 1)
+
+    def gradients(
+        self, batch: ReplaySample, targets: Tensor, loss: str, reduction: str
+    ) -> dict[str, Tensor]:
+        """Every member's TD loss; its gradient written into ``online.grad``; ``[K]`` metrics."""
+        if self.engine == "numpy":
+            x = batch.obs.numpy().reshape(*batch.obs.shape[:2], -1)
+            x = x.astype(self._online_np[0].dtype, copy=False)
+            metrics = td_gradients(
+                x,
+                self._pairs(self._online_np),
+                self._pairs(self._grads_np),
+                batch.actions.numpy(),
+                targets,
+                loss,
+                reduction,
+            )
+            return {tag: torch.from_numpy(np.asarray(v)) for tag, v in metrics.items()}
+        self.online.zero_grad()
+        value, metrics = dqn_loss(self.online, batch, targets, loss, reduction)
+        value.sum().backward()
+        self.online.sync_grads()
+        return metrics
+
+    @torch.no_grad()
+    def update_target(self, tau: float) -> None:
+        """``target = tau * online + (1 - tau) * target`` for every member (a copy at tau 1)."""
+        if tau == 1.0:
+            self.target.data.copy_(self.online.data)
+        else:
+            self.target.data.mul_(1.0 - tau).add_(self.online.data, alpha=tau)

@@ -1,0 +1,123 @@
+"""K copies of one network as a single module: parameters ``[K, ...]`` over a flat ``[K, N]`` row.
+
+Member k's parameters are row k of one ``[K, N]`` buffer and its gradients row k of another,
+so one optimizer step over ``[K, N]`` trains every member (``rl_rmsprop.optim.population``).
+The forward pass is the network's own ``forward``, vectorized over the members by
+``torch.func.vmap`` of ``functional_call``: no second copy of any network is written, and a
+CNN is batched as well as an MLP. The small-MLP CPU engines (``agents.numpy_mlp``) read NumPy
+views of the same leaves.
+
+Members never influence each other: vmap runs every operation per member, and the loss that
+is differentiated is the sum of the members' losses, whose gradient with respect to member
+k's parameters is exactly member k's own.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+# The leaves view rows of a [K, N] buffer, so they are not dense and autograd notes that
+# their (equally strided) gradients break its layout contract; accumulation stays in place.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
+
+
+class Segment(NamedTuple):
+    """Where one named parameter of a member lives in its row of the flat buffer."""
+
+    name: str
+    offset: int
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        """Number of elements."""
+        return math.prod(self.shape)
+
+
+class StackedModule:
+    """K members of one architecture, called on ``[K, B, ...]`` inputs.
+
+    Args:
+        members: the members' networks (same architecture), initialised as single runs are;
+            their parameters are copied into the flat buffer. The first one is kept (on the
+            meta device) as the architecture vmap calls.
+        device: where the buffers live.
+        grad: whether the leaves take gradients (False for a target network).
+    """
+
+    def __init__(
+        self, members: Sequence[nn.Module], device: torch.device | str = "cpu", grad: bool = True
+    ) -> None:
+        if not members:
+            raise ValueError("a population needs at least one member")
+        named = [dict(net.named_parameters()) for net in members]
+        shapes = {n: tuple(p.shape) for n, p in named[0].items()}
+        if any({n: tuple(p.shape) for n, p in d.items()} != shapes for d in named):
+            raise ValueError("population members must have the same architecture")
+        if any(True for _ in members[0].buffers()):
+            raise ValueError("stacked members cannot have buffers (batch-norm statistics)")
+        self.members = len(members)
+        self.segments: list[Segment] = []
+        offset = 0
+        for name, shape in shapes.items():
+            self.segments.append(Segment(name, offset, shape))
+            offset += math.prod(shape)
+        dtype = next(iter(named[0].values())).dtype
+        rows = [torch.cat([d[s.name].detach().reshape(-1) for s in self.segments]) for d in named]
+        self.data = torch.stack(rows).to(device=device, dtype=dtype).contiguous()
+        self.grad = torch.zeros_like(self.data)
+        self.leaves: dict[str, Tensor] = {}
+        for s in self.segments:
+            view = self.data[:, s.offset : s.offset + s.numel].view(self.members, *s.shape)
+            if grad:
+                leaf = nn.Parameter(view)
+                leaf.grad = self.grad[:, s.offset : s.offset + s.numel].view_as(view)
+            else:
+                leaf = view
+            self.leaves[s.name] = leaf
+        self.module = members[0]
+        self._call = vmap(self._one, in_dims=(0, 0))
+
+    def _one(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(self.module, params, (x,))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the buffers live."""
+        return self.data.device
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """The members' outputs ``[K, B, ...]`` for inputs ``[K, B, ...]`` (member k's in row k)."""
+        return self._call(self.leaves, x)
+
+    def zero_grad(self) -> None:
+        """Zero the flat gradient buffer (the leaves' gradients are views into it)."""
+        self.grad.zero_()
+
+    def sync_grads(self) -> None:
+        """Fold back any gradient autograd replaced instead of accumulating into the buffer."""
+        for s in self.segments:
+            leaf = self.leaves[s.name]
+            view = self.grad[:, s.offset : s.offset + s.numel].view_as(leaf)
+            if leaf.grad is not view:
+                if leaf.grad is not None and leaf.grad.data_ptr() != view.data_ptr():
+                    view.copy_(leaf.grad)
+                leaf.grad = view
+
+    def member_state_dict(self, k: int) -> dict[str, Tensor]:
+        """Member k's parameters as its network's ``state_dict`` (copies)."""
+        row = self.data[k].detach()
+        return {
+            s.name: row[s.offset : s.offset + s.numel].view(s.shape).clone() for s in self.segments
+        }
+
+    def names(self) -> list[tuple[str, int, int]]:
+        """``(name, offset, numel)`` per parameter (the optimizer's per-layer telemetry)."""
+        return [(s.name, s.offset, s.numel) for s in self.segments]

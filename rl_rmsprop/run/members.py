@@ -1,0 +1,185 @@
+"""What a population's loop needs of its algorithm: networks, acting, one round of training.
+
+:class:`~rl_rmsprop.run.population.Loop` is written once for every algorithm: it steps the
+optimizer, logs, evaluates, reports and checkpoints. An algorithm here builds the members'
+stacked networks (parameters in one ``[K, N]`` buffer for the optimizer), plays a round
+(collecting, then calling ``loop.update(metrics)`` after each gradient), acts greedily for
+evaluation, and checkpoints what it owns. The maths are the single run's, in ``agents``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from agents.dqn import QNetwork, linear_epsilon
+from agents.members import MemberGenerators, MemberQ, MemberReplay, member_epsilon_greedy
+from agents.networks import ActorCritic
+from agents.population import (
+    MemberNoise,
+    PopulationActorCritic,
+    PopulationCollector,
+    a2c_gradients,
+    sample_actions,
+)
+from agents.stacked import StackedModule
+from rl_rmsprop.config import Config
+
+
+class A2CMembers:
+    """K actor-critics trained in lockstep (:class:`~agents.population.PopulationActorCritic`)."""
+
+    def __init__(
+        self, cfg: Config, seeds: Sequence[int], env: Any, device: torch.device, engine: str
+    ) -> None:
+        shape = env.single_observation_space.shape
+        nets = []
+        for seed in seeds:  # each member initialised exactly as a single run with its seed
+            torch.manual_seed(seed)
+            nets.append(ActorCritic(shape[0], int(env.single_action_space.n), cfg.learn.hidden))
+        self.cfg, self.engine = cfg, engine
+        self.model = PopulationActorCritic(nets, cfg.env.num_envs, device)
+        self.data, self.grad = self.model.data, self.model.grad
+        self.names = [(s.name, s.offset, s.numel) for s in self.model.segments]
+        self.noise = MemberNoise(seeds, cfg.env.num_envs, self.model.n_actions, device)
+
+    def round(self, loop: Any) -> None:
+        """One rollout of ``--n-steps`` and one update of every member."""
+        model, noise, a2c = self.model, self.noise, self.cfg.a2c
+        rollout = loop.collector.collect(lambda obs: sample_actions(model, noise, obs), a2c.n_steps)
+        _, metrics = a2c_gradients(model, rollout, a2c, self.cfg.learn.gamma, self.engine)
+        loop.update(metrics)
+
+    def greedy(self, obs: Tensor) -> Tensor:
+        """Greedy actions ``[K * E']`` for member-major observations."""
+        return self.model.logits(obs).argmax(-1).cpu()
+
+    def member_state_dict(self, k: int) -> dict[str, Tensor]:
+        """Member k's :class:`ActorCritic` ``state_dict``."""
+        return self.model.member_state_dict(k)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Parameters and sampling noise."""
+        return {"model": self.data.detach().cpu().clone(), "noise": self.noise.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output."""
+        self.data.copy_(state["model"])
+        self.noise.load_state_dict(state["noise"])
+
+
+class DQNMembers:
+    """K Q-networks with their target networks, replay buffers and generators.
+
+    Member k's network is built as a single run with seed k builds it, and its generator
+    continues from the global generator's state after that, so it draws what the single
+    run draws.
+    """
+
+    def __init__(
+        self, cfg: Config, seeds: Sequence[int], env: Any, device: torch.device, engine: str
+    ) -> None:
+        space = env.single_observation_space
+        n_actions = int(env.single_action_space.n)
+        nets, states = [], []
+        for seed in seeds:
+            torch.manual_seed(seed)
+            nets.append(QNetwork(space.shape[0], n_actions, cfg.learn.hidden))
+            states.append(torch.get_rng_state())
+        self.cfg, self.engine, self.n_actions = cfg, engine, n_actions
+        self.online = StackedModule(nets, device)
+        self.target = StackedModule([copy.deepcopy(n) for n in nets], device, grad=False)
+        self.data, self.grad, self.names = self.online.data, self.online.grad, self.online.names()
+        self.q = MemberQ(self.online, self.target, engine)
+        self.generators = MemberGenerators(states)
+        per = cfg.env.num_envs
+        self.replay = MemberReplay(len(seeds), cfg.dqn.buffer_size, space.shape, per, device)
+        self.target_updates = 0
+
+    def round(self, loop: Any) -> None:
+        """``train_freq`` env steps of every member, then ``gradient_steps`` updates.
+
+        As a single run: epsilon by the member step, valid transitions into each member's
+        buffer, target updates counted in env steps while collecting, then (after
+        ``learning_starts``) minibatches of each member's buffer with their TD targets.
+        """
+        cfg, collector = self.cfg, loop.collector
+        dqn, total = cfg.dqn, cfg.run.total_steps
+        eps = 0.0
+        for _ in range(max(1, dqn.train_freq // cfg.env.num_envs)):
+            eps = linear_epsilon(
+                collector.member_step,
+                total,
+                dqn.exploration_fraction,
+                dqn.exploration_initial_eps,
+                dqn.exploration_final_eps,
+            )
+            s = collector.step(
+                lambda obs, e=eps: member_epsilon_greedy(
+                    self.q.q_values, obs, e, self.n_actions, self.generators
+                )
+            )
+            self.replay.add(s)
+            updates = collector.member_step // dqn.target_update_interval
+            if updates > self.target_updates:
+                self.target_updates = updates
+                self.q.update_target(dqn.tau)
+        if collector.member_step < dqn.learning_starts or len(self.replay) == 0:
+            return
+        for batch, targets in self._batches():
+            metrics = self.q.gradients(batch, targets, dqn.loss, dqn.loss_reduction)
+            loop.update({**metrics, "charts/epsilon": eps})
+
+    def _batches(self) -> Any:
+        """A round's minibatches with their targets (drawn as a single run draws them)."""
+        dqn, gamma = self.cfg.dqn, self.cfg.learn.gamma
+        size, steps = dqn.batch_size, dqn.gradient_steps
+        if dqn.double_dqn:
+            for _ in range(steps):
+                batch = self.replay.sample(size, self.generators)
+                yield batch, self.q.targets(batch, gamma, True)
+            return
+        big = self.replay.sample(size * steps, self.generators)
+        targets = self.q.targets(big, gamma, False)
+        for i in range(0, size * steps, size):
+            rows = slice(i, i + size)
+            yield type(big)(*(t[:, rows] for t in big)), targets[:, rows]
+
+    def greedy(self, obs: Tensor) -> Tensor:
+        """Greedy actions ``[K * E']`` for member-major observations."""
+        k = self.online.members
+        q = self.q.q_values(obs.reshape(k, -1, *obs.shape[1:]))
+        return q.argmax(-1).reshape(-1).cpu()
+
+    def member_state_dict(self, k: int) -> dict[str, Tensor]:
+        """Member k's :class:`QNetwork` ``state_dict``."""
+        return self.online.member_state_dict(k)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks, generators, target count and (with ``--save-replay``) the buffers."""
+        return {
+            "model": self.data.detach().cpu().clone(),
+            "target": self.target.data.cpu().clone(),
+            "generators": self.generators.state_dict(),
+            "target_updates": self.target_updates,
+            "replay": self.replay.state_dict() if self.cfg.run.save_replay else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output (a checkpoint without replay starts it empty)."""
+        self.data.copy_(state["model"])
+        self.target.data.copy_(state["target"])
+        self.generators.load_state_dict(state["generators"])
+        self.target_updates = state["target_updates"]
+        if state["replay"] is not None:
+            self.replay.load_state_dict(state["replay"])
+
+
+ALGORITHMS = {"a2c": A2CMembers, "dqn": DQNMembers}
+"""The algorithms a population trains, by ``--algo``."""
+
+__all__ = ["ALGORITHMS", "A2CMembers", "DQNMembers", "PopulationCollector"]

@@ -1,0 +1,131 @@
+"""DQN pieces for K members: the stacked TD loss's gradient, replay, exploration, targets."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from agents.dqn import QNetwork, dqn_loss, lazy_epsilon_greedy, td_targets
+from agents.members import MemberGenerators, MemberQ, MemberReplay, member_epsilon_greedy
+from agents.replay import ReplaySample
+from agents.rollout import Step
+from agents.stacked import StackedModule
+
+K, B = 3, 16
+
+
+def _pair(hidden=(16, 16)):
+    nets = []
+    for seed in range(K):
+        torch.manual_seed(seed)
+        nets.append(QNetwork(4, 2, hidden))
+    targets = [copy.deepcopy(n) for n in nets]
+    for t in targets:
+        with torch.no_grad():
+            for p in t.parameters():
+                p.mul_(0.9)
+    return nets, targets, StackedModule(nets), StackedModule(targets, grad=False)
+
+
+def _batch(g):
+    return ReplaySample(
+        torch.randn(K, B, 4, generator=g),
+        torch.randint(0, 2, (K, B), generator=g),
+        torch.randn(K, B, generator=g),
+        torch.randn(K, B, 4, generator=g),
+        torch.rand(K, B, generator=g) < 0.2,
+    )
+
+
+@pytest.mark.parametrize("engine", ["numpy", "autograd"])
+@pytest.mark.parametrize(("loss", "reduction"), [("huber", "mean"), ("mse", "sum")])
+@pytest.mark.parametrize("double", [False, True])
+def test_targets_and_gradients_are_each_members_single_network_ones(
+    engine, loss, reduction, double
+):
+    nets, targets, online, target = _pair()
+    q = MemberQ(online, target, engine)
+    batch = _batch(torch.Generator().manual_seed(1))
+    y = q.targets(batch, 0.97, double)
+    metrics = q.gradients(batch, y, loss, reduction)
+    for k in range(K):
+        part = ReplaySample(*(t[k] for t in batch))
+        want_y = td_targets(
+            part.rewards, part.next_obs, part.terminated, targets[k], nets[k], 0.97, double=double
+        )
+        torch.testing.assert_close(y[k], want_y)
+        nets[k].zero_grad()
+        value, _ = dqn_loss(nets[k], part, want_y, loss, reduction)
+        value.backward()
+        want = torch.cat([p.grad.reshape(-1) for p in nets[k].parameters()])
+        torch.testing.assert_close(online.grad[k], want, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(metrics["losses/td_loss"][k], value.detach())
+
+
+def test_the_dqn_loss_of_stacked_samples_is_reduced_per_member():
+    nets, _, online, _ = _pair()
+    batch = _batch(torch.Generator().manual_seed(2))
+    y = torch.randn(K, B)
+    value, metrics = dqn_loss(online, batch, y, "huber", "sum")
+    assert value.shape == (K,) and metrics["losses/q_values"].shape == (K,)
+    single, _ = dqn_loss(nets[1], ReplaySample(*(t[1] for t in batch)), y[1], "huber", "sum")
+    torch.testing.assert_close(value[1], single)
+
+
+def test_target_updates_are_per_member_polyak_or_a_copy():
+    _, _, online, target = _pair()
+    q = MemberQ(online, target, "numpy")
+    before = target.data.clone()
+    q.update_target(0.25)
+    torch.testing.assert_close(target.data, 0.75 * before + 0.25 * online.data)
+    q.update_target(1.0)
+    assert torch.equal(target.data, online.data)
+
+
+def test_exploration_draws_what_a_single_run_draws_from_each_members_generator():
+    _, _, online, target = _pair()
+    q = MemberQ(online, target, "numpy")
+    states = [torch.Generator().manual_seed(10 + k).get_state() for k in range(K)]
+    gens = MemberGenerators(states)
+    obs = torch.randn(K * 2, 4)
+    got = member_epsilon_greedy(q.q_values, obs, 0.5, 2, gens)
+    for k in range(K):
+        g = torch.Generator()
+        g.set_state(states[k])
+        want = lazy_epsilon_greedy(
+            lambda o, k=k: online(o[None]).squeeze(0), obs[2 * k : 2 * k + 2], 0.5, 2, g
+        )
+        assert torch.equal(got[2 * k : 2 * k + 2], want)
+    saved = gens.state_dict()
+    first = member_epsilon_greedy(q.q_values, obs, 1.0, 2, gens)
+    gens.load_state_dict(saved)
+    assert torch.equal(first, member_epsilon_greedy(q.q_values, obs, 1.0, 2, gens))
+
+
+def test_each_member_stores_only_its_own_valid_transitions_and_samples_its_own_buffer():
+    replay = MemberReplay(2, 10, (3,), 2, torch.device("cpu"))
+    obs = np.arange(12, dtype=np.float32).reshape(4, 3)
+    valid = np.array([True, True, False, True])  # member 1's first env is autoresetting
+    step = Step(
+        obs,
+        torch.tensor([0, 1, 0, 1]),
+        np.ones(4),
+        np.zeros(4, bool),
+        np.zeros(4, bool),
+        valid,
+        obs + 100,
+    )
+    replay.add(step)
+    assert [len(b) for b in replay.buffers] == [2, 1] and len(replay) == 1
+    assert torch.equal(replay.buffers[1].obs[0], torch.tensor([9.0, 10.0, 11.0]))
+    gens = MemberGenerators([torch.Generator().manual_seed(k).get_state() for k in range(2)])
+    sample = replay.sample(5, gens)
+    assert sample.obs.shape == (2, 5, 3)
+    assert set(sample.obs[1, :, 0].tolist()) == {9.0}
+    assert set(sample.obs[0, :, 0].tolist()) <= {0.0, 3.0}
+    fresh = MemberReplay(2, 10, (3,), 2, torch.device("cpu"))
+    fresh.load_state_dict(replay.state_dict())
+    assert [len(b) for b in fresh.buffers] == [2, 1]
