@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .dqn import TARGET_CHUNK, dqn_loss, td_targets
 from .dqn_numpy import td_gradients
-from .replay import ReplayBuffer, ReplaySample
+from .replay import ReplaySample
 from .rollout import Step
 from .stacked import StackedModule
 
@@ -78,13 +78,23 @@ def member_epsilon_greedy(
 
 
 class MemberReplay:
-    """K replay buffers, one per member, each of its member's ``E`` environments.
+    """K replay buffers, one per member, each of its member's ``E`` environments, in one store.
+
+    Member k's rows are row k of ``[K, capacity, ...]`` columns, written and sampled exactly
+    as a :class:`~agents.replay.ReplayBuffer` of its own would write and sample them (the
+    same positions, the same uniform draw from its filled rows), with one write per column
+    for all members instead of one buffer call per member.
 
     Args:
         members: K.
-        capacity, obs_shape, envs_per_member, device, obs_dtype: as
-            :class:`~agents.replay.ReplayBuffer` (each member's buffer has ``capacity`` rows).
+        capacity: rows kept per member (the oldest are overwritten).
+        obs_shape: shape of one observation.
+        envs_per_member: E.
+        device: where the storage lives and samples are returned.
+        obs_dtype: dtype of stored observations.
     """
+
+    _COLUMNS = ("obs", "next_obs", "actions", "rewards", "terminated")
 
     def __init__(
         self,
@@ -95,42 +105,94 @@ class MemberReplay:
         device: torch.device,
         obs_dtype: torch.dtype = torch.float32,
     ) -> None:
-        self.buffers = [
-            ReplayBuffer(capacity, obs_shape, envs_per_member, device, obs_dtype)
-            for _ in range(members)
-        ]
-        self.per = envs_per_member
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.members, self.capacity, self.per = members, int(capacity), envs_per_member
+        self.device = torch.device(device)
+        shape = (members, self.capacity)
+        self.obs = torch.zeros((*shape, *obs_shape), dtype=obs_dtype, device=self.device)
+        self.next_obs = torch.zeros_like(self.obs)
+        self.actions = torch.zeros(shape, dtype=torch.int64, device=self.device)
+        self.rewards = torch.zeros(shape, dtype=torch.float32, device=self.device)
+        self.terminated = torch.zeros(shape, dtype=torch.bool, device=self.device)
+        self.pos = np.zeros(members, dtype=np.int64)
+        self.size = np.zeros(members, dtype=np.int64)
+        self._members = np.arange(members)[:, None]
 
     def __len__(self) -> int:
         """Rows of the emptiest member's buffer (every member can sample once this is > 0)."""
-        return min(len(b) for b in self.buffers)
+        return int(self.size.min())
 
     def add(self, s: Step) -> None:
-        """Store each member's valid transitions of one step of the ``K * E`` envs."""
-        for k, buffer in enumerate(self.buffers):
-            rows = slice(k * self.per, (k + 1) * self.per)
-            buffer.add(
-                s.obs[rows],
-                s.next_obs[rows],
-                s.actions[rows],
-                s.rewards[rows],
-                s.terminated[rows],
-                s.valid[rows],
-            )
+        """Store each member's valid transitions of one step of the ``K * E`` envs.
+
+        A member's valid rows go, in env order, to its next positions; with more valid rows
+        than ``capacity`` only the newest survive, where writing them in order leaves them.
+        """
+        k, per = self.members, self.per
+        valid = np.asarray(s.valid, dtype=bool).reshape(k, per)
+        count = valid.sum(1)
+        rows = (self.pos[:, None] + np.cumsum(valid, 1) - 1) % self.capacity
+        which = (np.broadcast_to(self._members, (k, per))[valid], rows[valid])
+        flat = valid.reshape(-1)
+        host = self.device.type == "cpu"
+        for name, new in zip(
+            self._COLUMNS, (s.obs, s.next_obs, s.actions, s.rewards, s.terminated), strict=True
+        ):
+            column = getattr(self, name)
+            if host:
+                values = new.numpy() if isinstance(new, Tensor) else np.asarray(new)
+                column.numpy()[which] = values[flat]
+            else:
+                values = torch.as_tensor(new if isinstance(new, Tensor) else np.asarray(new))
+                index = tuple(torch.as_tensor(i, device=self.device) for i in which)
+                picked = values.to(self.device)[torch.as_tensor(flat, device=self.device)]
+                column[index] = picked.to(column.dtype)
+        self.pos = (self.pos + count) % self.capacity
+        self.size = np.minimum(self.size + count, self.capacity)
 
     def sample(self, batch_size: int, generators: MemberGenerators) -> ReplaySample:
-        """``batch_size`` transitions per member, stacked ``[K, batch_size, ...]``."""
-        draws = [b.sample(batch_size, generators[k]) for k, b in enumerate(self.buffers)]
-        return ReplaySample(*(torch.stack(column) for column in zip(*draws, strict=True)))
+        """``batch_size`` transitions per member, stacked ``[K, batch_size, ...]``.
 
-    def state_dict(self) -> list[dict]:
-        """Every member's buffer (for checkpoints)."""
-        return [b.state_dict() for b in self.buffers]
+        Member k's indices are drawn from its generator as ``ReplayBuffer.sample`` draws them.
+        """
+        if self.size.min() == 0:
+            raise ValueError("cannot sample from an empty buffer; add transitions first")
+        idx = torch.stack(
+            [
+                torch.randint(int(n), (batch_size,), generator=generators[k])
+                for k, n in enumerate(self.size)
+            ]
+        ).to(self.device)
+        rows = torch.arange(self.members, device=self.device)[:, None]
+        return ReplaySample(
+            obs=self.obs[rows, idx],
+            actions=self.actions[rows, idx],
+            rewards=self.rewards[rows, idx],
+            next_obs=self.next_obs[rows, idx],
+            terminated=self.terminated[rows, idx],
+        )
 
-    def load_state_dict(self, states: list[dict]) -> None:
-        """Restore :meth:`state_dict` output."""
-        for b, state in zip(self.buffers, states, strict=True):
-            b.load_state_dict(state)
+    def state_dict(self) -> dict[str, Any]:
+        """The filled rows and write positions (for checkpoints)."""
+        top = int(self.size.max())
+        rows = {name: getattr(self, name)[:, :top].cpu() for name in self._COLUMNS}
+        return {"capacity": self.capacity, "pos": self.pos.copy(), "size": self.size.copy(), **rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` output into a store of the same shape.
+
+        Raises:
+            ValueError: another capacity, member count or column shape.
+        """
+        if state["capacity"] != self.capacity or len(state["pos"]) != self.members:
+            raise ValueError("the replay buffers in the checkpoint do not match this population")
+        for name in self._COLUMNS:
+            mine, saved = getattr(self, name), state[name]
+            if saved.shape[2:] != mine.shape[2:] or saved.dtype != mine.dtype:
+                raise ValueError(f"replay column {name} does not match this population")
+            mine[:, : saved.shape[1]] = saved.to(self.device)
+        self.pos, self.size = np.array(state["pos"]), np.array(state["size"])
 
 
 class MemberQ:

@@ -10,7 +10,7 @@ import torch
 
 from agents.dqn import QNetwork, dqn_loss, lazy_epsilon_greedy, td_targets
 from agents.members import MemberGenerators, MemberQ, MemberReplay, member_epsilon_greedy
-from agents.replay import ReplaySample
+from agents.replay import ReplayBuffer, ReplaySample
 from agents.rollout import Step
 from agents.stacked import StackedModule
 
@@ -119,13 +119,38 @@ def test_each_member_stores_only_its_own_valid_transitions_and_samples_its_own_b
         obs + 100,
     )
     replay.add(step)
-    assert [len(b) for b in replay.buffers] == [2, 1] and len(replay) == 1
-    assert torch.equal(replay.buffers[1].obs[0], torch.tensor([9.0, 10.0, 11.0]))
+    assert replay.size.tolist() == [2, 1] and len(replay) == 1
+    assert torch.equal(replay.obs[1, 0], torch.tensor([9.0, 10.0, 11.0]))
     gens = MemberGenerators([torch.Generator().manual_seed(k).get_state() for k in range(2)])
     sample = replay.sample(5, gens)
     assert sample.obs.shape == (2, 5, 3)
     assert set(sample.obs[1, :, 0].tolist()) == {9.0}
     assert set(sample.obs[0, :, 0].tolist()) <= {0.0, 3.0}
+    assert torch.equal(sample.next_obs, sample.obs + 100)
     fresh = MemberReplay(2, 10, (3,), 2, torch.device("cpu"))
     fresh.load_state_dict(replay.state_dict())
-    assert [len(b) for b in fresh.buffers] == [2, 1]
+    assert fresh.size.tolist() == [2, 1] and torch.equal(fresh.obs, replay.obs)
+
+
+def test_a_members_rows_are_where_its_own_replay_buffer_puts_them_and_draws_the_same():
+    rng = np.random.default_rng(0)
+    per, steps, cap = 3, 9, 5  # wraps around, with autoreset rows dropped
+    mine = MemberReplay(2, cap, (2,), per, torch.device("cpu"))
+    own = [ReplayBuffer(cap, (2,), per, torch.device("cpu")) for _ in range(2)]
+    for _ in range(steps):
+        obs = rng.standard_normal((2 * per, 2)).astype(np.float32)
+        valid = rng.random(2 * per) < 0.7
+        actions = torch.from_numpy(rng.integers(0, 2, 2 * per))
+        rewards, done = rng.standard_normal(2 * per), rng.random(2 * per) < 0.3
+        mine.add(Step(obs, actions, rewards, done, ~done, valid, obs * 2))
+        for k, b in enumerate(own):
+            rows = slice(k * per, (k + 1) * per)
+            b.add(obs[rows], obs[rows] * 2, actions[rows], rewards[rows], done[rows], valid[rows])
+    states = [torch.Generator().manual_seed(k).get_state() for k in range(2)]
+    sample = mine.sample(7, MemberGenerators(states))
+    for k, b in enumerate(own):
+        assert mine.pos[k] == b.pos and mine.size[k] == b.size
+        g = torch.Generator()
+        g.set_state(states[k])
+        want = b.sample(7, g)
+        assert all(torch.equal(x[k], y) for x, y in zip(sample, want, strict=True))
