@@ -34,7 +34,8 @@ from rl_rmsprop.checkpoint import UnsafeCheckpoint, resume_candidates
 from rl_rmsprop.config import Config
 from rl_rmsprop.run.errors import TrainingFailed, UserError
 from rl_rmsprop.run.folders import run_folder, run_folder_problem
-from rl_rmsprop.run.population import PopulationError, run_population
+from rl_rmsprop.run.members import PopulationError
+from rl_rmsprop.run.population import run_population
 from rl_rmsprop.run.single import run
 
 RAY_INSTALL = 'pip install -e ".[ray]"'

@@ -1,8 +1,8 @@
 """``python -m rl_rmsprop.train``: the composition root.
 
 argv -> Config -> one run (``rl_rmsprop.run.single``) or a population
-(``rl_rmsprop.run.population``) -> exit status and the closing line. Tests call :func:`main`
-in process.
+(``rl_rmsprop.run.population_command``) -> exit status and the closing line. Tests call
+:func:`main` in process.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rl_rmsprop.cli import exit_cli  # first: the real package, wherever the use
 from envs import EnvError
 from rl_rmsprop.config import parse_config
 from rl_rmsprop.run.errors import TrainingFailed, UserError
-from rl_rmsprop.run.population import POPULATION_FILE, train_population
+from rl_rmsprop.run.population_command import POPULATION_FILE, train_population
 from rl_rmsprop.run.resume import population_resume_config, resume_config
 from rl_rmsprop.run.signals import Interrupted
 from rl_rmsprop.run.single import run

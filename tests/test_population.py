@@ -26,7 +26,8 @@ from rl_rmsprop.config import parse_config
 from rl_rmsprop.optim import clip_grad_norm_, make_optimizer
 from rl_rmsprop.optim.population import PopulationOptimizer
 from rl_rmsprop.run.errors import UserError
-from rl_rmsprop.run.population import MODEL_FILE, PopulationError, check_members, run_population
+from rl_rmsprop.run.members import PopulationError, check_members
+from rl_rmsprop.run.population import MODEL_FILE, run_population
 from rl_rmsprop.run.signals import Interrupted
 from rl_rmsprop.run.single import run
 from rl_rmsprop.study import runs as study_runs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,12 @@ from agents.dqn import (
     epsilon_greedy,
 )
 from agents.networks import ActorCritic, CnnActorCritic
+from agents.population import PopulationCollector
 from agents.rollout import Collector
 from envs import close_env, is_atari, make_vector_env
 from envs.atari import atari_wrappers
 from envs.normalize import frozen_observations
+from envs.population import make_population_env
 from rl_rmsprop.config import Config
 from rl_rmsprop.run.builders import env_options
 from rl_rmsprop.run.errors import UserError
@@ -115,6 +118,52 @@ def _play(env: Any, seed: int, device: torch.device, policy: Any, episodes: int)
         for ep in collector.pop_finished():
             returns[ep.env].append(ep.episodic_return)
     return [r for copy in returns for r in copy[:per_copy]][:episodes]
+
+
+@torch.no_grad()
+def evaluate_members(
+    greedy: Callable[[torch.Tensor], torch.Tensor],
+    cfg: Config,
+    seeds: list[int],
+    device: torch.device,
+) -> list[tuple[float | None, float | None]]:
+    """Each member's mean and std of ``--eval-episodes`` greedy episodes.
+
+    Member k plays its episodes at once, one per env, on envs seeded with ``seed_k + 10000``
+    (as a single run plays them); ``greedy`` maps member-major observations to the members'
+    greedy actions. With ``--eval-epsilon`` each
+    action is uniformly random with that probability, drawn from the member's own generator.
+    """
+    episodes = cfg.run.eval_episodes
+    if episodes == 0:
+        return [(None, None)] * len(seeds)
+    env = make_population_env(cfg.env.id, [s + EVAL_SEED_OFFSET for s in seeds], episodes)
+    epsilon, n_actions = cfg.run.eval_epsilon, int(env.single_action_space.n)
+    rngs = [np.random.default_rng(s + EVAL_SEED_OFFSET) for s in seeds]  # one per member
+
+    def act(obs: torch.Tensor) -> torch.Tensor:
+        best = greedy(obs)
+        if epsilon == 0.0:
+            return best
+        explore = np.concatenate([r.random(episodes) < epsilon for r in rngs])
+        random = np.concatenate([r.integers(0, n_actions, episodes) for r in rngs])
+        return torch.from_numpy(np.where(explore, random, best.numpy()))
+
+    try:
+        collector = PopulationCollector(env, len(seeds), device)
+        first: dict[int, float] = {}  # env index -> return of its first episode
+        while len(first) < env.num_envs:
+            collector.step(act)
+            ended, returns, _ = collector.last_episodes
+            for i, r in zip(ended.tolist(), returns.tolist(), strict=True):
+                first.setdefault(i, r)
+    finally:
+        env.close()
+    out = []
+    for k in range(len(seeds)):
+        r = [first[k * episodes + e] for e in range(episodes)]
+        out.append((float(np.mean(r)), float(np.std(r))))
+    return out
 
 
 def check_video(cfg: Config, flag: str = "--capture-video") -> None:

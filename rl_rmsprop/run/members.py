@@ -19,15 +19,11 @@ from torch import Tensor
 from agents.dqn import QNetwork, linear_epsilon
 from agents.members import MemberGenerators, MemberQ, MemberReplay, member_epsilon_greedy
 from agents.networks import ActorCritic
-from agents.population import (
-    MemberNoise,
-    PopulationActorCritic,
-    PopulationCollector,
-    a2c_gradients,
-    sample_actions,
-)
+from agents.population import MemberNoise, PopulationActorCritic, a2c_gradients, sample_actions
 from agents.stacked import StackedModule
+from envs import is_atari
 from rl_rmsprop.config import Config
+from rl_rmsprop.logger import flatten
 
 
 class A2CMembers:
@@ -182,4 +178,52 @@ class DQNMembers:
 ALGORITHMS = {"a2c": A2CMembers, "dqn": DQNMembers}
 """The algorithms a population trains, by ``--algo``."""
 
-__all__ = ["ALGORITHMS", "A2CMembers", "DQNMembers", "PopulationCollector"]
+
+SHARED = ("optim", "run.seed", "run.logdir", "run.run_name")
+"""What may differ between members; every other option is the population's."""
+
+
+class PopulationError(Exception):
+    """The population cannot be trained as asked (one line, exit status 2)."""
+
+
+def unsupported(cfg: Config) -> str | None:
+    """Why ``cfg`` cannot train in population mode (None if it can).
+
+    Population mode batches MLPs: A2C and DQN on environments with flat observations.
+    """
+    if cfg.run.algo not in ALGORITHMS:
+        return f"population mode trains {' and '.join(ALGORITHMS)}, not {cfg.run.algo}"
+    if is_atari(cfg.env.id):
+        return "population mode trains MLPs; Atari's CNN runs train in worker processes"
+    if cfg.run.capture_video:
+        return "population mode does not record evaluation videos (--capture-video)"
+    if cfg.env.normalize:
+        return "population mode does not normalize observations and rewards (--normalize)"
+    return None
+
+
+def _shared_part(cfg: Config) -> dict[str, Any]:
+    flat = flatten(cfg.to_dict())
+    return {k: v for k, v in flat.items() if not any(k.startswith(s) for s in SHARED)}
+
+
+def check_members(cfgs: list[Config]) -> None:
+    """Members may differ only in optimizer settings, seed and run folder.
+
+    Raises:
+        PopulationError: for no members, an unsupported configuration or members that differ.
+    """
+    if not cfgs:
+        raise PopulationError("a population needs at least one member")
+    reason = unsupported(cfgs[0])
+    if reason:
+        raise PopulationError(reason)
+    first = _shared_part(cfgs[0])
+    for cfg in cfgs[1:]:
+        other = _shared_part(cfg)
+        diff = [k for k in first if first[k] != other.get(k)]
+        if diff:
+            raise PopulationError(
+                f"population members differ in {diff[0]}; only the optimizer and seed may differ"
+            )

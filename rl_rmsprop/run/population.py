@@ -15,9 +15,7 @@ as a whole (:class:`Loop`), and a resumed population ends as the uninterrupted o
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -29,11 +27,9 @@ import numpy as np
 import torch
 
 from agents.population import PopulationCollector
-from agents.rollout import EnvStepFailed
-from envs import EnvError, env_reward_threshold, is_atari
+from envs import env_reward_threshold
 from envs.population import make_population_env
 from rl_rmsprop.checkpoint import (
-    FINAL_CHECKPOINT,
     FORMAT,
     MODEL_FILE,
     CheckpointError,
@@ -46,77 +42,24 @@ from rl_rmsprop.checkpoint import (
     write_json_atomic,
 )
 from rl_rmsprop.config import Config
-from rl_rmsprop.logger import FINAL_METRICS, Logger, flatten, markdown_table
+from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim.population import PopulationOptimizer, member_settings
-from rl_rmsprop.optim.presets import preset_group
 from rl_rmsprop.optim.schedules import lr_factor
 from rl_rmsprop.run.builders import resolve_device
-from rl_rmsprop.run.errors import UserError, as_training_failure
-from rl_rmsprop.run.evaluation import EVAL_SEED_OFFSET
+from rl_rmsprop.run.errors import UserError
+from rl_rmsprop.run.evaluation import evaluate_members
 from rl_rmsprop.run.folders import (
-    FolderLock,
     make_run_dir,
-    remove_stale_temp_files,
     run_folder,
-    run_name,
 )
-from rl_rmsprop.run.members import ALGORITHMS
+from rl_rmsprop.run.members import ALGORITHMS, PopulationError, check_members
 from rl_rmsprop.run.session import hparams
-from rl_rmsprop.run.signals import Interrupted, StopSignals
-from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats, fmt_or_na
-from rl_rmsprop.study.board import columns, write_experiment
+from rl_rmsprop.run.signals import Interrupted
+from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats
 from rl_rmsprop.threads import set_threads
 
 PROGRESS_EVERY_S = 0.5
 """How often a population tells its ``progress`` callback how far it is."""
-SHARED = ("optim", "run.seed", "run.logdir", "run.run_name")
-"""What may differ between members; every other option is the population's."""
-
-
-class PopulationError(Exception):
-    """The population cannot be trained as asked (one line, exit status 2)."""
-
-
-def unsupported(cfg: Config) -> str | None:
-    """Why ``cfg`` cannot train in population mode (None if it can).
-
-    Population mode batches MLPs: A2C and DQN on environments with flat observations.
-    """
-    if cfg.run.algo not in ALGORITHMS:
-        return f"population mode trains {' and '.join(ALGORITHMS)}, not {cfg.run.algo}"
-    if is_atari(cfg.env.id):
-        return "population mode trains MLPs; Atari's CNN runs train in worker processes"
-    if cfg.run.capture_video:
-        return "population mode does not record evaluation videos (--capture-video)"
-    if cfg.env.normalize:
-        return "population mode does not normalize observations and rewards (--normalize)"
-    return None
-
-
-def _shared_part(cfg: Config) -> dict[str, Any]:
-    flat = flatten(cfg.to_dict())
-    return {k: v for k, v in flat.items() if not any(k.startswith(s) for s in SHARED)}
-
-
-def check_members(cfgs: list[Config]) -> None:
-    """Members may differ only in optimizer settings, seed and run folder.
-
-    Raises:
-        PopulationError: for no members, an unsupported configuration or members that differ.
-    """
-    if not cfgs:
-        raise PopulationError("a population needs at least one member")
-    reason = unsupported(cfgs[0])
-    if reason:
-        raise PopulationError(reason)
-    first = _shared_part(cfgs[0])
-    for cfg in cfgs[1:]:
-        other = _shared_part(cfg)
-        diff = [k for k in first if first[k] != other.get(k)]
-        if diff:
-            raise PopulationError(
-                f"population members differ in {diff[0]}; only the optimizer and seed may differ"
-            )
 
 
 @dataclass
@@ -156,52 +99,6 @@ def family_order(cfgs: list[Config]) -> list[int]:
             rules.append(rule)
         keys.append(rules.index(rule))
     return sorted(range(len(cfgs)), key=lambda i: keys[i])
-
-
-@torch.no_grad()
-def evaluate_members(
-    greedy: Callable[[torch.Tensor], torch.Tensor],
-    cfg: Config,
-    seeds: list[int],
-    device: torch.device,
-) -> list[tuple[float | None, float | None]]:
-    """Each member's mean and std of ``--eval-episodes`` greedy episodes.
-
-    Member k plays its episodes at once, one per env, on envs seeded with ``seed_k + 10000``
-    (as a single run plays them); ``greedy`` maps member-major observations to the members'
-    greedy actions. With ``--eval-epsilon`` each
-    action is uniformly random with that probability, drawn from the member's own generator.
-    """
-    episodes = cfg.run.eval_episodes
-    if episodes == 0:
-        return [(None, None)] * len(seeds)
-    env = make_population_env(cfg.env.id, [s + EVAL_SEED_OFFSET for s in seeds], episodes)
-    epsilon, n_actions = cfg.run.eval_epsilon, int(env.single_action_space.n)
-    rngs = [np.random.default_rng(s + EVAL_SEED_OFFSET) for s in seeds]  # one per member
-
-    def act(obs: torch.Tensor) -> torch.Tensor:
-        best = greedy(obs)
-        if epsilon == 0.0:
-            return best
-        explore = np.concatenate([r.random(episodes) < epsilon for r in rngs])
-        random = np.concatenate([r.integers(0, n_actions, episodes) for r in rngs])
-        return torch.from_numpy(np.where(explore, random, best.numpy()))
-
-    try:
-        collector = PopulationCollector(env, len(seeds), device)
-        first: dict[int, float] = {}  # env index -> return of its first episode
-        while len(first) < env.num_envs:
-            collector.step(act)
-            ended, returns, _ = collector.last_episodes
-            for i, r in zip(ended.tolist(), returns.tolist(), strict=True):
-                first.setdefault(i, r)
-    finally:
-        env.close()
-    out = []
-    for k in range(len(seeds)):
-        r = [first[k * episodes + e] for e in range(episodes)]
-        out.append((float(np.mean(r)), float(np.std(r))))
-    return out
 
 
 def run_population(
@@ -565,139 +462,3 @@ def _progress(members: list[Member], step: int, total: int, elapsed: float, out:
         file=out,
         flush=True,
     )
-
-
-def population_configs(cfg: Config, size: int, folder: Path) -> list[Config]:
-    """``--population K``: K members of one configuration, seeds seed .. seed + K - 1.
-
-    Member i's run folder is ``folder / seed-<seed + i>``.
-    """
-    out = []
-    for i in range(size):
-        seed = cfg.run.seed + i
-        run = dataclasses.replace(
-            cfg.run, seed=seed, logdir=str(folder), run_name=f"seed-{seed}", population=0
-        )
-        out.append(dataclasses.replace(cfg, run=run))
-    return out
-
-
-POPULATION_FILE = "population.json"
-"""In a ``train --population`` folder: the configuration, then every member's summary."""
-
-
-def train_population(cfg: Config, resume: Path | None = None) -> int:
-    """``--population K``: K seeds of ``cfg`` in one batched process; member i in seed-<k>.
-
-    The population's checkpoint is ``checkpoint.pt`` in its folder (every
-    ``--checkpoint-every`` member steps, and on SIGINT/SIGTERM); ``resume`` continues the
-    population in that folder. ``population.json`` holds the configuration, then every
-    member's summary and the aggregate speed. Returns the exit status (1 if a member
-    diverged, 128 + signal when stopped).
-
-    Raises:
-        UserError: the configuration cannot train as a population, or the folder exists.
-    """
-    reason = unsupported(cfg)
-    if reason:
-        raise UserError(f"{reason}; drop --population to train one run")
-    # What can be checked before anything is written: the device, the env id, the optimizer.
-    resolve_device(cfg.run.device)
-    env_reward_threshold(cfg.env.id)
-    try:
-        preset_group(cfg.optim.name, **cfg.optim.overrides())
-    except ValueError as e:
-        raise UserError(f"{e} (see --optimizer and its options in --help)") from e
-    size = cfg.run.population
-    if resume is None:
-        name = cfg.run.run_name or run_name(cfg).replace(f"__{cfg.run.seed}__", f"__pop{size}__")
-        folder = make_run_dir(
-            dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, run_name=name))
-        )
-    else:
-        folder = resume
-    with FolderLock(folder):
-        if resume is None:
-            write_json_atomic({"members": size, "config": cfg.to_dict()}, folder / POPULATION_FILE)
-        else:
-            remove_stale_temp_files(folder)
-        summaries = _train_population_locked(cfg, folder, resume)
-        members = population_configs(cfg, cfg.run.population, folder)
-        write_experiment(
-            folder,
-            columns([hparams(c) for c in members]),
-            {f"hparams/{k}": k for k in FINAL_METRICS},
-        )
-    return _report_population(cfg, folder, summaries)
-
-
-def _train_population_locked(cfg: Config, folder: Path, resume: Path | None) -> list[dict]:
-
-    checkpoint = folder / FINAL_CHECKPOINT
-    if resume is not None and not checkpoint.exists():
-        raise UserError(
-            f"{folder} has no population checkpoint to resume from (finished, or stopped "
-            "before its first one); start it again"
-        )
-    try:
-        with StopSignals() as stop:
-            summaries = run_population(
-                population_configs(cfg, cfg.run.population, folder),
-                label=f"population {folder}",
-                checkpoint=checkpoint,
-                stop=stop,
-            )
-    except UnsafeCheckpoint as e:
-        raise UserError(str(e)) from None
-    except PopulationError as e:
-        if resume is None:
-            shutil.rmtree(folder, ignore_errors=True)  # made by this call, nothing kept yet
-        raise UserError(f"{e}; drop --population to train one run") from None
-    except (UserError, EnvError):
-        if resume is None:
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
-    except (EnvStepFailed, EOFError, OSError) as e:  # during training: as a single run's
-        failure = as_training_failure(e, folder)
-        kept = checkpoint.exists()
-        if not kept and resume is None:
-            shutil.rmtree(folder, ignore_errors=True)  # made by this call, nothing to resume
-        where = f"continue with --resume {folder}" if kept else "nothing was kept"
-        raise type(failure)(f"{failure}; {where}") from None
-    checkpoint.unlink(missing_ok=True)  # finished: nothing to resume
-    return summaries
-
-
-def _report_population(cfg: Config, folder: Path, summaries: list[dict]) -> int:
-    """Write the population's ``population.json`` and print its lines; the exit status."""
-    size = cfg.run.population
-    done = [s for s in summaries if "error" not in s]
-    failed = [s["error"] for s in summaries if "error" in s]
-    wall = max((s["wall_time_s"] for s in done), default=0.0)
-    steps = sum(s["total_steps"] for s in done)
-    write_json_atomic(
-        {
-            "members": size,
-            "config": cfg.to_dict(),
-            "wall_time_s": wall,
-            "aggregate_sps": steps / max(wall, 1e-9),
-            "summaries": summaries,
-        },
-        folder / POPULATION_FILE,
-    )
-    for i, error in enumerate(s.get("error") for s in summaries):
-        if error:
-            print(f"error: member seed {cfg.run.seed + i}: {error}", file=sys.stderr)
-    finals = [
-        s["episodic_return_mean100"] for s in done if s["episodic_return_mean100"] is not None
-    ]
-    evals = [s["eval_return_mean"] for s in done if s["eval_return_mean"] is not None]
-    solved = sum(s["solved_at_step"] is not None for s in done)
-    print(
-        f"done: {size} members x {cfg.run.total_steps:,} steps in {wall:.1f} s "
-        f"({steps / max(wall, 1e-9):,.0f} aggregate SPS), return mean100 median "
-        f"{fmt_or_na(float(np.median(finals)) if finals else None)}, eval median "
-        f"{fmt_or_na(float(np.median(evals)) if evals else None)}, solved {solved}/{size}; "
-        f"logs in {folder}"
-    )
-    return 1 if failed else 0

@@ -9,7 +9,7 @@ from typing import Any
 
 from rl_rmsprop.config import Config, parse_config
 from rl_rmsprop.run.errors import UserError
-from rl_rmsprop.run.population import POPULATION_FILE
+from rl_rmsprop.run.population_command import POPULATION_FILE
 
 RESUMABLE_OPTIONS = ("--resume", "--total-steps", "--quiet", "--threads", "--trust-checkpoint")
 """Options that may accompany --resume (the rest of the configuration is the run's own)."""

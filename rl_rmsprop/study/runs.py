@@ -22,7 +22,7 @@ from rl_rmsprop.cluster import (
 from rl_rmsprop.config import (
     Config,
 )
-from rl_rmsprop.run.population import unsupported
+from rl_rmsprop.run.members import unsupported
 from rl_rmsprop.run.signals import Interrupted, StopSignals
 from rl_rmsprop.study.progress import StudyProgress, clock
 from rl_rmsprop.study.specs import (
