@@ -27,7 +27,7 @@ from torch import Tensor
 
 from .dqn import TARGET_CHUNK, dqn_loss, td_targets
 from .dqn_numpy import td_gradients
-from .replay import ReplaySample
+from .replay import FrameReplayBuffer, ReplaySample
 from .rollout import Step
 from .stacked import StackedModule
 
@@ -195,6 +195,65 @@ class MemberReplay:
         self.pos, self.size = np.array(state["pos"]), np.array(state["size"])
 
 
+class MemberFrames:
+    """K frame replay buffers, one per member, with :class:`MemberReplay`'s interface.
+
+    Each is a :class:`~agents.replay.FrameReplayBuffer` of its member's ``E`` envs (each frame
+    stored once), drawing from its member's generator.
+
+    Args:
+        members: K.
+        capacity: transitions kept per member.
+        obs_shape: ``(S, H, W)``, the stacked observation.
+        envs_per_member: E.
+        device: where the storage lives and samples are returned.
+    """
+
+    def __init__(
+        self,
+        members: int,
+        capacity: int,
+        obs_shape: tuple[int, ...],
+        envs_per_member: int,
+        device: torch.device,
+    ) -> None:
+        self.buffers = [
+            FrameReplayBuffer(capacity, obs_shape, envs_per_member, device) for _ in range(members)
+        ]
+        self.per = envs_per_member
+
+    def __len__(self) -> int:
+        """Transitions of the emptiest member's buffer."""
+        return min(len(b) for b in self.buffers)
+
+    def add(self, s: Step) -> None:
+        """Store each member's step of its own ``E`` envs."""
+        for k, buffer in enumerate(self.buffers):
+            rows = slice(k * self.per, (k + 1) * self.per)
+            buffer.add(
+                s.obs[rows],
+                s.next_obs[rows],
+                s.actions[rows],
+                s.rewards[rows],
+                s.terminated[rows],
+                s.valid[rows],
+            )
+
+    def sample(self, batch_size: int, generators: MemberGenerators) -> ReplaySample:
+        """``batch_size`` transitions per member from its own generator, ``[K, B, ...]``."""
+        draws = [b.sample(batch_size, generators[k]) for k, b in enumerate(self.buffers)]
+        return ReplaySample(*(torch.stack(column) for column in zip(*draws, strict=True)))
+
+    def state_dict(self) -> list[dict]:
+        """Every member's buffer."""
+        return [b.state_dict() for b in self.buffers]
+
+    def load_state_dict(self, states: list[dict]) -> None:
+        """Restore :meth:`state_dict` output."""
+        for b, state in zip(self.buffers, states, strict=True):
+            b.load_state_dict(state)
+
+
 class MemberQ:
     """Stacked online and target Q-networks: Q-values, TD targets and the loss's gradient.
 
@@ -237,7 +296,7 @@ class MemberQ:
 
     def targets(self, batch: ReplaySample, gamma: float, double: bool) -> Tensor:
         """:func:`agents.dqn.td_targets` per member, ``[K, B]``, in chunks of rows."""
-        chunk = max(1, TARGET_CHUNK // self.online.members)
+        chunk = TARGET_CHUNK  # rows per member: as a single run chunks them, whatever K is
         parts = []
         for i in range(0, batch.rewards.shape[1], chunk):
             rows = slice(i, i + chunk)

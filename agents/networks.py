@@ -122,6 +122,9 @@ class NatureCNN(nn.Module):
             nn.Flatten(),
         )
         self.fc = nn.Linear(64 * side[0] * side[1], out_features)
+        self.channels_last = True
+        """Train on channels-last activations on the CPU (off where that cannot be asked for,
+        e.g. inside ``torch.func.vmap``: :class:`agents.stacked.StackedModule`)."""
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 nn.init.orthogonal_(module.weight, gain=math.sqrt(2))
@@ -131,7 +134,7 @@ class NatureCNN(nn.Module):
         """Features ``[..., out_features]`` of frames ``[..., C, H, W]``."""
         lead = obs.shape[:-3]
         x = obs.reshape(-1, *obs.shape[-3:]).to(self.fc.weight.dtype) / 255.0
-        if x.device.type == "cpu" and torch.is_grad_enabled():
+        if self.channels_last and x.device.type == "cpu" and torch.is_grad_enabled():
             # Channels-last activations take oneDNN's convolution kernels: forward plus
             # backward of a batch of 96 frames went from ~50 to ~32 ms on 2 cores (the
             # forward alone is no faster, so acting keeps the default layout). The weights

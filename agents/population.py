@@ -19,10 +19,8 @@ A2C loss and GAE therefore run unchanged; only their means are taken per member
 
 from __future__ import annotations
 
-import math
-import warnings
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,52 +32,7 @@ from .a2c_numpy import to_member_major
 from .networks import ActorCritic
 from .numpy_mlp import forward
 from .rollout import Collector, Episode, Rollout
-
-# The leaves view rows of a [K, N] buffer, so they are not dense and autograd notes that
-# their (equally strided) gradients break its layout contract; accumulation stays in place.
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
-
-
-class _NumpyTanh(torch.autograd.Function):
-    """tanh computed by NumPy on the CPU, with torch's backward (1 - y^2) g.
-
-    On the CPUs this was measured on, ``torch.tanh`` took 6-7x longer than ``numpy.tanh``
-    (e.g. 500 us vs 75 us for [32, 48, 128] float32) while agreeing to 1 ulp; the activations
-    are a third of a population's forward pass.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor) -> Tensor:
-        y = torch.from_numpy(np.tanh(x.detach().numpy()))
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (y,) = ctx.saved_tensors
-        return torch.ops.aten.tanh_backward(grad, y)
-
-
-def tanh(x: Tensor) -> Tensor:
-    """``torch.tanh``, by NumPy for CPU float tensors (much faster there, same to 1 ulp)."""
-    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64):
-        if not (torch.is_grad_enabled() and x.requires_grad):
-            return torch.from_numpy(np.tanh(x.contiguous().numpy()))
-        return _NumpyTanh.apply(x.contiguous())
-    return torch.tanh(x)
-
-
-class Segment(NamedTuple):
-    """Where one named parameter of a member lives in its row of the flat buffer."""
-
-    name: str
-    offset: int
-    shape: tuple[int, ...]
-
-    @property
-    def numel(self) -> int:
-        """Number of elements."""
-        return math.prod(self.shape)
+from .stacked import Segment, StackedModule
 
 
 def _layout(net: ActorCritic) -> tuple[list[Segment], list[tuple[str, list[str]]]]:
@@ -103,7 +56,101 @@ def _layout(net: ActorCritic) -> tuple[list[Segment], list[tuple[str, list[str]]
     return segments, leaves
 
 
-class PopulationActorCritic:
+class MemberMajor:
+    """Layout helpers for K members' actor-critics over member-major envs (``k * E + e``).
+
+    Subclasses set ``members`` (K), ``envs_per_member`` (E) and ``obs_dims`` (1 for flat
+    observations, 3 for image stacks).
+    """
+
+    members: int
+    envs_per_member: int
+    obs_dims: int = 1
+
+    def _to_members(self, obs: Tensor) -> tuple[Tensor, tuple[int, ...]]:
+        """``[..., K * E, *obs]`` -> ``[K, L * E, *obs]`` (and the leading shape)."""
+        event = obs.shape[obs.dim() - self.obs_dims :]
+        lead = obs.shape[: obs.dim() - self.obs_dims]
+        per_member = lead[-1] // self.members
+        x = obs.reshape(-1, self.members, per_member, *event)
+        return x.transpose(0, 1).reshape(self.members, -1, *event), lead
+
+    def _from_members(self, y: Tensor, lead: tuple[int, ...]) -> Tensor:
+        """``[K, L * E, ...]`` -> ``[..., K * E, ...]``."""
+        rest = y.shape[2:]
+        y = y.reshape(self.members, -1, lead[-1] // self.members, *rest).transpose(0, 1)
+        return y.reshape(*lead, *rest)
+
+    def member_mean(self, x: Tensor, mask: Tensor) -> Tensor:
+        """Per-member mean of ``x [T, K * E]`` over the entries where ``mask`` is True: ``[K]``.
+
+        Masked-out entries are selected away (a nan there does not leak); a member with no
+        valid entry gets 0.
+        """
+        t = x.shape[0]
+        shape = (t, self.members, self.envs_per_member)
+        total = torch.where(mask, x, x.new_zeros(())).view(shape).sum((0, 2))
+        count = mask.view(shape).sum((0, 2)).clamp(min=1).to(x.dtype)
+        return total / count
+
+
+class StackedActorCritic(MemberMajor):
+    """K actor-critics of any architecture (the Nature CNN's on Atari), vmapped; autograd only.
+
+    The same interface as :class:`PopulationActorCritic` for the loss, acting and the
+    optimizer; the forward pass is each member's own ``forward``
+    (:class:`~agents.stacked.StackedModule`).
+
+    Args:
+        members: the members' networks (e.g. :class:`~agents.networks.CnnActorCritic`).
+        envs_per_member: E.
+        device: where the buffers live.
+    """
+
+    obs_dims = 3
+
+    def __init__(
+        self, members: Sequence[nn.Module], envs_per_member: int, device: torch.device | str
+    ) -> None:
+        self.stacked = StackedModule(members, device)
+        self.members, self.envs_per_member = len(members), envs_per_member
+        self.data, self.grad, self.segments = (
+            self.stacked.data,
+            self.stacked.grad,
+            self.stacked.segments,
+        )
+        self.n_actions = members[0].policy.out_features
+
+    @property
+    def device(self) -> torch.device:
+        """Where the buffers live."""
+        return self.data.device
+
+    def zero_grad(self) -> None:
+        """Zero the flat gradient buffer."""
+        self.grad.zero_()
+
+    def sync_grads(self) -> None:
+        """Fold any replaced gradient back into the buffer."""
+        self.stacked.sync_grads()
+
+    def __call__(self, obs: Tensor) -> tuple[Tensor, Tensor]:
+        """Logits ``[..., K * E, A]`` and values ``[..., K * E]`` of ``[..., K * E, C, H, W]``."""
+        x, lead = self._to_members(obs)
+        logits, values = self.stacked(x)
+        return self._from_members(logits, lead), self._from_members(values, lead)
+
+    @torch.no_grad()
+    def logits(self, obs: Tensor) -> Tensor:
+        """Action logits ``[K * E, A]`` (for acting)."""
+        return self(obs)[0]
+
+    def member_state_dict(self, k: int) -> dict[str, Tensor]:
+        """Member k's network ``state_dict``."""
+        return self.stacked.member_state_dict(k)
+
+
+class PopulationActorCritic(MemberMajor):
     """K :class:`~agents.networks.ActorCritic` members trained in lockstep.
 
     Args:
@@ -139,6 +186,8 @@ class PopulationActorCritic:
         self.leaves: dict[str, nn.Parameter] = {}
         self._grad_views: list[tuple[nn.Parameter, Tensor]] = []
         self._policy_np: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self.stacked = StackedModule(members, device, rows=(self.data, self.grad, self.segments))
+        """The members' own ``ActorCritic.forward``, vmapped over views of the same rows."""
         for leaf, parts in leaves:
             segs = [by_name[p] for p in parts]
             start, stop = segs[0].offset, segs[-1].offset + segs[-1].numel
@@ -154,7 +203,7 @@ class PopulationActorCritic:
         return self.data.device
 
     def zero_grad(self) -> None:
-        """Zero the flat gradient buffer (the leaves' gradients are views into it)."""
+        """Zero the flat gradient buffer (every leaf's gradient is a view into it)."""
         self.grad.zero_()
 
     def sync_grads(self) -> None:
@@ -167,57 +216,16 @@ class PopulationActorCritic:
             if param.grad is not view:
                 view.copy_(param.grad if param.grad is not None else torch.zeros_like(view))
                 param.grad = view
-
-    # -- forward -------------------------------------------------------------------------
-
-    def _linear(self, x: Tensor, name: str) -> Tensor:
-        w, b = self.leaves[f"{name}.weight"], self.leaves[f"{name}.bias"]
-        return torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
-
-    def _activations(self, x: Tensor, policy_only: bool = False) -> dict[str, list[Tensor]]:
-        """Every layer's output for inputs ``[K, B, obs_dim]``, per network.
-
-        ``out["policy"][i]`` is the policy's layer-i output (tanh applied, except the last:
-        the logits ``[K, B, A]``); ``out["value"]`` likewise, ending in values ``[K, B, 1]``.
-        The first layers run as one fused product (``policy_only``: its policy half only).
-        """
-        w, b = self.leaves["first.weight"], self.leaves["first.bias"]
-        width = w.shape[1] // 2
-        if policy_only:
-            first = tanh(torch.baddbmm(b[:, None, :width], x, w[:, :width].transpose(1, 2)))
-            halves = {"policy": first}
-        else:
-            first = tanh(torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2)))
-            halves = {"policy": first[..., :width], "value": first[..., width:]}
-        out = {}
-        for net, z in halves.items():
-            outs = [z]
-            for i in range(1, self.layers):
-                z = self._linear(z, f"{net}.{2 * i}")
-                if i < self.layers - 1:
-                    z = tanh(z)
-                outs.append(z)
-            out[net] = outs
-        return out
-
-    def _to_members(self, obs: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-        """``[..., K * E, d]`` -> ``[K, L * E, d]`` (and the leading shape ``[..., K * E]``)."""
-        lead = obs.shape[:-1]
-        per_member = obs.shape[-2] // self.members
-        x = obs.reshape(-1, self.members, per_member, obs.shape[-1])
-        return x.transpose(0, 1).reshape(self.members, -1, obs.shape[-1]), lead
-
-    def _from_members(self, y: Tensor, lead: tuple[int, ...]) -> Tensor:
-        """``[K, L * E, ...]`` -> ``[..., K * E, ...]``."""
-        rest = y.shape[2:]
-        y = y.reshape(self.members, -1, lead[-1] // self.members, *rest).transpose(0, 1)
-        return y.reshape(*lead, *rest)
+        self.stacked.sync_grads()
 
     def __call__(self, obs: Tensor) -> tuple[Tensor, Tensor]:
-        """Logits ``[..., K * E, A]`` and values ``[..., K * E]`` (member-major envs, any E)."""
+        """Logits ``[..., K * E, A]`` and values ``[..., K * E]`` (member-major envs, any E).
+
+        Each member's own ``ActorCritic.forward``, vmapped over the members
+        (:class:`~agents.stacked.StackedModule`); autograd's gradients land in ``grad``.
+        """
         x, lead = self._to_members(obs.to(self.data.dtype))
-        out = self._activations(x)
-        logits, values = out["policy"][-1], out["value"][-1].squeeze(-1)
+        logits, values = self.stacked(x)
         return self._from_members(logits, lead), self._from_members(values, lead)
 
     def logits(self, obs: Tensor) -> Tensor:
@@ -234,7 +242,7 @@ class PopulationActorCritic:
 
     def _torch_logits(self, obs: Tensor) -> Tensor:
         x, lead = self._to_members(obs.to(self.data.dtype))
-        return self._from_members(self._activations(x, policy_only=True)["policy"][-1], lead)
+        return self._from_members(self.stacked.submodule("policy")(x), lead)
 
     def _numpy_logits(self, obs: np.ndarray) -> np.ndarray:
         if self._policy_np is None:  # [K, in, out] views of the weights, [K, out] biases
@@ -252,18 +260,6 @@ class PopulationActorCritic:
         )
         logits = forward(z, self._policy_np, "tanh", transposed=True)[-1]
         return logits.reshape(obs.shape[0], -1)
-
-    def member_mean(self, x: Tensor, mask: Tensor) -> Tensor:
-        """Per-member mean of ``x [T, K * E]`` over the entries where ``mask`` is True: ``[K]``.
-
-        Masked-out entries are selected away (a nan there does not leak); a member with no
-        valid entry gets 0.
-        """
-        t = x.shape[0]
-        shape = (t, self.members, self.envs_per_member)
-        total = torch.where(mask, x, x.new_zeros(())).view(shape).sum((0, 2))
-        count = mask.view(shape).sum((0, 2)).clamp(min=1).to(x.dtype)
-        return total / count
 
     def member_state_dict(self, k: int) -> dict[str, Tensor]:
         """Member k's parameters as an :class:`ActorCritic` ``state_dict`` (copies)."""

@@ -14,10 +14,11 @@ k's parameters is exactly member k's own.
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -46,14 +47,22 @@ class StackedModule:
 
     Args:
         members: the members' networks (same architecture), initialised as single runs are;
-            their parameters are copied into the flat buffer. The first one is kept (on the
-            meta device) as the architecture vmap calls.
+            their parameters are copied into the flat buffer. A copy of the first one is the
+            architecture vmap calls (a submodule's ``channels_last`` switch is turned off:
+            vmap cannot query memory formats).
         device: where the buffers live.
         grad: whether the leaves take gradients (False for a target network).
+        rows: an existing ``(data, grad, segments)`` row layout to view instead of building
+            one (another class's buffers, e.g. a layout with fused layers); the members'
+            parameters are then not copied.
     """
 
     def __init__(
-        self, members: Sequence[nn.Module], device: torch.device | str = "cpu", grad: bool = True
+        self,
+        members: Sequence[nn.Module],
+        device: torch.device | str = "cpu",
+        grad: bool = True,
+        rows: tuple[Tensor, Tensor, Sequence[Segment]] | None = None,
     ) -> None:
         if not members:
             raise ValueError("a population needs at least one member")
@@ -64,17 +73,23 @@ class StackedModule:
         if any(True for _ in members[0].buffers()):
             raise ValueError("stacked members cannot have buffers (batch-norm statistics)")
         self.members = len(members)
-        self.segments: list[Segment] = []
-        offset = 0
-        for name, shape in shapes.items():
-            self.segments.append(Segment(name, offset, shape))
-            offset += math.prod(shape)
-        dtype = next(iter(named[0].values())).dtype
-        rows = [torch.cat([d[s.name].detach().reshape(-1) for s in self.segments]) for d in named]
-        self.data = torch.stack(rows).to(device=device, dtype=dtype).contiguous()
-        self.grad = torch.zeros_like(self.data)
+        if rows is not None:
+            self.data, self.grad, segments = rows
+            self.segments = list(segments)
+        else:
+            self.segments = []
+            offset = 0
+            for name, shape in shapes.items():
+                self.segments.append(Segment(name, offset, shape))
+                offset += math.prod(shape)
+            dtype = next(iter(named[0].values())).dtype
+            flat = [
+                torch.cat([d[s.name].detach().reshape(-1) for s in self.segments]) for d in named
+            ]
+            self.data = torch.stack(flat).to(device=device, dtype=dtype).contiguous()
+            self.grad = torch.zeros_like(self.data)
         self.leaves: dict[str, Tensor] = {}
-        for s in self.segments:
+        for s in sorted(self.segments, key=lambda s: list(shapes).index(s.name)):
             view = self.data[:, s.offset : s.offset + s.numel].view(self.members, *s.shape)
             if grad:
                 leaf = nn.Parameter(view)
@@ -82,10 +97,13 @@ class StackedModule:
             else:
                 leaf = view
             self.leaves[s.name] = leaf
-        self.module = members[0]
+        self.module = copy.deepcopy(members[0])
+        for sub in self.module.modules():
+            if hasattr(sub, "channels_last"):
+                sub.channels_last = False
         self._call = vmap(self._one, in_dims=(0, 0))
 
-    def _one(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+    def _one(self, params: dict[str, Tensor], x: Tensor) -> Any:
         return functional_call(self.module, params, (x,))
 
     @property
@@ -93,9 +111,16 @@ class StackedModule:
         """Where the buffers live."""
         return self.data.device
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor) -> Any:
         """The members' outputs ``[K, B, ...]`` for inputs ``[K, B, ...]`` (member k's in row k)."""
         return self._call(self.leaves, x)
+
+    def submodule(self, name: str) -> Any:
+        """``x [K, B, ...] -> [K, B, ...]`` through the members' submodule ``name`` only."""
+        sub = self.module.get_submodule(name)
+        prefix = f"{name}."
+        params = {n[len(prefix) :]: v for n, v in self.leaves.items() if n.startswith(prefix)}
+        return lambda x: vmap(lambda p, y: functional_call(sub, p, (y,)))(params, x)
 
     def zero_grad(self) -> None:
         """Zero the flat gradient buffer (the leaves' gradients are views into it)."""

@@ -10,6 +10,9 @@ actions, when their episodes end):
   environments only, so member k's environments follow the same stream as a single run's.
 * Every other environment is a synchronous vector env whose sub-environment ``(k, e)`` is
   seeded with ``seed_k + e``, as a single run in sync mode seeds its sub-environment ``e``.
+  An Atari game gets the single run's wrapper chain per sub-environment (``wrappers``), and
+  its episodes are the games its own episode statistics report (a lost life ends a learning
+  episode, not a game).
 """
 
 from __future__ import annotations
@@ -182,6 +185,11 @@ class PopulationEnv:
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         """Step all ``K * E`` environments (actions member-major, like the observations)."""
         obs, reward, terminated, truncated, info = self.env.step(actions)
+        if "_episode" in info:  # the sub-environments keep their own statistics (Atari)
+            ended = np.flatnonzero(info["_episode"])
+            stats = info["episode"]
+            episodes = (ended, np.asarray(stats["r"])[ended], np.asarray(stats["l"])[ended])
+            return obs, reward, terminated, truncated, {**info, "episodes": episodes}
         # The step after an episode's end is the autoreset step: it starts the next episode.
         self.returns += reward
         self.lengths += 1
@@ -198,13 +206,19 @@ class PopulationEnv:
         self.env.close()
 
 
-def make_population_env(env_id: str, seeds: Sequence[int], envs_per_member: int) -> PopulationEnv:
+def make_population_env(
+    env_id: str,
+    seeds: Sequence[int],
+    envs_per_member: int,
+    wrappers: Sequence[Any] | None = None,
+) -> PopulationEnv:
     """The population's environments: member-seeded native CartPole, or sync sub-environments.
 
     Args:
         env_id: a registered Gymnasium id with a discrete action space.
         seeds: one seed per member.
         envs_per_member: environments per member.
+        wrappers: the per-copy wrapper chain (``make_vector_env``'s; Atari's).
 
     Raises:
         EnvError: as :func:`envs.make_vector_env` (unknown id, continuous actions, ...).
@@ -213,7 +227,7 @@ def make_population_env(env_id: str, seeds: Sequence[int], envs_per_member: int)
         raise EnvError("a population needs at least one member and one env per member")
     # Two copies tell which kind it is (and check the id and the action space); "auto" steps a
     # single copy as a scalar env even where a native vector env exists.
-    probe = make_vector_env(env_id, 2, int(seeds[0]))
+    probe = make_vector_env(env_id, 2, int(seeds[0]), wrappers=wrappers)
     base = probe.unwrapped
     probe.close()
     if type(base) is CartPoleVectorEnv:
@@ -224,6 +238,6 @@ def make_population_env(env_id: str, seeds: Sequence[int], envs_per_member: int)
         env: Any = MemberSeededCartPole(len(seeds), envs_per_member, **kwargs)
     else:
         total = len(seeds) * envs_per_member
-        vec = make_vector_env(env_id, total, int(seeds[0]), vectorization="sync")
+        vec = make_vector_env(env_id, total, int(seeds[0]), vectorization="sync", wrappers=wrappers)
         env = vec.env if isinstance(vec, RecordEpisodeStatistics) else vec
     return PopulationEnv(env, seeds, envs_per_member)

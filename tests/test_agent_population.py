@@ -14,7 +14,6 @@ from agents.population import (
     autograd_a2c_gradients,
     numpy_a2c_gradients,
     sample_actions,
-    tanh,
 )
 from agents.rollout import Rollout
 
@@ -104,14 +103,6 @@ def test_numpy_acting_path_equals_the_torch_path_and_follows_updates():
     pop.data.mul_(1.5)  # the optimizer updates the buffer in place; the views must follow
     torch.testing.assert_close(pop.logits(obs), pop._torch_logits(obs), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(pop.logits(obs), pop(obs[None])[0][0], rtol=1e-5, atol=1e-6)
-
-
-def test_numpy_tanh_matches_torch_and_its_gradient():
-    x = torch.linspace(-6, 6, 1001, dtype=torch.float64, requires_grad=True)
-    y = tanh(x)
-    torch.testing.assert_close(y, torch.tanh(x), rtol=1e-15, atol=1e-15)
-    (g,) = torch.autograd.grad(y.sum(), x)
-    torch.testing.assert_close(g, 1 - torch.tanh(x.detach()) ** 2)
 
 
 def test_member_state_dict_loads_into_an_actor_critic():

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import StopAfter, scalars
 
-from agents.dqn import QNetwork
+from agents.dqn import CnnQNetwork, QNetwork
+from agents.networks import CnnActorCritic
 from rl_rmsprop import compare, train
 from rl_rmsprop.checkpoint import MODEL_FILE
 from rl_rmsprop.config import parse_config
@@ -35,17 +36,25 @@ def _model(root, seed):
     return torch.load(root / f"seed-{seed}" / MODEL_FILE)
 
 
+@pytest.mark.slow
 def test_dqn_members_are_bitwise_independent_of_the_other_members(tmp_path):
     a = [_cfg(tmp_path / "a", "rmsprop", 0), _cfg(tmp_path / "a", "adam", 1, lr=3e-3)]
     b = [_cfg(tmp_path / "b", "rmsprop", 0), _cfg(tmp_path / "b", "adam", 7, lr=1e-4)]
-    out_a, out_b = run_population(a), run_population(b)
+    alone = [_cfg(tmp_path / "c", "rmsprop", 0)]  # a population of one
+    out_a, out_b, out_c = run_population(a), run_population(b), run_population(alone)
     ret_a = scalars(tmp_path / "a" / "seed-0", "charts/episodic_return")
-    assert len(ret_a) > 20 and ret_a == scalars(tmp_path / "b" / "seed-0", "charts/episodic_return")
-    for tag in ("losses/td_loss", "grad/norm_preclip", "charts/epsilon"):
-        assert scalars(tmp_path / "a" / "seed-0", tag) == scalars(tmp_path / "b" / "seed-0", tag)
-    model_a, model_b = _model(tmp_path / "a", 0), _model(tmp_path / "b", 0)
-    assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
-    assert out_a[0]["eval_return_mean"] == out_b[0]["eval_return_mean"]
+    assert len(ret_a) > 20
+    for other in ("b", "c"):
+        assert ret_a == scalars(tmp_path / other / "seed-0", "charts/episodic_return")
+        for tag in ("losses/td_loss", "grad/norm_preclip", "charts/epsilon"):
+            assert scalars(tmp_path / "a" / "seed-0", tag) == scalars(
+                tmp_path / other / "seed-0", tag
+            )
+        model_a, model_o = _model(tmp_path / "a", 0), _model(tmp_path / other, 0)
+        assert all(torch.equal(model_a[k], model_o[k]) for k in model_a)
+    assert (
+        out_a[0]["eval_return_mean"] == out_b[0]["eval_return_mean"] == out_c[0]["eval_return_mean"]
+    )
     assert (
         _model(tmp_path / "a", 1)["layers.0.weight"]
         .ne(_model(tmp_path / "b", 7)["layers.0.weight"])
@@ -113,3 +122,91 @@ def test_compare_trains_a_dqn_study_as_populations(tmp_path, capsys):
     summary = json.loads(next(tmp_path.glob("compare-*/summary.json")).read_text())
     assert summary["mode"] == "population"
     assert [o["runs"] - o["failed"] for o in summary["optimizers"]] == [2, 2]
+
+
+def test_a_dqn_population_trains_by_autograd_of_the_one_loss_when_asked(tmp_path, capsys):
+    # The autograd engine (the one on CUDA) differentiates agents.dqn.dqn_loss through the
+    # vmapped network: the same episodes as the NumPy engine while no update has changed
+    # the networks (the Q-values agree to rounding, so the greedy actions agree).
+    numpy_run = [_cfg(tmp_path / "numpy", "rmsprop", 0, steps=1500)]
+    autograd_run = [_cfg(tmp_path / "autograd", "rmsprop", 0, "--engine", "autograd", steps=1500)]
+    run_population(numpy_run)
+    out = run_population(autograd_run)
+    assert "autograd gradients" in capsys.readouterr().err and out[0]["total_steps"] >= 1500
+    first = scalars(tmp_path / "numpy" / "seed-0", "charts/episodic_return")
+    second = scalars(tmp_path / "autograd" / "seed-0", "charts/episodic_return")
+    early = [e for e in first if e[0] <= 500]
+    assert early and early == [e for e in second if e[0] <= 500]
+    assert scalars(tmp_path / "autograd" / "seed-0", "losses/td_loss")
+
+
+def _atari(root, seed, **optim):
+    return _cfg(
+        root,
+        "rmsprop:dqn-nature",
+        seed,
+        *("--preset", "dqn-nature", "--env", "PongNoFrameskip-v4", "--buffer-size", "2000"),
+        *("--learning-starts", "200", "--eval-episodes", "0", "--log-every", "5"),
+        steps=500,
+        **optim,
+    )
+
+
+@pytest.mark.slow
+def test_atari_dqn_members_train_on_frames_independently(tmp_path, capsys):
+    # Stacked Nature CNNs (vmap of CnnQNetwork), one frame replay per member: member 0 is
+    # bitwise the same whatever member 1's seed and lr.
+    a = [_atari(tmp_path / "a", 0), _atari(tmp_path / "a", 1)]
+    b = [_atari(tmp_path / "b", 0), _atari(tmp_path / "b", 5, lr=1e-3)]
+    run_population(a)
+    assert "of dqn on PongNoFrameskip-v4" in capsys.readouterr().err
+    run_population(b)
+    losses = scalars(tmp_path / "a" / "seed-0", "losses/td_loss")
+    assert len(losses) > 10 and losses == scalars(tmp_path / "b" / "seed-0", "losses/td_loss")
+    model_a, model_b = _model(tmp_path / "a", 0), _model(tmp_path / "b", 0)
+    assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+    CnnQNetwork(4, 6).load_state_dict(model_a)
+    other_a, other_b = _model(tmp_path / "a", 1), _model(tmp_path / "b", 5)
+    assert not torch.equal(other_a["head.weight"], other_b["head.weight"])
+
+
+@pytest.mark.slow
+def test_atari_a2c_members_train_on_frames_independently(tmp_path):
+    # Stacked CnnActorCritics (vmap), each member's copies seeded as its own: member 0 is
+    # bitwise the same whatever member 1's seed and lr.
+    def cfg(root, seed, **optim):
+        base = parse_config(
+            [
+                *("--preset", "a2c-atari", "--env", "PongNoFrameskip-v4", "--num-envs", "2"),
+                *("--total-steps", "400", "--eval-episodes", "0", "--log-every", "1", "--quiet"),
+            ]
+        )
+        run_cfg = dataclasses.replace(
+            base.run, seed=seed, logdir=str(root), run_name=f"seed-{seed}"
+        )
+        return dataclasses.replace(
+            base, run=run_cfg, optim=dataclasses.replace(base.optim, **optim)
+        )
+
+    run_population([cfg(tmp_path / "a", 0), cfg(tmp_path / "a", 1)])
+    run_population([cfg(tmp_path / "b", 0), cfg(tmp_path / "b", 4, lr=1e-3)])
+    losses = scalars(tmp_path / "a" / "seed-0", "losses/value_loss")
+    assert len(losses) == 40 and losses == scalars(tmp_path / "b" / "seed-0", "losses/value_loss")
+    model_a, model_b = _model(tmp_path / "a", 0), _model(tmp_path / "b", 0)
+    assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+    CnnActorCritic(4, 6).load_state_dict(model_a)
+    assert not torch.equal(
+        _model(tmp_path / "a", 1)["policy.weight"], _model(tmp_path / "b", 4)["policy.weight"]
+    )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_dqn_population_trains_on_cuda(tmp_path):
+    cfgs = [
+        _cfg(tmp_path, "rmsprop", 0, "--device", "cuda", steps=1500),
+        _cfg(tmp_path, "adam", 1, "--device", "cuda", steps=1500),
+    ]
+    for out in run_population(cfgs):
+        assert out["total_steps"] >= 1500 and out["eval_return_mean"] is not None
+        state = torch.load(f"{out['run_dir']}/{MODEL_FILE}", map_location="cpu")
+        assert all(torch.isfinite(t).all() for t in state.values())

@@ -16,6 +16,7 @@ from agents.dqn import (
     CnnQNetwork,
     QNetwork,
 )
+from agents.members import MemberFrames, MemberReplay
 from agents.networks import ActorCritic, CnnActorCritic
 from agents.replay import FrameReplayBuffer, ReplayBuffer
 from envs import is_atari
@@ -55,30 +56,44 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
-def build_replay(cfg: Config, env: Any, device: torch.device) -> tuple[Any, str]:
+def build_replay(cfg: Config, env: Any, device: torch.device, members: int = 0) -> tuple[Any, str]:
     """The DQN replay memory (frames stored once for stacked uint8 frames) and a note on its size.
+
+    ``members`` > 0: one store for a population's K members of ``--num-envs`` envs each
+    (:class:`~agents.members.MemberFrames` or :class:`~agents.members.MemberReplay`), each
+    member holding ``--buffer-size`` transitions.
 
     Raises:
         UserError: if it would not fit in the memory available on ``device``.
     """
     space, capacity = env.single_observation_space, cfg.dqn.buffer_size
+    per = cfg.env.num_envs if members else env.num_envs
     # Frames stored once: only Atari's stacks, whose next observation shares all but one frame.
     frames = is_atari(cfg.env.id) and len(space.shape) == 3 and space.dtype == np.uint8
     obs_dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32  # images stay bytes
     if frames:
-        need = FrameReplayBuffer.bytes_needed(capacity, space.shape, env.num_envs)
+        need = FrameReplayBuffer.bytes_needed(capacity, space.shape, per)
     else:
         need = ReplayBuffer.bytes_needed(capacity, space.shape, obs_dtype)
+    need *= max(members, 1)
     free = available_memory(device)
+    what = f"the {members} replay buffers" if members else "the replay buffer"
     if free is not None and need > 0.9 * free:
         raise UserError(
-            f"the replay buffer of {capacity:,} transitions needs {need / 1e9:.1f} GB but only "
-            f"{free / 1e9:.1f} GB are available on {device}; lower --buffer-size"
+            f"{what} of {capacity:,} transitions need{'' if members else 's'} "
+            f"{need / 1e9:.1f} GB but only {free / 1e9:.1f} GB are available on {device}; "
+            "lower --buffer-size"
         )
-    if frames:
-        buffer: Any = FrameReplayBuffer(capacity, space.shape, env.num_envs, device)
+    if members:
+        buffer: Any = (
+            MemberFrames(members, capacity, space.shape, per, device)
+            if frames
+            else MemberReplay(members, capacity, space.shape, per, device, obs_dtype)
+        )
+    elif frames:
+        buffer = FrameReplayBuffer(capacity, space.shape, per, device)
     else:
-        buffer = ReplayBuffer(capacity, space.shape, env.num_envs, device, obs_dtype)
+        buffer = ReplayBuffer(capacity, space.shape, per, device, obs_dtype)
     kind = "frames stored once" if frames else "obs and next obs"
     note = f"replay buffer: {capacity:,} transitions, {need / 1e9:.2f} GB on {device} ({kind})"
     return buffer, note
@@ -135,6 +150,15 @@ def env_options(cfg: Config) -> dict[str, Any]:
             )
         return {"vectorization": cfg.env.vectorization, "wrappers": atari_wrappers()}
     return {"vectorization": cfg.env.vectorization}
+
+
+def population_wrappers(cfg: Config) -> Any:
+    """The per-copy wrapper chain of a population's envs: Atari's, else none.
+
+    A single A2C run on Atari steps ALE's C++ vector env, which applies the same
+    preprocessing; a population seeds each member's copies itself, so it takes the chain.
+    """
+    return atari_wrappers() if is_atari(cfg.env.id) else None
 
 
 def env_note(env: Any) -> str:

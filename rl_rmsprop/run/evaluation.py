@@ -27,7 +27,7 @@ from envs.atari import atari_wrappers
 from envs.normalize import frozen_observations
 from envs.population import make_population_env
 from rl_rmsprop.config import Config
-from rl_rmsprop.run.builders import env_options
+from rl_rmsprop.run.builders import env_options, population_wrappers
 from rl_rmsprop.run.errors import UserError
 
 no_grad = torch.no_grad()
@@ -137,9 +137,10 @@ def evaluate_members(
     episodes = cfg.run.eval_episodes
     if episodes == 0:
         return [(None, None)] * len(seeds)
-    env = make_population_env(cfg.env.id, [s + EVAL_SEED_OFFSET for s in seeds], episodes)
+    eval_seeds = [s + EVAL_SEED_OFFSET for s in seeds]
+    env = make_population_env(cfg.env.id, eval_seeds, episodes, population_wrappers(cfg))
     epsilon, n_actions = cfg.run.eval_epsilon, int(env.single_action_space.n)
-    rngs = [np.random.default_rng(s + EVAL_SEED_OFFSET) for s in seeds]  # one per member
+    rngs = [np.random.default_rng(s) for s in eval_seeds]  # one per member
 
     def act(obs: torch.Tensor) -> torch.Tensor:
         best = greedy(obs)

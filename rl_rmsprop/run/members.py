@@ -16,29 +16,52 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from agents.dqn import QNetwork, linear_epsilon
-from agents.members import MemberGenerators, MemberQ, MemberReplay, member_epsilon_greedy
-from agents.networks import ActorCritic
-from agents.population import MemberNoise, PopulationActorCritic, a2c_gradients, sample_actions
+from agents import dqn_numpy
+from agents.dqn import linear_epsilon
+from agents.members import (
+    MemberGenerators,
+    MemberQ,
+    member_epsilon_greedy,
+)
+from agents.population import (
+    MemberNoise,
+    PopulationActorCritic,
+    StackedActorCritic,
+    a2c_gradients,
+    sample_actions,
+)
 from agents.stacked import StackedModule
-from envs import is_atari
 from rl_rmsprop.config import Config
 from rl_rmsprop.logger import flatten
+from rl_rmsprop.run.builders import build_model, build_replay
+from rl_rmsprop.run.errors import UserError
 
 
 class A2CMembers:
-    """K actor-critics trained in lockstep (:class:`~agents.population.PopulationActorCritic`)."""
+    """K actor-critics trained in lockstep.
+
+    MLPs: :class:`~agents.population.PopulationActorCritic` (the CPU engine or autograd);
+    Atari's Nature CNN: :class:`~agents.population.StackedActorCritic` (autograd).
+    """
 
     def __init__(
         self, cfg: Config, seeds: Sequence[int], env: Any, device: torch.device, engine: str
     ) -> None:
-        shape = env.single_observation_space.shape
+        images = len(env.single_observation_space.shape) == 3
+        fits = device.type == "cpu" and not images
+        if engine == "numpy" and not fits:
+            raise UserError(
+                "--engine numpy trains MLPs on the CPU only; use --engine auto (or autograd) "
+                "for Atari or --device cuda"
+            )
+        engine = "numpy" if engine != "autograd" and fits else "autograd"
         nets = []
         for seed in seeds:  # each member initialised exactly as a single run with its seed
             torch.manual_seed(seed)
-            nets.append(ActorCritic(shape[0], int(env.single_action_space.n), cfg.learn.hidden))
+            nets.append(build_model(cfg, env))
         self.cfg, self.engine = cfg, engine
-        self.model = PopulationActorCritic(nets, cfg.env.num_envs, device)
+        stacking = StackedActorCritic if images else PopulationActorCritic
+        self.model = stacking(nets, cfg.env.num_envs, device)
         self.data, self.grad = self.model.data, self.model.grad
         self.names = [(s.name, s.offset, s.numel) for s in self.model.segments]
         self.noise = MemberNoise(seeds, cfg.env.num_envs, self.model.n_actions, device)
@@ -79,21 +102,26 @@ class DQNMembers:
     def __init__(
         self, cfg: Config, seeds: Sequence[int], env: Any, device: torch.device, engine: str
     ) -> None:
-        space = env.single_observation_space
-        n_actions = int(env.single_action_space.n)
         nets, states = [], []
-        for seed in seeds:
+        for seed in seeds:  # as a single run builds its network (MLP or Nature CNN)
             torch.manual_seed(seed)
-            nets.append(QNetwork(space.shape[0], n_actions, cfg.learn.hidden))
+            nets.append(build_model(cfg, env))
             states.append(torch.get_rng_state())
-        self.cfg, self.engine, self.n_actions = cfg, engine, n_actions
+        fits = dqn_numpy.supports(nets[0]) and device.type == "cpu"
+        if engine == "numpy" and not fits:
+            raise UserError(
+                "--engine numpy trains MLPs on the CPU only; use --engine auto (or autograd) "
+                "for Atari or --device cuda"
+            )
+        engine = "numpy" if engine != "autograd" and fits else "autograd"
+        self.cfg, self.engine = cfg, engine
+        self.n_actions = int(env.single_action_space.n)
         self.online = StackedModule(nets, device)
         self.target = StackedModule([copy.deepcopy(n) for n in nets], device, grad=False)
         self.data, self.grad, self.names = self.online.data, self.online.grad, self.online.names()
         self.q = MemberQ(self.online, self.target, engine)
         self.generators = MemberGenerators(states)
-        per = cfg.env.num_envs
-        self.replay = MemberReplay(len(seeds), cfg.dqn.buffer_size, space.shape, per, device)
+        self.replay, _ = build_replay(cfg, env, device, members=len(seeds))
         self.target_updates = 0
 
     def round(self, loop: Any) -> None:
@@ -190,12 +218,10 @@ class PopulationError(Exception):
 def unsupported(cfg: Config) -> str | None:
     """Why ``cfg`` cannot train in population mode (None if it can).
 
-    Population mode batches MLPs: A2C and DQN on environments with flat observations.
+    Population mode batches A2C and DQN on flat observations and on Atari frames.
     """
     if cfg.run.algo not in ALGORITHMS:
         return f"population mode trains {' and '.join(ALGORITHMS)}, not {cfg.run.algo}"
-    if is_atari(cfg.env.id):
-        return "population mode trains MLPs; Atari's CNN runs train in worker processes"
     if cfg.run.capture_video:
         return "population mode does not record evaluation videos (--capture-video)"
     if cfg.env.normalize:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from agents.population import PopulationCollector
-from envs import env_reward_threshold
+from envs import env_reward_threshold, is_atari
 from envs.population import make_population_env
 from rl_rmsprop.checkpoint import (
     FORMAT,
@@ -45,14 +45,14 @@ from rl_rmsprop.config import Config
 from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim.population import PopulationOptimizer, member_settings
 from rl_rmsprop.optim.schedules import lr_factor
-from rl_rmsprop.run.builders import resolve_device
+from rl_rmsprop.run.builders import population_wrappers, resolve_device
 from rl_rmsprop.run.errors import UserError
 from rl_rmsprop.run.evaluation import evaluate_members
 from rl_rmsprop.run.folders import (
     make_run_dir,
     run_folder,
 )
-from rl_rmsprop.run.members import ALGORITHMS, PopulationError, check_members
+from rl_rmsprop.run.members import ALGORITHMS, check_members
 from rl_rmsprop.run.session import hparams
 from rl_rmsprop.run.signals import Interrupted
 from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats
@@ -143,21 +143,15 @@ def run_population(
     run, learn = base.run, base.learn
     if run.threads:
         set_threads(run.threads)
-    device = resolve_device(run.device)
-    if learn.engine == "numpy" and device.type != "cpu":
-        raise UserError("--engine numpy trains on the CPU only; use --engine auto on CUDA")
-    engine = "numpy" if learn.engine != "autograd" and device.type == "cpu" else "autograd"
+    device = resolve_device(run.device, images=is_atari(base.env.id))
     seeds = [c.run.seed for c in members_cfg]
     envs_per_member = base.env.num_envs
-    env = make_population_env(base.env.id, seeds, envs_per_member)
+    wrappers = population_wrappers(base)
+    env = make_population_env(base.env.id, seeds, envs_per_member, wrappers)
     members: list[Member] = []
     try:
-        shape = env.single_observation_space.shape
-        if len(shape) != 1:
-            raise PopulationError(
-                f"population mode needs flat observations; {base.env.id} has shape {shape}"
-            )
-        algo = ALGORITHMS[run.algo](base, seeds, env, device, engine)
+        algo = ALGORITHMS[run.algo](base, seeds, env, device, learn.engine)
+        engine = algo.engine
         opt = PopulationOptimizer(
             algo.data,
             algo.grad,

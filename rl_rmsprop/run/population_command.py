@@ -20,7 +20,7 @@ from rl_rmsprop.checkpoint import FINAL_CHECKPOINT, UnsafeCheckpoint, write_json
 from rl_rmsprop.config import Config
 from rl_rmsprop.logger import FINAL_METRICS
 from rl_rmsprop.optim.presets import preset_group
-from rl_rmsprop.run.builders import resolve_device
+from rl_rmsprop.run.builders import env_options, resolve_device
 from rl_rmsprop.run.errors import UserError, as_training_failure
 from rl_rmsprop.run.folders import FolderLock, make_run_dir, remove_stale_temp_files, run_name
 from rl_rmsprop.run.members import PopulationError, unsupported
@@ -65,9 +65,11 @@ def train_population(cfg: Config, resume: Path | None = None) -> int:
     reason = unsupported(cfg)
     if reason:
         raise UserError(f"{reason}; drop --population to train one run")
-    # What can be checked before anything is written: the device, the env id, the optimizer.
+    # What can be checked before anything is written: the device, the env id and options,
+    # the optimizer.
     resolve_device(cfg.run.device)
     env_reward_threshold(cfg.env.id)
+    env_options(cfg)  # refuses what a single run would (DQN on ALE's native env)
     try:
         preset_group(cfg.optim.name, **cfg.optim.overrides())
     except ValueError as e:
