@@ -95,7 +95,8 @@ def build_replay(cfg: Config, env: Any, device: torch.device, members: int = 0) 
     else:
         buffer = ReplayBuffer(capacity, space.shape, per, device, obs_dtype)
     kind = "frames stored once" if frames else "obs and next obs"
-    note = f"replay buffer: {capacity:,} transitions, {need / 1e9:.2f} GB on {device} ({kind})"
+    size = f"{members} x {capacity:,}" if members else f"{capacity:,}"
+    note = f"replay buffer: {size} transitions, {need / 1e9:.2f} GB on {device} ({kind})"
     return buffer, note
 
 

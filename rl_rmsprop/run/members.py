@@ -65,6 +65,7 @@ class A2CMembers:
         self.data, self.grad = self.model.data, self.model.grad
         self.names = [(s.name, s.offset, s.numel) for s in self.model.segments]
         self.noise = MemberNoise(seeds, cfg.env.num_envs, self.model.n_actions, device)
+        self.note = ""
 
     def round(self, loop: Any) -> None:
         """One rollout of ``--n-steps`` and one update of every member."""
@@ -121,7 +122,7 @@ class DQNMembers:
         self.data, self.grad, self.names = self.online.data, self.online.grad, self.online.names()
         self.q = MemberQ(self.online, self.target, engine)
         self.generators = MemberGenerators(states)
-        self.replay, _ = build_replay(cfg, env, device, members=len(seeds))
+        self.replay, self.note = build_replay(cfg, env, device, members=len(seeds))
         self.target_updates = 0
 
     def round(self, loop: Any) -> None:

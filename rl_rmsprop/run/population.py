@@ -180,6 +180,8 @@ def run_population(
             file=out,
             flush=True,
         )
+        if algo.note:
+            print(f"{label}: {algo.note}", file=out, flush=True)
         loop = Loop(algo, opt, env, members, seeds, device, out, checkpoint, stop)
         loop.progress = progress
         if state is not None:
