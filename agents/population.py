@@ -59,13 +59,26 @@ def _layout(net: ActorCritic) -> tuple[list[Segment], list[tuple[str, list[str]]
 class MemberMajor:
     """Layout helpers for K members' actor-critics over member-major envs (``k * E + e``).
 
-    Subclasses set ``members`` (K), ``envs_per_member`` (E) and ``obs_dims`` (1 for flat
-    observations, 3 for image stacks).
+    Subclasses set ``members`` (K), ``envs_per_member`` (E), ``obs_dims`` (1 for flat
+    observations, 3 for image stacks) and the flat ``data`` and ``grad`` buffers.
     """
 
     members: int
     envs_per_member: int
     obs_dims: int = 1
+    data: Tensor
+    """``[K, N]`` parameters."""
+    grad: Tensor
+    """``[K, N]`` gradients (every leaf's gradient is a view into it)."""
+
+    @property
+    def device(self) -> torch.device:
+        """Where the buffers live."""
+        return self.data.device
+
+    def zero_grad(self) -> None:
+        """Zero the flat gradient buffer."""
+        self.grad.zero_()
 
     def _to_members(self, obs: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         """``[..., K * E, *obs]`` -> ``[K, L * E, *obs]`` (and the leading shape)."""
@@ -120,15 +133,6 @@ class StackedActorCritic(MemberMajor):
             self.stacked.segments,
         )
         self.n_actions = members[0].policy.out_features
-
-    @property
-    def device(self) -> torch.device:
-        """Where the buffers live."""
-        return self.data.device
-
-    def zero_grad(self) -> None:
-        """Zero the flat gradient buffer."""
-        self.grad.zero_()
 
     def sync_grads(self) -> None:
         """Fold any replaced gradient back into the buffer."""
@@ -196,15 +200,6 @@ class PopulationActorCritic(MemberMajor):
             param.grad = self.grad[:, start:stop].view(shape)
             self.leaves[leaf] = param
             self._grad_views.append((param, param.grad))
-
-    @property
-    def device(self) -> torch.device:
-        """Where the buffers live."""
-        return self.data.device
-
-    def zero_grad(self) -> None:
-        """Zero the flat gradient buffer (every leaf's gradient is a view into it)."""
-        self.grad.zero_()
 
     def sync_grads(self) -> None:
         """Fold back any gradient autograd replaced instead of accumulating into the buffer.
