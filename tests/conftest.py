@@ -34,6 +34,15 @@ def cli(
     )
 
 
+def default_sigint() -> None:
+    """In a child before exec: SIGINT's default action, as a terminal job starts with.
+
+    A test suite started in the background (``nohup ... &``) has SIGINT ignored, and an
+    ignored signal stays ignored across exec: a CLI started from it would never see Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start_cli(module: str, args: Sequence[str], cwd: Path = ROOT) -> subprocess.Popen:
     """The same, started in a process group of its own (as a terminal job is) and not awaited."""
     return subprocess.Popen(
@@ -43,6 +52,7 @@ def start_cli(module: str, args: Sequence[str], cwd: Path = ROOT) -> subprocess.
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=default_sigint,
     )
 
 

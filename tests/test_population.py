@@ -12,7 +12,7 @@ import time
 
 import pytest
 import torch
-from conftest import StopAfter, scalars
+from conftest import StopAfter, default_sigint, scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
@@ -411,7 +411,7 @@ def test_a_signal_checkpoints_a_population_and_resume_finishes_it(tmp_path, sign
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=default_sigint,
     )
     deadline = time.monotonic() + 60
     while not list((tmp_path / "p").glob("seed-*/events.out.*")) and time.monotonic() < deadline:

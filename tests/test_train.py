@@ -421,6 +421,8 @@ def _train_process(tmp_path, *argv, env=None):
     import subprocess
     import sys
 
+    from conftest import default_sigint
+
     full_env = {**os.environ, **(env or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "rl_rmsprop.train", *argv],
@@ -429,6 +431,7 @@ def _train_process(tmp_path, *argv, env=None):
         stderr=subprocess.PIPE,
         text=True,
         env=full_env,
+        preexec_fn=default_sigint,
     )
 
 
