@@ -313,12 +313,18 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
         online: the online network, same architecture.
         tau: interpolation weight in [0, 1].
     """
-    if not 0.0 <= tau <= 1.0:
-        raise ValueError(f"tau must be in [0, 1], got {tau}")
     pairs = [
         *_aligned(target.named_parameters(), online.named_parameters()),
         *_aligned(target.named_buffers(), online.named_buffers()),
     ]
+    polyak_(pairs, tau)
+
+
+@torch.no_grad()
+def polyak_(pairs: Sequence[tuple[Tensor, Tensor]], tau: float) -> None:
+    """:func:`polyak_update` on ``(target, online)`` tensor pairs (e.g. flat ``[K, N]`` rows)."""
+    if not 0.0 <= tau <= 1.0:
+        raise ValueError(f"tau must be in [0, 1], got {tau}")
     mixed = [(t, o) for t, o in pairs if t.is_floating_point() and tau != 1.0]
     copied = [(t, o) for t, o in pairs if not (t.is_floating_point() and tau != 1.0)]
     if mixed:

@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .dqn import TARGET_CHUNK, dqn_loss, td_targets
+from .dqn import TARGET_CHUNK, dqn_loss, polyak_, td_targets
 from .dqn_numpy import td_gradients
+from .numpy_mlp import forward
 from .replay import FrameReplayBuffer, ReplaySample
 from .rollout import Step
 from .stacked import StackedModule
@@ -266,20 +267,18 @@ class MemberQ:
 
     def __init__(self, online: StackedModule, target: StackedModule, engine: str) -> None:
         self.online, self.target, self.engine = online, target, engine
-        if engine == "numpy":
-            self._online_np = [t.detach().numpy() for t in online.leaves.values()]
-            self._target_np = [t.numpy() for t in target.leaves.values()]
-            self._grads_np = [t.grad.numpy() for t in online.leaves.values()]
+        if engine == "numpy":  # (weight, bias) views per layer, taken once
+            self._online_np = self._pairs([t.detach().numpy() for t in online.leaves.values()])
+            self._target_np = self._pairs([t.numpy() for t in target.leaves.values()])
+            self._grads_np = self._pairs([t.grad.numpy() for t in online.leaves.values()])
 
     @staticmethod
     def _pairs(arrays: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         return list(zip(arrays[::2], arrays[1::2], strict=True))
 
-    def _numpy_q(self, arrays: list[np.ndarray], obs: Tensor) -> Tensor:
-        from .numpy_mlp import forward
-
-        x = obs.numpy().reshape(*obs.shape[:2], -1).astype(arrays[0].dtype, copy=False)
-        return torch.from_numpy(forward(x, self._pairs(arrays), "relu")[-1])
+    def _numpy_q(self, layers: list[tuple[np.ndarray, np.ndarray]], obs: Tensor) -> Tensor:
+        x = obs.numpy().reshape(*obs.shape[:2], -1).astype(layers[0][0].dtype, copy=False)
+        return torch.from_numpy(forward(x, layers, "relu")[-1])
 
     def q_values(self, obs: Tensor) -> Tensor:
         """Online Q-values ``[K, B, A]`` of observations ``[K, B, ...]`` (for acting)."""
@@ -319,11 +318,11 @@ class MemberQ:
         """Every member's TD loss; its gradient written into ``online.grad``; ``[K]`` metrics."""
         if self.engine == "numpy":
             x = batch.obs.numpy().reshape(*batch.obs.shape[:2], -1)
-            x = x.astype(self._online_np[0].dtype, copy=False)
+            x = x.astype(self._online_np[0][0].dtype, copy=False)
             metrics = td_gradients(
                 x,
-                self._pairs(self._online_np),
-                self._pairs(self._grads_np),
+                self._online_np,
+                self._grads_np,
                 batch.actions.numpy(),
                 targets,
                 loss,
@@ -336,10 +335,6 @@ class MemberQ:
         self.online.sync_grads()
         return metrics
 
-    @torch.no_grad()
     def update_target(self, tau: float) -> None:
         """``target = tau * online + (1 - tau) * target`` for every member (a copy at tau 1)."""
-        if tau == 1.0:
-            self.target.data.copy_(self.online.data)
-        else:
-            self.target.data.mul_(1.0 - tau).add_(self.online.data, alpha=tau)
+        polyak_([(self.target.data, self.online.data)], tau)

@@ -258,10 +258,7 @@ class PopulationActorCritic(MemberMajor):
 
     def member_state_dict(self, k: int) -> dict[str, Tensor]:
         """Member k's parameters as an :class:`ActorCritic` ``state_dict`` (copies)."""
-        row = self.data[k].detach()
-        return {
-            s.name: row[s.offset : s.offset + s.numel].view(s.shape).clone() for s in self.segments
-        }
+        return self.stacked.member_state_dict(k)
 
 
 class MemberNoise:

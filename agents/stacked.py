@@ -102,6 +102,7 @@ class StackedModule:
             if hasattr(sub, "channels_last"):
                 sub.channels_last = False
         self._call = vmap(self._one, in_dims=(0, 0))
+        self._subs: dict[str, Any] = {}
 
     def _one(self, params: dict[str, Tensor], x: Tensor) -> Any:
         return functional_call(self.module, params, (x,))
@@ -116,11 +117,17 @@ class StackedModule:
         return self._call(self.leaves, x)
 
     def submodule(self, name: str) -> Any:
-        """``x [K, B, ...] -> [K, B, ...]`` through the members' submodule ``name`` only."""
-        sub = self.module.get_submodule(name)
-        prefix = f"{name}."
-        params = {n[len(prefix) :]: v for n, v in self.leaves.items() if n.startswith(prefix)}
-        return lambda x: vmap(lambda p, y: functional_call(sub, p, (y,)))(params, x)
+        """``x [K, B, ...] -> [K, B, ...]`` through the members' submodule ``name`` only.
+
+        Built once per name (acting calls it every env step).
+        """
+        if name not in self._subs:
+            sub = self.module.get_submodule(name)
+            prefix = f"{name}."
+            params = {n[len(prefix) :]: v for n, v in self.leaves.items() if n.startswith(prefix)}
+            call = vmap(lambda p, y: functional_call(sub, p, (y,)))
+            self._subs[name] = lambda x: call(params, x)
+        return self._subs[name]
 
     def zero_grad(self) -> None:
         """Zero the flat gradient buffer (the leaves' gradients are views into it)."""

@@ -310,7 +310,7 @@ def test_batched_targets_equal_minibatch_by_minibatch_targets():
     def targets_of(b):
         return td_targets(b.rewards, b.next_obs, b.terminated, target)
 
-    batches = list(training_batches(buffer, targets_of, cfg))
+    batches = list(training_batches(buffer.sample, targets_of, cfg))
     assert len(batches) == 5
     for batch, targets in batches:
         assert batch.obs.shape == (16, 4) and targets.shape == (16,)

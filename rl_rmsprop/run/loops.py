@@ -15,7 +15,7 @@ from agents.dqn import (
     polyak_update,
     td_targets,
 )
-from agents.replay import ReplayBuffer, ReplaySample
+from agents.replay import ReplaySample
 from rl_rmsprop.config import Config
 from rl_rmsprop.run.evaluation import no_grad
 from rl_rmsprop.run.session import Session
@@ -51,7 +51,7 @@ TargetsFn = Callable[[ReplaySample], Tensor]
 
 
 def training_batches(
-    buffer: ReplayBuffer, targets_of: TargetsFn, cfg: Config
+    sample: Callable[[int], ReplaySample], targets_of: TargetsFn, cfg: Config, axis: int = 0
 ) -> Iterator[tuple[ReplaySample, Tensor]]:
     """A training round's ``gradient_steps`` minibatches with their TD targets.
 
@@ -60,17 +60,24 @@ def training_batches(
     the same distribution as drawing them one by one, for one large matrix product instead of
     ``gradient_steps`` small ones. Double DQN's targets use the online network, which changes
     after each gradient step, so they are computed per minibatch.
+
+    Args:
+        sample: draws that many transitions (a replay buffer's ``sample``).
+        targets_of: a sample's TD targets.
+        cfg: the run's configuration (batch size, gradient steps, Double DQN).
+        axis: the transitions' axis: 0 for a single run, 1 for a population's ``[K, B]``.
     """
     size, steps = cfg.dqn.batch_size, cfg.dqn.gradient_steps
     if cfg.dqn.double_dqn:
         for _ in range(steps):
-            batch = buffer.sample(size)
+            batch = sample(size)
             yield batch, targets_of(batch)
         return
-    big = buffer.sample(size * steps)
+    big = sample(size * steps)
     targets = targets_of(big)
     for i in range(0, size * steps, size):
-        yield ReplaySample(*(t[i : i + size] for t in big)), targets[i : i + size]
+        rows = (slice(None),) * axis + (slice(i, i + size),)
+        yield ReplaySample(*(t[rows] for t in big)), targets[rows]
 
 
 def dqn_engine(
@@ -143,7 +150,7 @@ def train_dqn(sess: Session) -> dict:
                 parts.target_updates = collector.global_step // dqn.target_update_interval
                 polyak_update(parts.target, q_net, dqn.tau)
         if collector.global_step >= dqn.learning_starts and len(parts.buffer) > 0:
-            for batch, targets in training_batches(parts.buffer, targets_of, cfg):
+            for batch, targets in training_batches(parts.buffer.sample, targets_of, cfg):
                 metrics = gradient_step(batch, targets)
                 tracker.clip_and_step({**metrics, "charts/epsilon": eps})
         sess.boundary()

@@ -35,6 +35,7 @@ from rl_rmsprop.config import Config
 from rl_rmsprop.logger import flatten
 from rl_rmsprop.run.builders import build_model, build_replay
 from rl_rmsprop.run.errors import UserError
+from rl_rmsprop.run.loops import training_batches
 
 
 class A2CMembers:
@@ -155,24 +156,16 @@ class DQNMembers:
                 self.q.update_target(dqn.tau)
         if collector.member_step < dqn.learning_starts or len(self.replay) == 0:
             return
-        for batch, targets in self._batches():
+        gamma = cfg.learn.gamma
+        batches = training_batches(  # drawn as a single run draws them, per member
+            lambda n: self.replay.sample(n, self.generators),
+            lambda b: self.q.targets(b, gamma, dqn.double_dqn),
+            cfg,
+            axis=1,
+        )
+        for batch, targets in batches:
             metrics = self.q.gradients(batch, targets, dqn.loss, dqn.loss_reduction)
             loop.update({**metrics, "charts/epsilon": eps})
-
-    def _batches(self) -> Any:
-        """A round's minibatches with their targets (drawn as a single run draws them)."""
-        dqn, gamma = self.cfg.dqn, self.cfg.learn.gamma
-        size, steps = dqn.batch_size, dqn.gradient_steps
-        if dqn.double_dqn:
-            for _ in range(steps):
-                batch = self.replay.sample(size, self.generators)
-                yield batch, self.q.targets(batch, gamma, True)
-            return
-        big = self.replay.sample(size * steps, self.generators)
-        targets = self.q.targets(big, gamma, False)
-        for i in range(0, size * steps, size):
-            rows = slice(i, i + size)
-            yield type(big)(*(t[:, rows] for t in big)), targets[:, rows]
 
     def greedy(self, obs: Tensor) -> Tensor:
         """Greedy actions ``[K * E']`` for member-major observations."""
