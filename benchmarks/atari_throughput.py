@@ -44,7 +44,7 @@ from cartpole_vs_sb3 import machine, revision
 
 from agents.replay import FrameReplayBuffer
 from envs import close_env, make_vector_env
-from rl_rmsprop.config import parse_config
+from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.builders import env_options
 from rl_rmsprop.run.single import run
 

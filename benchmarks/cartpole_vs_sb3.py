@@ -48,7 +48,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
-from rl_rmsprop.config import parse_config
+from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.single import run
 from rl_rmsprop.run.tracker import SOLVE_WINDOW
 

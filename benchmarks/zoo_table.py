@@ -36,8 +36,8 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import VecNormalize
 
-from rl_rmsprop.config import parse_config
 from rl_rmsprop.hparams import lr_schedule, missing, zoo_data, zoo_settings
+from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.single import run
 
 EPISODES = 20

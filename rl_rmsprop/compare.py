@@ -37,10 +37,8 @@ from rl_rmsprop.cluster import (
     connect,
     import_ray,
 )
-from rl_rmsprop.config import (
-    OneLineErrorParser,
-    name_problem,
-)
+from rl_rmsprop.config import name_problem
+from rl_rmsprop.options import OneLineErrorParser
 from rl_rmsprop.run.builders import env_options, resolve_device
 from rl_rmsprop.run.errors import UserError
 from rl_rmsprop.run.folders import (

@@ -26,7 +26,8 @@ import torch
 
 from envs import EnvError, close_env, is_atari, make_vector_env
 from rl_rmsprop.checkpoint import MODEL_FILE, NORMALIZATION_FILE, CheckpointError, load_weights
-from rl_rmsprop.config import Config, OneLineErrorParser
+from rl_rmsprop.config import Config
+from rl_rmsprop.options import OneLineErrorParser
 from rl_rmsprop.run.builders import build_model, env_options, resolve_device
 from rl_rmsprop.run.errors import UserError
 from rl_rmsprop.run.evaluation import EVAL_SEED_OFFSET, check_video, evaluate

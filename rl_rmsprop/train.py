@@ -15,7 +15,7 @@ from rl_rmsprop.cli import exit_cli  # first: the real package, wherever the use
 
 # isort: split
 from envs import EnvError
-from rl_rmsprop.config import parse_config
+from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.errors import TrainingFailed, UserError
 from rl_rmsprop.run.population_command import POPULATION_FILE, train_population
 from rl_rmsprop.run.resume import population_resume_config, resume_config

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from agents.dqn import QNetwork
-from rl_rmsprop.config import parse_config
+from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.evaluation import EVAL_SEED_OFFSET, evaluate
 
 

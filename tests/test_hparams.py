@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rl_rmsprop.config import parse_config
 from rl_rmsprop.hparams import lr_schedule, missing, zoo_data, zoo_options, zoo_settings
+from rl_rmsprop.options import parse_config
 from tests.conftest import assert_one_line
 
 

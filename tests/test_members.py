@@ -13,7 +13,7 @@ from agents.dqn import CnnQNetwork, QNetwork
 from agents.networks import CnnActorCritic
 from rl_rmsprop import compare, train
 from rl_rmsprop.checkpoint import MODEL_FILE
-from rl_rmsprop.config import parse_config
+from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.population import run_population
 from rl_rmsprop.run.signals import Interrupted
 from rl_rmsprop.run.single import run

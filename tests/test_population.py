@@ -22,9 +22,9 @@ from agents.population import PopulationActorCritic
 from agents.rollout import Rollout
 from rl_rmsprop import compare, train
 from rl_rmsprop.checkpoint import load_checkpoint
-from rl_rmsprop.config import parse_config
 from rl_rmsprop.optim import clip_grad_norm_, make_optimizer
 from rl_rmsprop.optim.population import PopulationOptimizer
+from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.errors import UserError
 from rl_rmsprop.run.members import PopulationError, check_members
 from rl_rmsprop.run.population import MODEL_FILE, run_population

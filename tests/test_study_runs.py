@@ -6,7 +6,7 @@ from rl_rmsprop.study import runs
 
 
 def test_workers_fork_only_for_single_threaded_cpu_populations(monkeypatch):
-    from rl_rmsprop.config import parse_config
+    from rl_rmsprop.options import parse_config
 
     # Other tests may leave threads behind in this process; a fresh CLI has only its own.
     monkeypatch.setattr(runs.threading, "active_count", lambda: 1)

@@ -112,7 +112,7 @@ def test_same_seed_gives_identical_returns_and_losses(tmp_path, engine):
 def test_the_engine_is_numpy_for_mlps_on_the_cpu_and_said(tmp_path, capsys):
     from agents.dqn import CnnQNetwork, QNetwork
     from agents.networks import ActorCritic, CnnActorCritic
-    from rl_rmsprop.config import parse_config
+    from rl_rmsprop.options import parse_config
     from rl_rmsprop.run.builders import gradient_engine
     from rl_rmsprop.run.errors import UserError
 
@@ -296,7 +296,7 @@ def test_batched_targets_equal_minibatch_by_minibatch_targets():
 
     from agents.dqn import QNetwork, td_targets
     from agents.replay import ReplayBuffer
-    from rl_rmsprop.config import parse_config
+    from rl_rmsprop.options import parse_config
     from rl_rmsprop.run.loops import training_batches
 
     torch.manual_seed(0)
@@ -648,7 +648,7 @@ def test_periodic_evaluation_is_logged(tmp_path):
 
 
 def test_evaluation_every_10k_steps_is_the_default_and_250k_on_atari():
-    from rl_rmsprop.config import parse_config
+    from rl_rmsprop.options import parse_config
 
     assert parse_config([]).run.eval_every == 10_000
     assert parse_config(["--env", "PongNoFrameskip-v4"]).run.eval_every == 250_000

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rl_rmsprop.config import Config, parse_config
+from rl_rmsprop.config import Config
+from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.errors import UserError
 from rl_rmsprop.run.population_command import POPULATION_FILE
 

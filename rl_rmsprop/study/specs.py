@@ -14,9 +14,9 @@ from rl_rmsprop.config import (
     Config,
     OptimConfig,
     name_problem,
-    parse_config,
 )
 from rl_rmsprop.optim.presets import preset_group
+from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.errors import UserError
 from rl_rmsprop.run.folders import (
     run_folder,
