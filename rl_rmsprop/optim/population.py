@@ -21,8 +21,8 @@ import torch
 from torch import Tensor
 
 from .functional import Coeffs, Hyper, Rule, State, coefficients, denominator, init_state, update_
+from .groups import hyper_of, rule_of
 from .presets import preset_group
-from .rmsprop import hyper_of, rule_of
 from .stats import eps_dominated, quantiles, strided_sample
 
 

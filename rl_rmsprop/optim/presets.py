@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .rmsprop import RMSprop, validate_group
+from .groups import validate_group
+from .rmsprop import RMSprop
 
 
 def _betas(value: Any) -> dict[str, Any]:

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from .functional import Rule, Scalar, coefficients, denominator
-from .rmsprop import RMSprop, hyper_of, rule_of
+from .groups import hyper_of, rule_of
+from .rmsprop import RMSprop
 
 MAX_QUANTILE_ELEMENTS = 1 << 20
 """Percentiles are exact up to this many elements, and taken on an even stride beyond."""
