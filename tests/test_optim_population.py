@@ -16,16 +16,19 @@ MIXED = [
     ("rmsprop:graves", {}),
     ("rmsprop:a3c", {}),
     ("adagrad", {"lr": 1e-2}),
+    ("adagrad", {"lr": 1e-2, "lr_decay": 1e-3}),
     ("adam", {"lr": 7e-4}),
     ("adam", {"lr": 1e-3, "betas": (0.8, 0.99), "eps": 1e-5}),
     ("sgd", {"lr": 1e-2, "momentum": 0.9, "nesterov": True}),
     ("sgd", {"lr": 1e-2, "momentum": 0.9, "dampening": 0.1}),
+    ("rmsprop", {"lr": 1e-3, "momentum": 0.9, "centered": True, "weight_decay": 1e-4}),
+    ("adam", {"lr": 1e-3, "weight_decay": 1e-2, "decoupled_weight_decay": True}),
 ]
 
 
-def _population(specs, n=600, seed=0):
+def _population(specs, n=600, seed=0, dtype=torch.float32):
     g = torch.Generator().manual_seed(seed)
-    data = torch.randn(len(specs), n, generator=g)
+    data = torch.randn(len(specs), n, generator=g, dtype=dtype)
     grad = torch.zeros_like(data)
     return (
         data,
@@ -34,15 +37,27 @@ def _population(specs, n=600, seed=0):
     )
 
 
-@pytest.mark.parametrize(("max_norm", "scheduled"), [(None, False), (0.5, False), (0.5, True)])
-def test_mixed_families_match_the_same_configurations_run_singly(max_norm, scheduled):
-    data, grad, opt = _population(MIXED)
+@pytest.mark.parametrize(
+    ("max_norm", "scheduled", "dtype"),
+    [
+        (None, False, torch.float32),
+        (0.5, False, torch.float32),
+        (0.5, True, torch.float32),
+        (0.5, True, torch.float64),
+    ],
+)
+def test_mixed_families_match_the_same_configurations_run_singly_bit_for_bit(
+    max_norm, scheduled, dtype
+):
+    """Each member steps exactly as a single run's optimizer: the tensor form rounds as the
+    scalar form (coefficients derived in double precision, ops that round as torch's)."""
+    data, grad, opt = _population(MIXED, dtype=dtype)
     singles = [torch.nn.Parameter(data[k].clone()) for k in range(len(MIXED))]
     opts = [make_optimizer(n, [p], **o) for (n, o), p in zip(MIXED, singles, strict=True)]
     base_lrs = [o.param_groups[0]["lr"] for o in opts]
     g = torch.Generator().manual_seed(1)
     for i in range(300):
-        step = torch.randn(data.shape, generator=g)
+        step = torch.randn(data.shape, generator=g, dtype=dtype)
         grad.copy_(step)
         # a schedule scales every member's lr as a single run's scheduler sets its group's
         factor = 1.0 - i / 300 if scheduled else 1.0
@@ -55,11 +70,12 @@ def test_mixed_families_match_the_same_configurations_run_singly(max_norm, sched
             if max_norm:
                 clip_grad_norm_(o, max_norm)
             o.step()
-    # one block per rule: rmsprop x2, tf, dqn-nature, graves, a3c, adagrad, adam x2, and the
-    # two SGDs (nesterov and dampening are different rules)
-    assert [b.stop - b.start for b in opt.blocks] == [2, 1, 1, 1, 1, 1, 2, 1, 1]
+    # one block per rule: rmsprop x2, tf, dqn-nature, graves, a3c, adagrad x2 (lr decay is a
+    # number, not a rule), adam x2, the two SGDs (nesterov and dampening are different rules),
+    # centered rmsprop with momentum and weight decay, and AdamW
+    assert [b.stop - b.start for b in opt.blocks] == [2, 1, 1, 1, 1, 2, 2, 1, 1, 1, 1]
     for k, p in enumerate(singles):
-        torch.testing.assert_close(data[k], p.detach(), rtol=1e-5, atol=1e-6)
+        assert torch.equal(data[k], p.detach()), (k, (data[k] - p.detach()).abs().max())
         assert not torch.equal(data[k], singles[k - 1].detach())
 
 

@@ -7,8 +7,10 @@ frozen :class:`Rule`; numbers live in :class:`Coeffs`, either Python floats or t
 
 With Python-float coefficients the operations are torch's own fused primitives in torch's order
 (``mul_().addcmul_()``, ``lerp_``, ``addcdiv_``), so float32 results are bit-identical to
-``torch.optim``. With tensor coefficients the same maths runs with broadcasting ops; that path is
-what ``torch.compile`` fuses and what populations use.
+``torch.optim``. With tensor coefficients the same maths runs with broadcasting ops that round
+as those primitives do, on coefficients derived in double precision as torch.optim derives its
+Python floats; that path is what ``torch.compile`` fuses and what populations use, and on the
+CPU a population member's step is bit for bit the single run's.
 """
 
 from __future__ import annotations
@@ -86,6 +88,18 @@ class Coeffs(NamedTuple):
     """1 - beta1^t (1 when unused)."""
     bias_correction2: Scalar
     """1 - alpha^t (1 when unused)."""
+    one_minus_alpha: Scalar
+    """1 - alpha (the weight of the new squared gradient)."""
+    one_minus_beta1: Scalar
+    """1 - beta1 (Adam's weight of the new gradient)."""
+    one_minus_dampening: Scalar
+    """1 - dampening (SGD's weight of the new gradient in the momentum buffer)."""
+    step_size: Scalar
+    """clr / bias_correction1 (torch.optim.Adam's step size; clr without beta1)."""
+    sqrt_bias_correction2: Scalar
+    """sqrt(bias_correction2) (Adam divides sqrt(v) by it)."""
+    decay: Scalar
+    """1 - lr * weight_decay (decoupled weight decay's factor)."""
     first: bool | Tensor
     """t == 1 (SGD's momentum buffer starts at the first gradient)."""
 
@@ -125,8 +139,10 @@ def init_state(like: Tensor, rule: Rule, initial_square_avg: float = 0.0) -> Sta
 def coefficients(rule: Rule, hyper: Hyper, t: int | Tensor) -> Coeffs:
     """Per-step coefficients for step count ``t`` (already incremented; int or [K, 1] tensor).
 
-    Python scalars are computed exactly as torch.optim computes them (double precision), which
-    is part of being bit-identical.
+    Every number the update uses is derived here, in the precision of ``hyper``: Python floats
+    exactly as torch.optim computes them (double precision), and a population's float64
+    tensors by the same formulas, rounded to the buffers' dtype once afterwards. The update
+    then takes each number as it is, so both forms round alike (part of being bit-identical).
     """
     lr = hyper.lr
     clr = lr / (1 + (t - 1) * hyper.lr_decay)
@@ -143,12 +159,20 @@ def coefficients(rule: Rule, hyper: Hyper, t: int | Tensor) -> Coeffs:
         beta1=hyper.beta1,
         bias_correction1=bc1,
         bias_correction2=bc2,
+        one_minus_alpha=1 - hyper.alpha,
+        one_minus_beta1=1 - hyper.beta1,
+        one_minus_dampening=1 - hyper.dampening,
+        step_size=clr / bc1 if rule.use_beta1 else clr,
+        sqrt_bias_correction2=_sqrt(bc2),
+        decay=1 - lr * hyper.weight_decay,
         first=t == 1,
     )
 
 
 # Helpers that use torch's fused primitive for a Python scalar (bit-identical with torch.optim)
-# and the same arithmetic with broadcasting for a tensor scalar (populations, compiled kernels).
+# and, for a tensor scalar (populations, compiled kernels), broadcasting ops that round as the
+# primitive's CPU kernel does: addcdiv is self + (value * a) / b, addcmul self + value * a * b,
+# and add with alpha one multiply-add, as addcmul with the scalar as its second factor.
 
 
 def _addcmul_(x: Tensor, a: Tensor, b: Tensor, value: Scalar) -> Tensor:
@@ -159,13 +183,13 @@ def _addcmul_(x: Tensor, a: Tensor, b: Tensor, value: Scalar) -> Tensor:
 
 def _addcdiv_(x: Tensor, a: Tensor, b: Tensor, value: Scalar) -> Tensor:
     if isinstance(value, Tensor):
-        return x.add_(a.div(b).mul_(value))
+        return x.add_(a.mul(value).div_(b))
     return x.addcdiv_(a, b, value=value)
 
 
 def _add_(x: Tensor, y: Tensor, alpha: Scalar) -> Tensor:
     if isinstance(alpha, Tensor):
-        return x.add_(y * alpha)
+        return x.addcmul_(y, alpha)
     return x.add_(y, alpha=alpha)
 
 
@@ -226,7 +250,7 @@ def denominator(state: State, rule: Rule, c: Coeffs) -> Tensor | None:
     d = torch.clamp_min(v, floor).sqrt_() if floored else v.sqrt()
     if bias_corrected:
         # torch.optim.Adam divides sqrt(v) by sqrt(1 - beta2^t), not v by (1 - beta2^t).
-        d = d.div_(_sqrt(c.bias_correction2))
+        d = d.div_(c.sqrt_bias_correction2)
     return d.add_(c.eps)
 
 
@@ -251,28 +275,27 @@ def update_(param: Tensor, grad: Tensor, state: State, rule: Rule, c: Coeffs) ->
         g = -g
     if rule.weight_decay:
         if rule.decoupled_weight_decay:
-            p.mul_(1 - c.lr * c.weight_decay)
+            p.mul_(c.decay)
         else:
             g = _added(g, p, c.weight_decay)
 
     v = state.square_avg
     if rule.sq_mode == "ema":
-        _addcmul_(v.mul_(c.alpha), g, g, 1 - c.alpha)
+        _addcmul_(v.mul_(c.alpha), g, g, c.one_minus_alpha)
     elif rule.sq_mode == "sum":
         v.addcmul_(g, g, value=1)
     if rule.centered and rule.sq_mode != "none":
         m = state.grad_avg
         if rule.grad_avg_lerp:
-            m.lerp_(g, 1 - c.alpha)
+            m.lerp_(g, c.one_minus_alpha)
         else:
-            _add_(m.mul_(c.alpha), g, 1 - c.alpha)
+            _add_(m.mul_(c.alpha), g, c.one_minus_alpha)
     d = denominator(state, rule, c)
 
-    clr = c.clr
+    clr = c.step_size
     num = g
     if rule.use_beta1:
-        num = state.exp_avg.lerp_(g, 1 - c.beta1)
-        clr = clr / c.bias_correction1  # torch.optim.Adam's step_size
+        num = state.exp_avg.lerp_(g, c.one_minus_beta1)
 
     if rule.use_momentum:
         _momentum_(p, num, d, state.momentum_buffer, rule, c, clr)
@@ -294,11 +317,12 @@ def _momentum_(
         # torch.optim.SGD: the buffer starts as the first (normalised) gradient, undamped.
         fresh = _normalised(num, d, scale)
         if isinstance(c.first, Tensor):
-            b.copy_(torch.where(c.first, fresh, b * c.momentum + fresh * (1 - c.dampening)))
+            damped = torch.addcmul(b * c.momentum, fresh, c.one_minus_dampening)
+            b.copy_(torch.where(c.first, fresh, damped))
         elif c.first:
             b.copy_(fresh)
         else:
-            _add_(b.mul_(c.momentum), fresh, 1 - c.dampening)
+            _add_(b.mul_(c.momentum), fresh, c.one_minus_dampening)
     elif d is None:
         _add_(b.mul_(c.momentum), num, scale)
     else:
@@ -314,7 +338,7 @@ def _momentum_(
 def _added(x: Tensor, y: Tensor, alpha: Scalar) -> Tensor:
     """X + alpha * y as a new tensor (torch's ``x.add(y, alpha=alpha)`` for a float alpha)."""
     if isinstance(alpha, Tensor):
-        return x + y * alpha
+        return torch.addcmul(x, y, alpha)
     return x.add(y, alpha=alpha)
 
 

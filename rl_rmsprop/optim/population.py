@@ -7,8 +7,9 @@ clipping, the non-finite check and every telemetry figure are per member (reduct
 the rows), so a member's update never depends on another member's gradient or settings.
 
 Coefficients are computed in float64 (as torch.optim computes its Python scalars) and rounded
-once to the buffer's dtype; the tensor form of the rule then differs from a single run's
-scalar form by at most an ulp or two per step.
+once to the buffer's dtype, and the tensor form of the rule rounds as the scalar form's fused
+primitives do: a member's update is bit for bit the one a single run's :class:`RMSprop` makes
+with the same settings (tested for every preset).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ class Block:
     """The coefficients at t = 2: those that do not depend on the step count (computed once)."""
     decays: bool = False
     """Whether a member has an lr decay (then ``clr`` depends on the step count)."""
+    alphas: tuple[float, ...] = ()
+    beta1s: tuple[float, ...] = ()
+    """The members' alpha and beta1 as Python floats: their powers are taken on the host, as
+    a single run takes them (a tensor ``pow`` may differ from the C library's in the last
+    bit, which float64 buffers would show)."""
 
     @property
     def rows(self) -> slice:
@@ -96,6 +102,8 @@ class PopulationOptimizer:
             start = k
         device = data.device
         self.steps = torch.zeros(len(specs), 1, dtype=torch.float64, device=device)
+        self._host_steps = [0] * len(specs)
+        """``steps`` on the host, for the bias corrections' powers."""
         self.skipped = torch.zeros(len(specs), dtype=torch.long, device=device)
         self.streak = torch.zeros(len(specs), dtype=torch.long, device=device)
         self.frozen = torch.zeros(len(specs), dtype=torch.bool, device=device)
@@ -109,11 +117,7 @@ class PopulationOptimizer:
     def _block(
         self, start: int, stop: int, rule: Rule, settings: list[tuple[Rule, Hyper, float]]
     ) -> Block:
-        device = self.data.device
-
-        def column(values: list[float]) -> Tensor:
-            return torch.tensor(values, dtype=torch.float64, device=device).unsqueeze(1)
-
+        column = self._column
         hyper = Hyper(
             *(column([float(h[i]) for _, h, _ in settings]) for i in range(len(Hyper._fields)))
         )
@@ -121,7 +125,9 @@ class PopulationOptimizer:
         state = init_state(rows, rule, 0.0)
         if state.square_avg is not None:
             state.square_avg.copy_(column([v0 for _, _, v0 in settings]).expand_as(rows))
-        return Block(start, stop, rule, hyper, state)
+        alphas = tuple(float(h.alpha) for _, h, _ in settings)
+        beta1s = tuple(float(h.beta1) for _, h, _ in settings)
+        return Block(start, stop, rule, hyper, state, alphas=alphas, beta1s=beta1s)
 
     @property
     def members(self) -> int:
@@ -152,34 +158,46 @@ class PopulationOptimizer:
     def _coeffs(self, block: Block) -> Coeffs:
         """The block's coefficients at its members' step counts, in the buffer's dtype.
 
-        The ones that do not depend on t are computed once; at each step only those that do
-        (lr decay, bias corrections, SGD's first step) are, by the same formulas as
-        :func:`~rl_rmsprop.optim.functional.coefficients` (so the same values): ~85 -> ~25
-        us a step for Adam's bias corrections.
+        The ones that do not depend on t are computed once (per lr, under a schedule); at each
+        step only those that do (lr decay, bias corrections, SGD's first step) are, by the
+        formulas of :func:`~rl_rmsprop.optim.functional.coefficients`: ~85 -> ~25 us a step
+        for Adam's bias corrections. The powers of the bias corrections are the host's.
         """
         rule, hyper = block.rule, block.hyper
         if self.lr_scale != 1.0:  # as a single run's scheduled group lr, in double precision
-            scaled = hyper._replace(lr=hyper.lr * self.lr_scale)
-            return self._cast(coefficients(rule, scaled, self.steps[block.rows]))
-        if block.cached is None:
-            block.cached = self._cast(coefficients(rule, hyper, 2))
+            hyper = hyper._replace(lr=hyper.lr * self.lr_scale)
+            base = self._cast(coefficients(rule, hyper, 2))
             block.decays = bool((hyper.lr_decay != 0).any())
+        else:
+            if block.cached is None:
+                block.cached = self._cast(coefficients(rule, hyper, 2))
+                block.decays = bool((hyper.lr_decay != 0).any())
+            base = block.cached
         if not (rule.use_beta1 or rule.bias_correction or rule.use_dampening or block.decays):
-            return block.cached
+            return base
         t = self.steps[block.rows]
         now: dict[str, Any] = {}
+        clr = hyper.lr
         if block.decays:
-            now["clr"] = hyper.lr / (1 + (t - 1) * hyper.lr_decay)
+            now["clr"] = now["step_size"] = clr = hyper.lr / (1 + (t - 1) * hyper.lr_decay)
+        steps = self._host_steps[block.start : block.stop]
         if rule.use_beta1:
-            now["bias_correction1"] = 1 - hyper.beta1**t
+            bc1 = self._column([1 - b**n for b, n in zip(block.beta1s, steps, strict=True)])
+            now["bias_correction1"], now["step_size"] = bc1, clr / bc1
         if rule.bias_correction:
-            now["bias_correction2"] = 1 - hyper.alpha**t
+            bc2 = [1 - a**n for a, n in zip(block.alphas, steps, strict=True)]
+            now["bias_correction2"] = self._column(bc2)
+            now["sqrt_bias_correction2"] = self._column([x**0.5 for x in bc2])
         if rule.use_dampening:
             now["first"] = t == 1
         dtype = self.data.dtype
-        return block.cached._replace(
+        return base._replace(
             **{k: v.to(dtype) if v.is_floating_point() else v for k, v in now.items()}
         )
+
+    def _column(self, values: list[float]) -> Tensor:
+        """``[k, 1]`` float64 on the buffers' device."""
+        return torch.tensor(values, dtype=torch.float64, device=self.data.device).unsqueeze(1)
 
     def _cast(self, c: Coeffs) -> Coeffs:
         dtype = self.data.dtype
@@ -207,10 +225,13 @@ class PopulationOptimizer:
             self._prev = self.data.clone()
         if everyone:
             self.steps += 1
+            self._host_steps = [n + 1 for n in self._host_steps]
         else:  # keep the skipped members' rows and state to put back
             keep = ~ok
             saved = (self.data[keep].clone(), self._state_rows(keep))
             self.steps += ok.unsqueeze(1).to(self.steps.dtype)
+            stepped = ok.tolist()
+            self._host_steps = [n + s for n, s in zip(self._host_steps, stepped, strict=True)]
         for block in self.blocks:
             rows = block.rows
             update_(self.data[rows], self.grad[rows], block.state, block.rule, self._coeffs(block))
@@ -271,6 +292,7 @@ class PopulationOptimizer:
                     mine.copy_(theirs)
         for name in ("steps", "skipped", "streak", "frozen"):
             getattr(self, name).copy_(state[name])
+        self._host_steps = [int(n) for n in self.steps.squeeze(1).tolist()]
         self._streaking = state["streaking"]
 
     # -- telemetry ---------------------------------------------------------------------------
