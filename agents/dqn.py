@@ -278,7 +278,7 @@ def lazy_epsilon_greedy(
     obs: Tensor,
     epsilon: float,
     n_actions: int,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
 ) -> Tensor:
     """``epsilon_greedy(q_fn(obs), epsilon)`` that skips the network when every row explores.
 
@@ -286,16 +286,26 @@ def lazy_epsilon_greedy(
     for them (milliseconds on a CPU) would be wasted. The coins and random actions are drawn on
     the CPU first, in :func:`epsilon_greedy`'s order, so with the same CPU generator both give
     the same actions.
+
+    Members: with one generator per member (a population's K), ``obs`` holds the members'
+    rows one member after another, and member k draws its rows' coins and random actions
+    from generator k in that order, what a single run with that generator draws. ``q_fn``
+    takes ``obs`` as given and returns the Q-values of every row, in the same order.
     """
     if not 0.0 <= epsilon <= 1.0:
         raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
-    rows = obs.shape[0]
-    explore = torch.rand(rows, generator=generator) < epsilon
-    random = torch.randint(n_actions, (rows,), generator=generator)
-    if bool(explore.all()):
-        return random.to(obs.device)
-    greedy = q_fn(obs).argmax(-1)
-    return torch.where(explore.to(greedy.device), random.to(greedy.device), greedy)
+    one = generator is None or isinstance(generator, torch.Generator)
+    generators = [generator] if one else list(generator)
+    per = obs.shape[0] // len(generators)
+    explore, random = [], []
+    for g in generators:
+        explore.append(torch.rand(per, generator=g) < epsilon)
+        random.append(torch.randint(n_actions, (per,), generator=g))
+    explore_t, random_t = torch.cat(explore), torch.cat(random)
+    if bool(explore_t.all()):
+        return random_t.to(obs.device)
+    greedy = q_fn(obs).argmax(-1).reshape(-1)
+    return torch.where(explore_t.to(greedy.device), random_t.to(greedy.device), greedy)
 
 
 @torch.no_grad()

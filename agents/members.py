@@ -56,28 +56,6 @@ class MemberGenerators:
             g.set_state(state)
 
 
-def member_epsilon_greedy(
-    q_fn: Any, obs: Tensor, epsilon: float, n_actions: int, generators: MemberGenerators
-) -> Tensor:
-    """Epsilon-greedy actions ``[K * E]`` for member-major observations ``[K * E, ...]``.
-
-    Member k draws its E coins and random actions from its own generator in the order
-    :func:`agents.dqn.lazy_epsilon_greedy` draws them; the Q-values (``q_fn`` of
-    ``[K, E, ...]``) are computed only if some env of some member acts greedily.
-    """
-    members = len(generators.generators)
-    per = obs.shape[0] // members
-    explore, random = [], []
-    for k in range(members):
-        explore.append(torch.rand(per, generator=generators[k]) < epsilon)
-        random.append(torch.randint(n_actions, (per,), generator=generators[k]))
-    explore_t, random_t = torch.cat(explore), torch.cat(random)
-    if bool(explore_t.all()):
-        return random_t.to(obs.device)
-    greedy = q_fn(obs.reshape(members, per, *obs.shape[1:])).argmax(-1).reshape(-1)
-    return torch.where(explore_t.to(greedy.device), random_t.to(greedy.device), greedy)
-
-
 class MemberReplay:
     """K replay buffers, one per member, each of its member's ``E`` environments, in one store.
 

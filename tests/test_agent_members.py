@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from agents.dqn import QNetwork, dqn_loss, lazy_epsilon_greedy, td_targets
-from agents.members import MemberGenerators, MemberQ, MemberReplay, member_epsilon_greedy
+from agents.members import MemberGenerators, MemberQ, MemberReplay
 from agents.replay import ReplayBuffer, ReplaySample
 from agents.rollout import Step
 from agents.stacked import StackedModule
@@ -91,7 +91,11 @@ def test_exploration_draws_what_a_single_run_draws_from_each_members_generator()
     states = [torch.Generator().manual_seed(10 + k).get_state() for k in range(K)]
     gens = MemberGenerators(states)
     obs = torch.randn(K * 2, 4)
-    got = member_epsilon_greedy(q.q_values, obs, 0.5, 2, gens)
+
+    def q_rows(o):
+        return q.q_values(o.reshape(K, 2, 4))
+
+    got = lazy_epsilon_greedy(q_rows, obs, 0.5, 2, gens.generators)
     for k in range(K):
         g = torch.Generator()
         g.set_state(states[k])
@@ -100,9 +104,9 @@ def test_exploration_draws_what_a_single_run_draws_from_each_members_generator()
         )
         assert torch.equal(got[2 * k : 2 * k + 2], want)
     saved = gens.state_dict()
-    first = member_epsilon_greedy(q.q_values, obs, 1.0, 2, gens)
+    first = lazy_epsilon_greedy(q_rows, obs, 1.0, 2, gens.generators)
     gens.load_state_dict(saved)
-    assert torch.equal(first, member_epsilon_greedy(q.q_values, obs, 1.0, 2, gens))
+    assert torch.equal(first, lazy_epsilon_greedy(q_rows, obs, 1.0, 2, gens.generators))
 
 
 def test_each_member_stores_only_its_own_valid_transitions_and_samples_its_own_buffer():

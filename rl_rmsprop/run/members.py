@@ -17,12 +17,8 @@ import torch
 from torch import Tensor
 
 from agents import dqn_numpy
-from agents.dqn import linear_epsilon
-from agents.members import (
-    MemberGenerators,
-    MemberQ,
-    member_epsilon_greedy,
-)
+from agents.dqn import lazy_epsilon_greedy, linear_epsilon
+from agents.members import MemberGenerators, MemberQ
 from agents.population import (
     MemberNoise,
     PopulationActorCritic,
@@ -145,8 +141,8 @@ class DQNMembers:
                 dqn.exploration_final_eps,
             )
             s = collector.step(
-                lambda obs, e=eps: member_epsilon_greedy(
-                    self.q.q_values, obs, e, self.n_actions, self.generators
+                lambda obs, e=eps: lazy_epsilon_greedy(
+                    self.q_rows, obs, e, self.n_actions, self.generators.generators
                 )
             )
             self.replay.add(s)
@@ -167,11 +163,13 @@ class DQNMembers:
             metrics = self.q.gradients(batch, targets, dqn.loss, dqn.loss_reduction)
             loop.update({**metrics, "charts/epsilon": eps})
 
+    def q_rows(self, obs: Tensor) -> Tensor:
+        """Q-values ``[K, E', A]`` of member-major observations ``[K * E', ...]``."""
+        return self.q.q_values(obs.reshape(self.online.members, -1, *obs.shape[1:]))
+
     def greedy(self, obs: Tensor) -> Tensor:
         """Greedy actions ``[K * E']`` for member-major observations."""
-        k = self.online.members
-        q = self.q.q_values(obs.reshape(k, -1, *obs.shape[1:]))
-        return q.argmax(-1).reshape(-1).cpu()
+        return self.q_rows(obs).argmax(-1).reshape(-1).cpu()
 
     def member_state_dict(self, k: int) -> dict[str, Tensor]:
         """Member k's :class:`QNetwork` ``state_dict``."""
