@@ -102,6 +102,34 @@ def test_a_row_does_not_depend_on_the_other_rows():
     assert not torch.equal(da[1], db[1])
 
 
+@pytest.mark.parametrize("spec", ["rmsprop", "adam", "sgd"])
+def test_a_block_of_alike_members_steps_as_single_runs_through_skips(spec):
+    """Seeds of one setting share a single run's scalar coefficients; once a skipped member's
+    step count falls behind, the block takes the tensor form: the bits are a single run's in
+    both."""
+    specs = [(spec, {"lr": 1e-2, "momentum": 0.9} if spec == "sgd" else {"lr": 1e-3})] * 3
+    data, grad, opt = _population(specs, n=300)
+    assert opt.blocks[0].shared is not None
+    singles = [torch.nn.Parameter(data[k].clone()) for k in range(3)]
+    opts = [
+        make_optimizer(n, [p], **o, skip_nonfinite=True)
+        for (n, o), p in zip(specs, singles, strict=True)
+    ]
+    g = torch.Generator().manual_seed(3)
+    for i in range(40):
+        step = torch.randn(data.shape, generator=g)
+        if i == 5:
+            step[1, 7] = float("inf")  # member 1 skips this step (as its single run does)
+        grad.copy_(step)
+        opt.step()
+        for k, (p, o) in enumerate(zip(singles, opts, strict=True)):
+            p.grad = step[k].clone()
+            o.step()
+    assert opt.steps.squeeze(1).tolist() == [40, 39, 40]
+    for k, p in enumerate(singles):
+        assert torch.equal(data[k], p.detach()), k
+
+
 def test_a_non_finite_member_is_skipped_the_others_step():
     data, grad, opt = _population([("rmsprop", {}), ("adam", {}), ("adam", {})])
     before = data.clone()

@@ -41,6 +41,9 @@ class Block:
     """The coefficients at t = 2: those that do not depend on the step count (computed once)."""
     decays: bool = False
     """Whether a member has an lr decay (then ``clr`` depends on the step count)."""
+    shared: Hyper | None = None
+    """The members' hyperparameters as Python floats when they are all the same (a block of
+    seeds): the update then takes a single run's scalar coefficients and fused operations."""
     alphas: tuple[float, ...] = ()
     beta1s: tuple[float, ...] = ()
     """The members' alpha and beta1 as Python floats: their powers are taken on the host, as
@@ -127,7 +130,9 @@ class PopulationOptimizer:
             state.square_avg.copy_(column([v0 for _, _, v0 in settings]).expand_as(rows))
         alphas = tuple(float(h.alpha) for _, h, _ in settings)
         beta1s = tuple(float(h.beta1) for _, h, _ in settings)
-        return Block(start, stop, rule, hyper, state, alphas=alphas, beta1s=beta1s)
+        floats = {Hyper(*map(float, h)) for _, h, _ in settings}
+        shared = floats.pop() if len(floats) == 1 else None
+        return Block(start, stop, rule, hyper, state, shared=shared, alphas=alphas, beta1s=beta1s)
 
     @property
     def members(self) -> int:
@@ -164,6 +169,14 @@ class PopulationOptimizer:
         for Adam's bias corrections. The powers of the bias corrections are the host's.
         """
         rule, hyper = block.rule, block.hyper
+        steps = self._host_steps[block.start : block.stop]
+        if block.shared is not None and steps.count(steps[0]) == len(steps):
+            # Every member alike: a single run's Python floats (the same values as the
+            # tensor form's, which rounds alike) and its fused scalar operations, ~2x faster.
+            shared = block.shared
+            if self.lr_scale != 1.0:
+                shared = shared._replace(lr=shared.lr * self.lr_scale)
+            return coefficients(rule, shared, steps[0])
         if self.lr_scale != 1.0:  # as a single run's scheduled group lr, in double precision
             hyper = hyper._replace(lr=hyper.lr * self.lr_scale)
             base = self._cast(coefficients(rule, hyper, 2))
@@ -180,7 +193,6 @@ class PopulationOptimizer:
         clr = hyper.lr
         if block.decays:
             now["clr"] = now["step_size"] = clr = hyper.lr / (1 + (t - 1) * hyper.lr_decay)
-        steps = self._host_steps[block.start : block.stop]
         if rule.use_beta1:
             bc1 = self._column([1 - b**n for b, n in zip(block.beta1s, steps, strict=True)])
             now["bias_correction1"], now["step_size"] = bc1, clr / bc1
@@ -349,7 +361,8 @@ class PopulationOptimizer:
         c = self._coeffs(block)
         d = denominator(block.state, block.rule, c)
         if d is None:  # SGD: every element's rate is the lr
-            clr = c.clr.squeeze(1)
+            clr = torch.as_tensor(c.clr, dtype=self.data.dtype, device=self.data.device)
+            clr = clr.reshape(-1).expand(block.stop - block.start)
             figures = {f"optim/effective_lr/{k}": clr for k in ("mean", "p05", "p50", "p95")}
             return {**figures, "optim/eps_dominated_fraction": torch.zeros_like(clr)}
         figures: dict[str, Tensor] = {}
