@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rl_rmsprop.optim import clip_grad_norm_, make_optimizer, statistics
+from rl_rmsprop.optim import clip_grad_norm_, make_optimizer, population, statistics
 from rl_rmsprop.optim.population import PopulationOptimizer
 
 MIXED = [
@@ -37,6 +37,7 @@ def _population(specs, n=600, seed=0, dtype=torch.float32):
     )
 
 
+@pytest.mark.parametrize("row_by_row", [False, True])
 @pytest.mark.parametrize(
     ("max_norm", "scheduled", "dtype"),
     [
@@ -47,10 +48,12 @@ def _population(specs, n=600, seed=0, dtype=torch.float32):
     ],
 )
 def test_mixed_families_match_the_same_configurations_run_singly_bit_for_bit(
-    max_norm, scheduled, dtype
+    max_norm, scheduled, dtype, row_by_row, monkeypatch
 ):
     """Each member steps exactly as a single run's optimizer: the tensor form rounds as the
     scalar form (coefficients derived in double precision, ops that round as torch's)."""
+    if row_by_row:  # members that differ are then updated one by one (long rows' form)
+        monkeypatch.setattr(population, "ROW_BY_ROW_MIN", 1)
     data, grad, opt = _population(MIXED, dtype=dtype)
     singles = [torch.nn.Parameter(data[k].clone()) for k in range(len(MIXED))]
     opts = [make_optimizer(n, [p], **o) for (n, o), p in zip(MIXED, singles, strict=True)]
@@ -102,11 +105,14 @@ def test_a_row_does_not_depend_on_the_other_rows():
     assert not torch.equal(da[1], db[1])
 
 
+@pytest.mark.parametrize("row_by_row", [False, True])
 @pytest.mark.parametrize("spec", ["rmsprop", "adam", "sgd"])
-def test_a_block_of_alike_members_steps_as_single_runs_through_skips(spec):
+def test_a_block_of_alike_members_steps_as_single_runs_through_skips(spec, row_by_row, monkeypatch):
     """Seeds of one setting share a single run's scalar coefficients; once a skipped member's
     step count falls behind, the block takes the tensor form: the bits are a single run's in
     both."""
+    if row_by_row:
+        monkeypatch.setattr(population, "ROW_BY_ROW_MIN", 1)
     specs = [(spec, {"lr": 1e-2, "momentum": 0.9} if spec == "sgd" else {"lr": 1e-3})] * 3
     data, grad, opt = _population(specs, n=300)
     assert opt.blocks[0].shared is not None
@@ -118,6 +124,8 @@ def test_a_block_of_alike_members_steps_as_single_runs_through_skips(spec):
     g = torch.Generator().manual_seed(3)
     for i in range(40):
         step = torch.randn(data.shape, generator=g)
+        if i == 0:
+            step[:, 3] = float("nan")  # every member skips its first step (t stays 0)
         if i == 5:
             step[1, 7] = float("inf")  # member 1 skips this step (as its single run does)
         grad.copy_(step)
@@ -125,7 +133,7 @@ def test_a_block_of_alike_members_steps_as_single_runs_through_skips(spec):
         for k, (p, o) in enumerate(zip(singles, opts, strict=True)):
             p.grad = step[k].clone()
             o.step()
-    assert opt.steps.squeeze(1).tolist() == [40, 39, 40]
+    assert opt.steps.squeeze(1).tolist() == [39, 38, 39]
     for k, p in enumerate(singles):
         assert torch.equal(data[k], p.detach()), k
 

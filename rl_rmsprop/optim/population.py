@@ -26,6 +26,11 @@ from .groups import hyper_of, rule_of
 from .presets import preset_group
 from .stats import eps_dominated, quantiles, strided_sample
 
+ROW_BY_ROW_MIN = 16_384
+"""Rows at least this long whose members differ are updated one member at a time: for 16
+members on one core, 4,610-element rows (A2C's CartPole network) step faster in the tensor
+form, 67,074-element rows (DQN's) one by one (``benchmarks/population_step.py``)."""
+
 
 @dataclass
 class Block:
@@ -44,6 +49,8 @@ class Block:
     shared: Hyper | None = None
     """The members' hyperparameters as Python floats when they are all the same (a block of
     seeds): the update then takes a single run's scalar coefficients and fused operations."""
+    each: tuple[Hyper, ...] = ()
+    """Every member's hyperparameters as Python floats (for a row-by-row update)."""
     alphas: tuple[float, ...] = ()
     beta1s: tuple[float, ...] = ()
     """The members' alpha and beta1 as Python floats: their powers are taken on the host, as
@@ -130,9 +137,11 @@ class PopulationOptimizer:
             state.square_avg.copy_(column([v0 for _, _, v0 in settings]).expand_as(rows))
         alphas = tuple(float(h.alpha) for _, h, _ in settings)
         beta1s = tuple(float(h.beta1) for _, h, _ in settings)
-        floats = {Hyper(*map(float, h)) for _, h, _ in settings}
-        shared = floats.pop() if len(floats) == 1 else None
-        return Block(start, stop, rule, hyper, state, shared=shared, alphas=alphas, beta1s=beta1s)
+        each = tuple(Hyper(*map(float, h)) for _, h, _ in settings)
+        shared = each[0] if len(set(each)) == 1 else None
+        return Block(
+            start, stop, rule, hyper, state, shared=shared, each=each, alphas=alphas, beta1s=beta1s
+        )
 
     @property
     def members(self) -> int:
@@ -245,8 +254,7 @@ class PopulationOptimizer:
             stepped = ok.tolist()
             self._host_steps = [n + s for n, s in zip(self._host_steps, stepped, strict=True)]
         for block in self.blocks:
-            rows = block.rows
-            update_(self.data[rows], self.grad[rows], block.state, block.rule, self._coeffs(block))
+            self._update(block, None if everyone else stepped)
         if not everyone:
             self.data[keep] = saved[0]
             self._restore_state_rows(keep, saved[1])
@@ -257,6 +265,32 @@ class PopulationOptimizer:
             self.streak.zero_()
         self._streaking = not everyone
         return ok
+
+    def _update(self, block: Block, stepped: list[bool] | None) -> None:
+        """One block's update; ``stepped``: which members step (None: all of them).
+
+        Three forms, all with a single run's bits: members alike at one step count take one
+        call with a single run's scalar coefficients; members that differ take the ``[k, 1]``
+        tensor form, or, for rows of at least :data:`ROW_BY_ROW_MIN` elements, one scalar
+        call per member (fused operations, no ``[k, N]`` temporaries: faster there).
+        """
+        members = range(block.start, block.stop)
+        live = list(members) if stepped is None else [i for i in members if stepped[i]]
+        if not live:
+            return  # every member of the block skips this step
+        rows, rule = block.rows, block.rule
+        steps = self._host_steps[block.start : block.stop]
+        alike = block.shared is not None and steps.count(steps[0]) == len(steps)
+        if alike or self.data.shape[1] < ROW_BY_ROW_MIN:
+            update_(self.data[rows], self.grad[rows], block.state, rule, self._coeffs(block))
+            return
+        for i in live:
+            hyper = block.each[i - block.start]
+            if self.lr_scale != 1.0:
+                hyper = hyper._replace(lr=hyper.lr * self.lr_scale)
+            state = State(*(None if x is None else x[i - block.start] for x in block.state))
+            c = coefficients(rule, hyper, self._host_steps[i])
+            update_(self.data[i], self.grad[i], state, rule, c)
 
     def _state_rows(self, mask: Tensor) -> list[list[Tensor | None]]:
         out = []
