@@ -134,6 +134,10 @@ class StackedActorCritic(MemberMajor):
         )
         self.n_actions = members[0].policy.out_features
 
+    def names(self) -> list[tuple[str, int, int]]:
+        """``(name, offset, numel)`` per parameter (the network's own order and layout)."""
+        return self.stacked.names()
+
     def sync_grads(self) -> None:
         """Fold any replaced gradient back into the buffer."""
         self.stacked.sync_grads()
@@ -177,6 +181,7 @@ class PopulationActorCritic(MemberMajor):
             raise ValueError("population members must have the same architecture")
         self.members, self.envs_per_member = len(members), envs_per_member
         self.segments, leaves = _layout(members[0])
+        self._order = [name for name, _ in members[0].named_parameters()]
         self.n_actions = members[0].policy[-1].out_features
         self.layers = sum(isinstance(m, nn.Linear) for m in members[0].policy)
         dtype = next(members[0].parameters()).dtype
@@ -200,6 +205,15 @@ class PopulationActorCritic(MemberMajor):
             param.grad = self.grad[:, start:stop].view(shape)
             self.leaves[leaf] = param
             self._grad_views.append((param, param.grad))
+
+    def names(self) -> list[tuple[str, int, int]]:
+        """``(name, offset, numel)`` per parameter in an :class:`ActorCritic`'s own order.
+
+        The row keeps the two first layers side by side (one product); listed in the single
+        network's order, the optimizer sums a member's gradient norm as a single run does.
+        """
+        by_name = {s.name: s for s in self.segments}
+        return [(n, by_name[n].offset, by_name[n].numel) for n in self._order]
 
     def sync_grads(self) -> None:
         """Fold back any gradient autograd replaced instead of accumulating into the buffer.

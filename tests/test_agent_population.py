@@ -216,3 +216,37 @@ def test_auto_engine_is_numpy_on_the_cpu_and_autograd_when_asked():
     assert torch.equal(results["auto"][1], results["numpy"][1])
     torch.testing.assert_close(results["autograd"][1], results["numpy"][1], rtol=1e-5, atol=1e-7)
     assert not torch.equal(results["autograd"][1], torch.zeros_like(pop.grad))
+
+
+def test_a_members_clipped_update_is_its_single_runs_bit_for_bit():
+    """Given the same rollout, member 0 of two computes its single run's gradient, clips it by
+    the same norm (summed in the single network's parameter order, though the row keeps the
+    two first layers side by side) and takes the same step: the same bits."""
+    from agents.a2c_numpy import NumpyA2C
+    from rl_rmsprop.optim import clip_grad_norm_, make_optimizer
+    from rl_rmsprop.optim.population import PopulationOptimizer
+
+    nets = _members([3, 4])
+    pop = PopulationActorCritic(nets, 8)
+    names = pop.names()
+    assert [n for n, _, _ in names] == [n for n, _ in nets[0].named_parameters()]
+    assert [o for _, o, _ in names] != sorted(o for _, o, _ in names)  # not the row's order
+    spec = ("rmsprop", {"lr": 7e-4, "eps": 1e-5})
+    opt = PopulationOptimizer(pop.data, pop.grad, [spec, spec], names)
+    single_net = nets[0]
+    single = NumpyA2C(single_net)
+    single_opt = make_optimizer(spec[0], single_net.named_parameters(), **spec[1])
+    for p in single_net.parameters():
+        p.grad = torch.zeros_like(p)
+    for i in range(5):
+        rollout = _rollout(2, 8, seed=i)
+        numpy_a2c_gradients(pop, rollout, Hyper, 0.99)
+        norms = opt.clip_grad_norm_(0.5)
+        opt.step(norms)
+        single.gradients(Rollout(*(x[:, :8] for x in rollout)), Hyper, 0.99)
+        norm = clip_grad_norm_(single_opt, 0.5)
+        single_opt.step()
+        assert float(norms[0]) == float(norm), i
+    mine = pop.member_state_dict(0)
+    for name, p in single_net.named_parameters():
+        assert torch.equal(mine[name], p.detach()), name

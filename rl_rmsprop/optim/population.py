@@ -81,7 +81,9 @@ class PopulationOptimizer:
         grad: ``[K, N]`` gradients, same layout.
         specs: one ``(preset name, overrides)`` per member; members of one family (same
             :class:`Rule`) must be adjacent rows.
-        names: ``(name, offset, numel)`` of each parameter within a row, for per-layer norms.
+        names: ``(name, offset, numel)`` of each parameter within a row, for per-layer norms,
+            in the order of the member network's parameters (a single run's flat buffer):
+            gradient norms are summed in that order, so clipping takes a single run's bits.
 
     Raises:
         ValueError: a bad spec, a shape mismatch, or one family's members not adjacent.
@@ -97,6 +99,13 @@ class PopulationOptimizer:
         if data.dim() != 2 or grad.shape != data.shape or len(specs) != data.shape[0]:
             raise ValueError("data and grad must be [K, N] with one spec per row")
         self.data, self.grad, self.names = data, grad, list(names)
+        offsets = [offset for _, offset, _ in self.names]
+        self._order: Tensor | None = None
+        """The row's elements in ``names`` order, where that is not the row's own: a norm
+        sums its squares in the single run's order and so has its bits."""
+        if offsets != sorted(offsets):
+            parts = [torch.arange(o, o + n) for _, o, n in self.names]
+            self._order = torch.cat(parts).to(data.device)
         settings = [member_settings(name, dict(over)) for name, over in specs]
         self.blocks: list[Block] = []
         start = 0
@@ -155,8 +164,9 @@ class PopulationOptimizer:
     # -- the step --------------------------------------------------------------------------
 
     def grad_norms(self) -> Tensor:
-        """Each member's gradient L2 norm, ``[K]``."""
-        return torch.linalg.vector_norm(self.grad, dim=1)
+        """Each member's gradient L2 norm, ``[K]``, summed in its single run's order."""
+        grad = self.grad if self._order is None else self.grad[:, self._order]
+        return torch.linalg.vector_norm(grad, dim=1)
 
     def clip_grad_norm_(self, max_norm: float) -> Tensor:
         """Scale each member's gradient to an L2 norm of at most ``max_norm``; norms before, [K].

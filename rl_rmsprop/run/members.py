@@ -60,7 +60,7 @@ class A2CMembers:
         stacking = StackedActorCritic if images else PopulationActorCritic
         self.model = stacking(nets, cfg.env.num_envs, device)
         self.data, self.grad = self.model.data, self.model.grad
-        self.names = [(s.name, s.offset, s.numel) for s in self.model.segments]
+        self.names = self.model.names()
         self.noise = MemberNoise(seeds, cfg.env.num_envs, self.model.n_actions, device)
         self.note = ""
 
