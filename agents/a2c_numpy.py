@@ -5,9 +5,9 @@ per update. At these sizes every torch operation costs its dispatch (several mic
 not its arithmetic, and an update through autograd is ~60 operations plus the graph walk.
 NumPy's per-operation cost is a fraction of that, so here:
 
-* the policy acts by NumPy products on views of the model's parameters, with the Gumbel noise
-  drawn from torch's global generator exactly as :func:`~agents.networks.sample_categorical`
-  draws it (the same random stream, so a run's RNG state and checkpoints mean the same);
+* the policy's logits come from NumPy products on views of the model's parameters
+  (:meth:`NumpyA2C.numpy_logits`; actions are sampled from them with the run's own noise by
+  :func:`agents.population.sample_actions`, as under the torch engine);
 * the loss of :func:`agents.a2c.a2c_loss` and its gradient come from :func:`a2c_gradients`,
   the one batched CPU engine that populations use too, and the gradients are written into
   each parameter's ``.grad`` (for the optimizer, in torch, as always).
@@ -66,18 +66,14 @@ class NumpyA2C:
     def _grads(self, net: str) -> Layers:
         return self._views[net].grads()
 
-    def act(self, obs: Tensor, greedy: bool = False) -> Tensor:
-        """Sample actions ``[E]`` for observations ``[E, d]`` (most likely with ``greedy``).
-
-        The noise is ``torch.empty(E, A).exponential_()`` from torch's global generator: the
-        draws :func:`~agents.networks.sample_categorical` makes, in the same order.
-        """
+    def numpy_logits(self, obs: np.ndarray) -> np.ndarray:
+        """Action logits ``[E, A]`` of CPU observations ``[E, d]``, in NumPy."""
         weights = self._weights("policy")
-        logits = forward(obs.numpy().astype(weights[0][0].dtype, copy=False), weights, "tanh")[-1]
-        if not greedy:
-            noise = torch.empty(logits.shape, dtype=self.policy[-1].weight.dtype).exponential_()
-            logits = logits - np.log(noise.numpy())
-        return torch.from_numpy(logits.argmax(-1))
+        return forward(obs.astype(weights[0][0].dtype, copy=False), weights, "tanh")[-1]
+
+    def logits(self, obs: Tensor) -> Tensor:
+        """:meth:`numpy_logits` as a tensor."""
+        return torch.from_numpy(self.numpy_logits(obs.numpy()))
 
     def gradients(self, rollout: Rollout, hp: Any, gamma: float) -> dict[str, float]:
         """The A2C loss of ``rollout``; its gradient is written into the parameters' ``.grad``.

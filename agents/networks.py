@@ -48,6 +48,10 @@ class ActorCritic(nn.Module):
         return run_mlp(self.policy, obs), run_mlp(self.value, obs).squeeze(-1)
 
     @torch.no_grad()
+    def logits(self, obs: Tensor) -> Tensor:
+        """The policy's action logits only (no value)."""
+        return run_mlp(self.policy, obs)
+
     def act(self, obs: Tensor, greedy: bool = False) -> Tensor:
         """Sample actions (or take the most likely with ``greedy``)."""
         logits = run_mlp(self.policy, obs)
@@ -172,6 +176,10 @@ class CnnActorCritic(nn.Module):
         return self.policy(z), self.value(z).squeeze(-1)
 
     @torch.no_grad()
+    def logits(self, obs: Tensor) -> Tensor:
+        """The policy's action logits only (no value)."""
+        return self.policy(self.features(obs))
+
     def act(self, obs: Tensor, greedy: bool = False) -> Tensor:
         """Sample actions (or take the most likely with ``greedy``)."""
         logits = self.policy(self.features(obs))

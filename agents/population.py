@@ -245,7 +245,7 @@ class PopulationActorCritic(MemberMajor):
         these sizes); elsewhere in torch.
         """
         if self.data.device.type == "cpu" and obs.dim() == 2:
-            return torch.from_numpy(self._numpy_logits(obs.numpy()))
+            return torch.from_numpy(self.numpy_logits(obs.numpy()))
         with torch.no_grad():
             return self._torch_logits(obs)
 
@@ -253,7 +253,8 @@ class PopulationActorCritic(MemberMajor):
         x, lead = self._to_members(obs.to(self.data.dtype))
         return self._from_members(self.stacked.submodule("policy")(x), lead)
 
-    def _numpy_logits(self, obs: np.ndarray) -> np.ndarray:
+    def numpy_logits(self, obs: np.ndarray) -> np.ndarray:
+        """:meth:`logits` in NumPy, for CPU observations ``[K * E, d]``."""
         if self._policy_np is None:  # [K, in, out] views of the weights, [K, out] biases
             w, b = self.leaves["first.weight"].detach(), self.leaves["first.bias"].detach()
             width = w.shape[1] // 2
@@ -336,16 +337,20 @@ class MemberNoise:
         return self.buffer.numpy()[:, self._next_step()].reshape(-1, self.shape[-1])
 
 
-def sample_actions(model: PopulationActorCritic, noise: MemberNoise, obs: Tensor) -> Tensor:
+def sample_actions(model: Any, noise: MemberNoise, obs: Tensor) -> Tensor:
     """One action per env by the Gumbel-max trick: argmax(logits - log E), ``[K * E]``.
 
-    On the CPU in NumPy (the same float32 subtraction, and argmax takes the first of equal
-    values as torch's does): ~62 -> ~50 us a step for 16 members of 8 envs.
+    ``model`` gives ``logits(obs)``, and on the CPU ``numpy_logits`` where it has them (a
+    population's or a single run's CPU engine): then the subtraction runs in NumPy (the same
+    float32 subtraction, and argmax takes the first of equal values as torch's does): ~62 ->
+    ~50 us a step for 16 members of 8 envs. A single run is one member: its noise is a
+    ``MemberNoise`` of its own seed, so it draws what a population member with that seed draws.
     """
-    if model.device.type == "cpu" and obs.dim() == 2:
-        logits = model._numpy_logits(obs.numpy())
-        return torch.from_numpy((logits - noise.step_numpy()).argmax(-1))
-    return (model.logits(obs) - noise.step()).argmax(-1)
+    numpy_logits = getattr(model, "numpy_logits", None)
+    if numpy_logits is not None and obs.device.type == "cpu" and obs.dim() == 2:
+        return torch.from_numpy((numpy_logits(obs.numpy()) - noise.step_numpy()).argmax(-1))
+    with torch.no_grad():
+        return (model.logits(obs) - noise.step()).argmax(-1)
 
 
 class PopulationCollector(Collector):

@@ -7,6 +7,7 @@ import torch
 from agents.a2c import a2c_loss
 from agents.a2c_numpy import NumpyA2C, gae, supports
 from agents.networks import ActorCritic, CnnActorCritic
+from agents.population import MemberNoise, sample_actions
 from agents.returns import compute_gae
 from agents.rollout import Rollout
 from rl_rmsprop.config import A2CConfig
@@ -94,23 +95,19 @@ def test_gae_equals_compute_gae():
         np.testing.assert_allclose(ret_np, ret.numpy(), rtol=1e-6, atol=1e-6)
 
 
-def test_acting_draws_what_the_model_draws_from_the_same_generator():
+def test_acting_in_numpy_draws_what_the_model_draws_from_the_same_noise():
     torch.manual_seed(4)
     model = ActorCritic(4, 3, (16, 16))
     with torch.no_grad():  # logits of a useful size, so draws depend on them
         model.policy[-1].weight.mul_(100)
     engine = NumpyA2C(model)
     obs = torch.randn(50, 8, 4)
-    torch.manual_seed(10)
-    mine = [engine.act(o) for o in obs]
-    after_mine = torch.rand(1)
-    torch.manual_seed(10)
-    theirs = [model.act(o) for o in obs]
-    assert torch.equal(torch.rand(1), after_mine)  # the same number of draws
-    assert torch.equal(torch.stack(mine), torch.stack(theirs))
-    assert len(set(torch.stack(mine).flatten().tolist())) == 3
-    greedy = [engine.act(o, greedy=True) for o in obs]
-    assert torch.equal(torch.stack(greedy), torch.stack([model.act(o, True) for o in obs]))
+    noise = [MemberNoise([10], 8, 3, torch.device("cpu")) for _ in range(2)]
+    mine = torch.stack([sample_actions(engine, noise[0], o) for o in obs])
+    theirs = torch.stack([sample_actions(model, noise[1], o) for o in obs])
+    assert torch.equal(mine, theirs) and len(set(mine.flatten().tolist())) == 3
+    greedy = torch.stack([engine.logits(o).argmax(-1) for o in obs])
+    assert torch.equal(greedy, torch.stack([model.act(o, True) for o in obs]))
 
 
 def test_training_through_the_optimizer_follows_autograd():
@@ -121,7 +118,7 @@ def test_training_through_the_optimizer_follows_autograd():
     twin.load_state_dict(model.state_dict())
     hp = A2CConfig()
     engine = NumpyA2C(model)
-    engine.act(torch.zeros(8, 4))  # views taken now; the optimizer then moves the storage
+    engine.logits(torch.zeros(8, 4))  # views taken now; the optimizer then moves the storage
     ptr = model.policy[0].weight.data_ptr()
     opt = make_optimizer("rmsprop", model.named_parameters(), lr=7e-4, eps=1e-5)
     assert model.policy[0].weight.data_ptr() != ptr
@@ -142,12 +139,12 @@ def test_views_follow_parameters_that_move():
     model = ActorCritic(4, 2, (8,))
     engine = NumpyA2C(model)
     obs = torch.randn(8, 4)
-    engine.act(obs, greedy=True)
+    engine.logits(obs)
     with torch.no_grad():
         for p in model.policy.parameters():
             p.data = torch.zeros_like(p)  # new storage
         model.policy[-1].bias.data = torch.tensor([0.0, 1.0])
-    assert torch.equal(engine.act(obs, greedy=True), torch.ones(8, dtype=torch.long))
+    assert torch.equal(engine.logits(obs).argmax(-1), torch.ones(8, dtype=torch.long))
     # A .grad replaced by other code is written, not the stale one.
     rollout = make_rollout(steps=5, envs=8, actions=2)
     engine.gradients(rollout, A2CConfig(), 0.99)

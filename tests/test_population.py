@@ -80,6 +80,32 @@ def test_members_are_bitwise_independent_of_the_other_members(tmp_path):
     assert out_a[1]["episodic_return_mean100"] != out_b[1]["episodic_return_mean100"]
 
 
+def test_an_a2c_member_trains_as_the_single_run_with_its_seed(tmp_path):
+    # Bitwise: a single run draws its action noise as the member of its seed does, the CPU
+    # engine's gradient and the clipping norm are its single run's, and so is the step: every
+    # episode, loss, gradient norm and the final weights. (The optim/* figures are reductions
+    # over the population's row layout, close but not bitwise.)
+    run_population([_cfg(tmp_path / "pop", "rmsprop", 3), _cfg(tmp_path / "pop", "rmsprop", 4)])
+    run(_cfg(tmp_path / "single", "rmsprop", 3))
+    mine, single = (
+        tmp_path / "pop" / "rmsprop" / "seed-3",
+        tmp_path / "single" / "rmsprop" / "seed-3",
+    )
+    tags = (
+        "charts/episodic_return",
+        "losses/policy_loss",
+        "losses/value_loss",
+        "grad/norm_preclip",
+    )
+    for tag in tags:
+        ours = scalars(mine, tag)
+        assert len(ours) >= 10 and ours == scalars(single, tag), tag
+    a, b = torch.load(mine / MODEL_FILE), torch.load(single / MODEL_FILE)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_mixed_families_in_one_population_match_the_same_configurations_run_singly():
     specs = [
         ("rmsprop", {"lr": 7e-4, "eps": 1e-5}),

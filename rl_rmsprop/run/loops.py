@@ -15,6 +15,7 @@ from agents.dqn import (
     polyak_update,
     td_targets,
 )
+from agents.population import sample_actions
 from agents.replay import ReplaySample
 from rl_rmsprop.config import Config
 from rl_rmsprop.run.evaluation import no_grad
@@ -31,9 +32,9 @@ def train_a2c(sess: Session) -> dict:
         sess.opt,
     )
     engine = a2c_numpy.NumpyA2C(model) if sess.engine == "numpy" else None
-    act = engine.act if engine is not None else model.act
+    actor, noise = engine if engine is not None else model, sess.noise
     while collector.global_step < cfg.run.total_steps:
-        rollout = collector.collect(act, cfg.a2c.n_steps)
+        rollout = collector.collect(lambda obs: sample_actions(actor, noise, obs), cfg.a2c.n_steps)
         if engine is not None:  # writes the gradients into .grad itself
             metrics = engine.gradients(rollout, cfg.a2c, cfg.learn.gamma)
         else:

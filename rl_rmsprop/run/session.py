@@ -92,6 +92,9 @@ class Session:
     evaluations: int = 0
     engine: str | None = None
     """How gradients are computed (:func:`gradient_engine`, resolved once)."""
+    noise: Any = None
+    """A2C's action noise (:class:`agents.population.MemberNoise` of the run's seed: what a
+    population member with that seed draws); None for DQN."""
 
     def state(self) -> dict[str, Any]:
         """The full training state: everything an exact continuation needs, as plain data."""
@@ -121,6 +124,7 @@ class Session:
             "rng": rng,
             "dqn": dqn,
             "evaluations": self.evaluations,
+            "noise": self.noise.state_dict() if self.noise is not None else None,
         }
 
     def checkpoint(self) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.population import MemberNoise
 from agents.rollout import WORKER_DIED, Collector, EnvStepFailed
 from envs import close_env, is_atari, make_vector_env
 from envs.normalize import normalize, observation_statistics
@@ -144,6 +145,10 @@ def restore(sess: Session, state: dict[str, Any], path: Path) -> None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise UserError(f"checkpoint {path} does not fit this run ({first})") from None
     sess.evaluations = state.get("evaluations", 0)
+    if sess.noise is not None and state.get("noise") is not None:
+        sess.noise.load_state_dict(state["noise"])
+    elif sess.noise is not None:  # written before A2C drew its own noise: new draws from here
+        sess.env_restored = "the checkpoint predates the run's own action noise"
     sess.collector.load_state_dict(state["collector"])
     # Checkpoints of format 1 kept the last returns with the collector, not the tracker.
     sess.tracker.load_state_dict(
@@ -229,6 +234,9 @@ def _run_locked(
             logger = None  # opened after the checks below, with the resume step
         sess = Session(cfg, run_dir, env, model, opt, logger, collector, None, StopSignals(), dqn)
         sess.device, sess.engine = device, engine
+        if cfg.run.algo == "a2c":  # a population member's noise, of this run's seed
+            n_actions = int(env.single_action_space.n)
+            sess.noise = MemberNoise([cfg.run.seed], cfg.env.num_envs, n_actions, device)
         sess.tracker = Tracker(cfg, collector, opt, logger)
         open_logs(sess, state, ckpt_path, replay_note)
         summary, final_state = train_session(sess)
