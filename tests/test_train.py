@@ -378,6 +378,32 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run(tmp_path,
     assert any(step > stop_step for step, _ in _returns(cut))
 
 
+def test_an_a2c_checkpoint_without_its_action_noise_resumes_and_says_so(tmp_path, capsys):
+    """Checkpoints written before A2C runs drew their own action noise lack it: the run goes on
+    from the checkpoint with fresh draws, and the resume line says it is not exact."""
+    from rl_rmsprop.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+
+    argv = ["--total-steps", "4000", "--checkpoint-every", "2000", "--keep-checkpoints", "0"]
+    assert main([*argv, "--logdir", str(tmp_path), "--run-name", "r"]) == 0
+    run = tmp_path / "r"
+    (run / "checkpoint.pt").unlink()
+    (run / "summary.json").unlink()
+    first = list_checkpoints(run)[0]
+    for path in list_checkpoints(run)[1:]:
+        path.unlink()
+    state = load_checkpoint(first)
+    assert state["noise"] is not None  # what a checkpoint holds today
+    state.pop("noise")
+    save_checkpoint(state, first)
+    capsys.readouterr()
+    assert main(["--resume", str(run)]) == 0
+    out = capsys.readouterr()
+    assert "not an exact continuation: the checkpoint predates the run's own action noise" in (
+        out.out + out.err
+    )
+    assert json.loads((run / "summary.json").read_text())["total_steps"] >= 4000
+
+
 def test_resume_skips_a_corrupt_newest_checkpoint_and_refuses_when_none_is_readable(
     tmp_path, capsys
 ):
