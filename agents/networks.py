@@ -52,6 +52,7 @@ class ActorCritic(nn.Module):
         """The policy's action logits only (no value)."""
         return run_mlp(self.policy, obs)
 
+    @torch.no_grad()
     def act(self, obs: Tensor, greedy: bool = False) -> Tensor:
         """Sample actions (or take the most likely with ``greedy``)."""
         logits = run_mlp(self.policy, obs)
@@ -180,6 +181,7 @@ class CnnActorCritic(nn.Module):
         """The policy's action logits only (no value)."""
         return self.policy(self.features(obs))
 
+    @torch.no_grad()
     def act(self, obs: Tensor, greedy: bool = False) -> Tensor:
         """Sample actions (or take the most likely with ``greedy``)."""
         logits = self.policy(self.features(obs))
