@@ -50,12 +50,9 @@ class Block:
     """The members' hyperparameters as Python floats when they are all the same (a block of
     seeds): the update then takes a single run's scalar coefficients and fused operations."""
     each: tuple[Hyper, ...] = ()
-    """Every member's hyperparameters as Python floats (for a row-by-row update)."""
-    alphas: tuple[float, ...] = ()
-    beta1s: tuple[float, ...] = ()
-    """The members' alpha and beta1 as Python floats: their powers are taken on the host, as
-    a single run takes them (a tensor ``pow`` may differ from the C library's in the last
-    bit, which float64 buffers would show)."""
+    """Every member's hyperparameters as Python floats: for a row-by-row update, and for the
+    bias corrections' powers, taken on the host as a single run takes them (a tensor ``pow``
+    may differ from the C library's in the last bit, which float64 buffers would show)."""
 
     @property
     def rows(self) -> slice:
@@ -137,20 +134,14 @@ class PopulationOptimizer:
         self, start: int, stop: int, rule: Rule, settings: list[tuple[Rule, Hyper, float]]
     ) -> Block:
         column = self._column
-        hyper = Hyper(
-            *(column([float(h[i]) for _, h, _ in settings]) for i in range(len(Hyper._fields)))
-        )
+        each = tuple(Hyper(*map(float, h)) for _, h, _ in settings)
+        hyper = Hyper(*(column(list(values)) for values in zip(*each, strict=True)))
         rows = self.data[start:stop]
         state = init_state(rows, rule, 0.0)
         if state.square_avg is not None:
             state.square_avg.copy_(column([v0 for _, _, v0 in settings]).expand_as(rows))
-        alphas = tuple(float(h.alpha) for _, h, _ in settings)
-        beta1s = tuple(float(h.beta1) for _, h, _ in settings)
-        each = tuple(Hyper(*map(float, h)) for _, h, _ in settings)
         shared = each[0] if len(set(each)) == 1 else None
-        return Block(
-            start, stop, rule, hyper, state, shared=shared, each=each, alphas=alphas, beta1s=beta1s
-        )
+        return Block(start, stop, rule, hyper, state, shared=shared, each=each)
 
     @property
     def members(self) -> int:
@@ -192,12 +183,9 @@ class PopulationOptimizer:
         if block.shared is not None and steps.count(steps[0]) == len(steps):
             # Every member alike: a single run's Python floats (the same values as the
             # tensor form's, which rounds alike) and its fused scalar operations, ~2x faster.
-            shared = block.shared
-            if self.lr_scale != 1.0:
-                shared = shared._replace(lr=shared.lr * self.lr_scale)
-            return coefficients(rule, shared, steps[0])
+            return coefficients(rule, self._scaled(block.shared), steps[0])
         if self.lr_scale != 1.0:  # as a single run's scheduled group lr, in double precision
-            hyper = hyper._replace(lr=hyper.lr * self.lr_scale)
+            hyper = self._scaled(hyper)
             base = self._cast(coefficients(rule, hyper, 2))
             block.decays = bool((hyper.lr_decay != 0).any())
         else:
@@ -213,10 +201,10 @@ class PopulationOptimizer:
         if block.decays:
             now["clr"] = now["step_size"] = clr = hyper.lr / (1 + (t - 1) * hyper.lr_decay)
         if rule.use_beta1:
-            bc1 = self._column([1 - b**n for b, n in zip(block.beta1s, steps, strict=True)])
+            bc1 = self._column([1 - h.beta1**n for h, n in zip(block.each, steps, strict=True)])
             now["bias_correction1"], now["step_size"] = bc1, clr / bc1
         if rule.bias_correction:
-            bc2 = [1 - a**n for a, n in zip(block.alphas, steps, strict=True)]
+            bc2 = [1 - h.alpha**n for h, n in zip(block.each, steps, strict=True)]
             now["bias_correction2"] = self._column(bc2)
             now["sqrt_bias_correction2"] = self._column([x**0.5 for x in bc2])
         if rule.use_dampening:
@@ -225,6 +213,10 @@ class PopulationOptimizer:
         return base._replace(
             **{k: v.to(dtype) if v.is_floating_point() else v for k, v in now.items()}
         )
+
+    def _scaled(self, hyper: Hyper) -> Hyper:
+        """``hyper`` with its lr times the schedule's factor (Python floats or columns)."""
+        return hyper if self.lr_scale == 1.0 else hyper._replace(lr=hyper.lr * self.lr_scale)
 
     def _column(self, values: list[float]) -> Tensor:
         """``[k, 1]`` float64 on the buffers' device."""
@@ -295,9 +287,7 @@ class PopulationOptimizer:
             update_(self.data[rows], self.grad[rows], block.state, rule, self._coeffs(block))
             return
         for i in live:
-            hyper = block.each[i - block.start]
-            if self.lr_scale != 1.0:
-                hyper = hyper._replace(lr=hyper.lr * self.lr_scale)
+            hyper = self._scaled(block.each[i - block.start])
             state = State(*(None if x is None else x[i - block.start] for x in block.state))
             c = coefficients(rule, hyper, self._host_steps[i])
             update_(self.data[i], self.grad[i], state, rule, c)
