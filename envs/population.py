@@ -149,6 +149,9 @@ class MemberSeededCartPole(CartPoleVectorEnv):
 class PopulationEnv:
     """A vector env of ``members * envs_per_member`` sub-environments, member-major.
 
+    One member may wrap any of a single run's vector envs (native, sync, async, ALE's, with
+    normalization): copy e is then seeded with ``seed + e``, as the single run seeds it.
+
     It also keeps the episode statistics (as Gymnasium's ``RecordEpisodeStatistics`` does
     under next-step autoreset): ``step``'s info holds ``"episodes"``, the env indices, returns
     and lengths of the episodes that ended at this step.
@@ -179,6 +182,8 @@ class PopulationEnv:
         self.returns[:], self.lengths[:], self.prev_done[:] = 0.0, 0, False
         if self.member_seeded:
             return self.env.reset(seed=self.seeds)
+        if self.members == 1:  # a single run's env (any vectorization): seeded as it seeds
+            return self.env.reset(seed=self.seeds[0])
         subs = [s + e for s in self.seeds for e in range(self.envs_per_member)]
         return self.env.reset(seed=subs)
 
@@ -201,9 +206,14 @@ class PopulationEnv:
         info = {**info, "episodes": (ended, self.returns[ended], self.lengths[ended])}
         return obs, reward, terminated, truncated, info
 
-    def close(self) -> None:
-        """Close the underlying vector env."""
-        self.env.close()
+    @property
+    def unwrapped(self) -> Any:
+        """The innermost vector env."""
+        return self.env.unwrapped
+
+    def close(self, **kwargs: Any) -> None:
+        """Close the underlying vector env (``kwargs``: its ``close``'s, an async timeout)."""
+        self.env.close(**kwargs)
 
 
 def make_population_env(

@@ -128,12 +128,12 @@ def test_the_engine_is_numpy_for_mlps_on_the_cpu_and_said(tmp_path, capsys):
         gradient_engine(parse_config(["--algo", "dqn", "--engine", "numpy"]), CnnQNetwork(4, 6))
     argv = ["--total-steps", "80", "--eval-episodes", "0", "--logdir", str(tmp_path)]
     assert main([*argv, "--run-name", "a"]) == 0
-    assert "(eager), numpy gradients, device cpu" in capsys.readouterr().err
+    assert "optimizer rmsprop, numpy gradients, device cpu" in capsys.readouterr().err
     assert main([*argv, "--run-name", "b", "--engine", "autograd"]) == 0
     assert "autograd gradients" in capsys.readouterr().err
     dqn_argv = [*argv, "--algo", "dqn", "--learning-starts", "40", "--train-freq", "20"]
     assert main([*dqn_argv, "--run-name", "c"]) == 0
-    assert "(eager), numpy gradients, device cpu" in capsys.readouterr().err
+    assert "optimizer rmsprop, numpy gradients, device cpu" in capsys.readouterr().err
     assert main([*dqn_argv, "--run-name", "d", "--engine", "autograd"]) == 0
     assert "autograd gradients" in capsys.readouterr().err
 
@@ -295,9 +295,9 @@ def test_batched_targets_equal_minibatch_by_minibatch_targets():
     import torch
 
     from agents.dqn import QNetwork, td_targets
-    from agents.replay import ReplayBuffer
+    from agents.replay import ReplayBuffer, ReplaySample
     from rl_rmsprop.options import parse_config
-    from rl_rmsprop.run.loops import training_batches
+    from rl_rmsprop.run.members import training_batches
 
     torch.manual_seed(0)
     q_net = QNetwork(4, 2, (32, 32))
@@ -307,15 +307,18 @@ def test_batched_targets_equal_minibatch_by_minibatch_targets():
         buffer.add(torch.randn(1, 4), torch.randn(1, 4), [i % 2], [1.0], [i % 7 == 0], [True])
     cfg = parse_config(["--algo", "dqn", "--gradient-steps", "5", "--batch-size", "16"])
 
-    def targets_of(b):
-        return td_targets(b.rewards, b.next_obs, b.terminated, target)
+    def sample(n):  # one member's [1, n, ...]
+        return ReplaySample(*(t.unsqueeze(0) for t in buffer.sample(n)))
 
-    batches = list(training_batches(buffer.sample, targets_of, cfg))
+    def targets_of(b):
+        return td_targets(b.rewards[0], b.next_obs[0], b.terminated[0], target).unsqueeze(0)
+
+    batches = list(training_batches(sample, targets_of, cfg))
     assert len(batches) == 5
     for batch, targets in batches:
-        assert batch.obs.shape == (16, 4) and targets.shape == (16,)
-        expected = td_targets(batch.rewards, batch.next_obs, batch.terminated, target)
-        torch.testing.assert_close(targets, expected)
+        assert batch.obs.shape == (1, 16, 4) and targets.shape == (1, 16)
+        expected = td_targets(batch.rewards[0], batch.next_obs[0], batch.terminated[0], target)
+        torch.testing.assert_close(targets[0], expected)
     # The minibatches differ from one another (drawn independently, not one batch repeated).
     assert not torch.equal(batches[0][0].obs, batches[1][0].obs)
 
@@ -356,19 +359,19 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run(tmp_path,
     shutil.copytree(full, cut)
     (cut / "checkpoint.pt").unlink()
     (cut / "summary.json").unlink()
-    steps = [load_checkpoint(p)["global_step"] for p in list_checkpoints(cut)]
+    steps = [load_checkpoint(p)["member_step"] for p in list_checkpoints(cut)]
     assert stop_step in steps
     for path in list_checkpoints(cut):
-        if load_checkpoint(path)["global_step"] > stop_step:
+        if load_checkpoint(path)["member_step"] > stop_step:
             path.unlink()
     assert main(["--resume", str(cut)]) == 0
     a, b = load_checkpoint(full / "checkpoint.pt"), load_checkpoint(cut / "checkpoint.pt")
-    for name, tensor in a["model"].items():
-        assert torch.equal(tensor, b["model"][name]), name
-    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
-    for index, entry in sa.items():
-        for key, value in entry.items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb[index][key])), key
+    assert torch.equal(a["model"], b["model"])
+    sa, sb = a["optimizer"], b["optimizer"]
+    for block_a, block_b in zip(sa["blocks"], sb["blocks"], strict=True):
+        for x, y in zip(block_a, block_b, strict=True):
+            assert (x is None and y is None) or torch.equal(x, y)
+    assert torch.equal(sa["steps"], sb["steps"]) and torch.equal(sa["skipped"], sb["skipped"])
     summary_a = json.loads((full / "summary.json").read_text())
     summary_b = json.loads((cut / "summary.json").read_text())
     for key in ("total_steps", "updates", "episodic_return_mean100", "solved_at_step"):
@@ -378,13 +381,13 @@ def test_a_run_resumed_from_a_checkpoint_ends_as_the_uninterrupted_run(tmp_path,
     assert any(step > stop_step for step, _ in _returns(cut))
 
 
-def test_an_a2c_checkpoint_without_its_action_noise_resumes_and_says_so(tmp_path, capsys):
-    """Checkpoints written before A2C runs drew their own action noise lack it: the run goes on
-    from the checkpoint with fresh draws, and the resume line says it is not exact."""
+def test_a_checkpoint_of_the_earlier_single_run_layout_is_refused_in_one_line(tmp_path, capsys):
+    """Before single runs were populations of one, their checkpoints had their own layout
+    (no ``members``): a resume names the version that can finish it, and writes nothing."""
     from rl_rmsprop.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 
     argv = ["--total-steps", "4000", "--checkpoint-every", "2000", "--keep-checkpoints", "0"]
-    assert main([*argv, "--logdir", str(tmp_path), "--run-name", "r"]) == 0
+    assert main([*argv, "--quiet", "--logdir", str(tmp_path), "--run-name", "r"]) == 0
     run = tmp_path / "r"
     (run / "checkpoint.pt").unlink()
     (run / "summary.json").unlink()
@@ -392,16 +395,14 @@ def test_an_a2c_checkpoint_without_its_action_noise_resumes_and_says_so(tmp_path
     for path in list_checkpoints(run)[1:]:
         path.unlink()
     state = load_checkpoint(first)
-    assert state["noise"] is not None  # what a checkpoint holds today
-    state.pop("noise")
-    save_checkpoint(state, first)
+    old = {"format": 2, "global_step": state["member_step"], "config": state["members"][0]}
+    save_checkpoint(old, first)
+    before = sorted(p.name for p in run.iterdir())
     capsys.readouterr()
-    assert main(["--resume", str(run)]) == 0
-    out = capsys.readouterr()
-    assert "not an exact continuation: the checkpoint predates the run's own action noise" in (
-        out.out + out.err
-    )
-    assert json.loads((run / "summary.json").read_text())["total_steps"] >= 4000
+    assert main(["--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "was written by an earlier rl_rmsprop" in err and err.count("\n") == 1
+    assert "Traceback" not in err and sorted(p.name for p in run.iterdir()) == before
 
 
 def test_resume_skips_a_corrupt_newest_checkpoint_and_refuses_when_none_is_readable(
@@ -483,7 +484,7 @@ def test_a_signal_mid_run_checkpoints_and_the_run_resumes(tmp_path, signame, sta
     assert "Traceback" not in err
     assert f"stopped by {signame}" in err and f"--resume {run.relative_to(tmp_path)}" in err
     (checkpoint,) = list_checkpoints(run)
-    step = load_checkpoint(checkpoint)["global_step"]
+    step = load_checkpoint(checkpoint)["member_step"]
     assert step > 0 and not (run / "summary.json").exists()
     proc = _train_process(tmp_path, "--resume", "runs/sig", "--total-steps", str(step + 2000))
     _, err = proc.communicate(timeout=120)
@@ -566,7 +567,7 @@ def test_nonfinite_gradients_are_skipped_counted_and_a_diverged_run_stops(
 
     import torch
 
-    import rl_rmsprop.run.loops as loops
+    import agents.population as population
     from rl_rmsprop.checkpoint import list_checkpoints, load_checkpoint
 
     calls = {"n": 0}
@@ -576,20 +577,16 @@ def test_nonfinite_gradients_are_skipped_counted_and_a_diverged_run_stops(
         calls["n"] += 1
         return calls["n"] in poisoned["only"] or calls["n"] >= poisoned["from"]
 
-    real_loss, real_gradients = loops.a2c_loss, loops.a2c_numpy.NumpyA2C.gradients
+    name = f"{engine}_a2c_gradients"
+    real = getattr(population, name)
 
-    def loss_with_nan(*args, **kwargs):
-        loss, metrics = real_loss(*args, **kwargs)
-        return (loss * float("nan") if poison_now() else loss), metrics
-
-    def gradients_with_nan(self, *args, **kwargs):
-        metrics = real_gradients(self, *args, **kwargs)
+    def gradients_with_nan(model, *args, **kwargs):  # the engine's gradient, poisoned
+        out = real(model, *args, **kwargs)
         if poison_now():
-            self.model.value[0].weight.grad[0, 0] = float("nan")
-        return metrics
+            model.grad[0, 0] = float("nan")
+        return out
 
-    monkeypatch.setattr(loops, "a2c_loss", loss_with_nan)
-    monkeypatch.setattr(loops.a2c_numpy.NumpyA2C, "gradients", gradients_with_nan)
+    monkeypatch.setattr(population, name, gradients_with_nan)
     argv = ["--total-steps", "4000", "--log-every", "1", "--quiet", "--logdir", str(tmp_path)]
     argv += ["--engine", engine]
     assert main([*argv, "--run-name", "nan"]) == 0
@@ -597,7 +594,7 @@ def test_nonfinite_gradients_are_skipped_counted_and_a_diverged_run_stops(
     assert skipped[-1].value == 3.0
     assert [e.value for e in skipped[5:8]] == [0.0, 1.0, 1.0]  # counted at the 7th update
     model = load_checkpoint(tmp_path / "nan" / "checkpoint.pt")["model"]
-    assert all(torch.isfinite(t).all() for t in model.values())
+    assert torch.isfinite(model).all()
 
     # From update 100 on every gradient is NaN: the run stops after --max-nonfinite of them.
     calls["n"], poisoned["from"], poisoned["only"] = 0, 100, set()
@@ -609,9 +606,9 @@ def test_nonfinite_gradients_are_skipped_counted_and_a_diverged_run_stops(
     run = tmp_path / "div"
     assert calls["n"] == 119 and not (run / "summary.json").exists()
     states = [load_checkpoint(p) for p in list_checkpoints(run)]
-    assert [s["global_step"] for s in states] == [2000, 4000]
+    assert [s["member_step"] for s in states] == [2000, 4000]
     for state in states:  # skipped updates never touched the parameters the checkpoints hold
-        assert all(not math.isnan(float(t.sum())) for t in state["model"].values())
+        assert not math.isnan(float(state["model"].sum()))
 
 
 def test_a_crashed_env_worker_ends_the_run_with_a_message_not_a_hang(tmp_path, capsys):
@@ -707,4 +704,4 @@ def test_extending_a_finished_run_equals_the_longer_run(tmp_path):
     assert main([*base, "--total-steps", "8000", "--run-name", "long"]) == 0
     a = load_checkpoint(tmp_path / "short" / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "long" / "checkpoint.pt")["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(a, b)

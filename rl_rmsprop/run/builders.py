@@ -19,8 +19,10 @@ from agents.dqn import (
 from agents.members import MemberFrames, MemberReplay
 from agents.networks import ActorCritic, CnnActorCritic
 from agents.replay import FrameReplayBuffer, ReplayBuffer
-from envs import is_atari
+from envs import is_atari, make_vector_env
 from envs.atari import NativeAtari, atari_wrappers
+from envs.normalize import normalize
+from envs.population import PopulationEnv, make_population_env
 from rl_rmsprop.config import Config
 from rl_rmsprop.run.errors import UserError
 
@@ -56,18 +58,17 @@ def available_memory(device: torch.device) -> int | None:
     return None
 
 
-def build_replay(cfg: Config, env: Any, device: torch.device, members: int = 0) -> tuple[Any, str]:
-    """The DQN replay memory (frames stored once for stacked uint8 frames) and a note on its size.
+def build_replay(cfg: Config, env: Any, device: torch.device, members: int) -> tuple[Any, str]:
+    """The members' DQN replay memory (frames stored once for stacked uint8 frames) and a note.
 
-    ``members`` > 0: one store for a population's K members of ``--num-envs`` envs each
-    (:class:`~agents.members.MemberFrames` or :class:`~agents.members.MemberReplay`), each
-    member holding ``--buffer-size`` transitions.
+    One store for K members of ``--num-envs`` envs each (:class:`~agents.members.MemberFrames`
+    or :class:`~agents.members.MemberReplay`), each member holding ``--buffer-size``
+    transitions.
 
     Raises:
         UserError: if it would not fit in the memory available on ``device``.
     """
-    space, capacity = env.single_observation_space, cfg.dqn.buffer_size
-    per = cfg.env.num_envs if members else env.num_envs
+    space, capacity, per = env.single_observation_space, cfg.dqn.buffer_size, cfg.env.num_envs
     # Frames stored once: only Atari's stacks, whose next observation shares all but one frame.
     frames = is_atari(cfg.env.id) and len(space.shape) == 3 and space.dtype == np.uint8
     obs_dtype = torch.uint8 if space.dtype == np.uint8 else torch.float32  # images stay bytes
@@ -75,27 +76,21 @@ def build_replay(cfg: Config, env: Any, device: torch.device, members: int = 0) 
         need = FrameReplayBuffer.bytes_needed(capacity, space.shape, per)
     else:
         need = ReplayBuffer.bytes_needed(capacity, space.shape, obs_dtype)
-    need *= max(members, 1)
+    need *= members
     free = available_memory(device)
-    what = f"the {members} replay buffers" if members else "the replay buffer"
+    what = f"the {members} replay buffers" if members > 1 else "the replay buffer"
     if free is not None and need > 0.9 * free:
         raise UserError(
-            f"{what} of {capacity:,} transitions need{'' if members else 's'} "
+            f"{what} of {capacity:,} transitions need{'' if members > 1 else 's'} "
             f"{need / 1e9:.1f} GB but only {free / 1e9:.1f} GB are available on {device}; "
             "lower --buffer-size"
         )
-    if members:
-        buffer: Any = (
-            MemberFrames(members, capacity, space.shape, per, device)
-            if frames
-            else MemberReplay(members, capacity, space.shape, per, device, obs_dtype)
-        )
-    elif frames:
-        buffer = FrameReplayBuffer(capacity, space.shape, per, device)
+    if frames:
+        buffer: Any = MemberFrames(members, capacity, space.shape, per, device)
     else:
-        buffer = ReplayBuffer(capacity, space.shape, per, device, obs_dtype)
+        buffer = MemberReplay(members, capacity, space.shape, per, device, obs_dtype)
     kind = "frames stored once" if frames else "obs and next obs"
-    size = f"{members} x {capacity:,}" if members else f"{capacity:,}"
+    size = f"{members} x {capacity:,}" if members > 1 else f"{capacity:,}"
     note = f"replay buffer: {size} transitions, {need / 1e9:.2f} GB on {device} ({kind})"
     return buffer, note
 
@@ -162,8 +157,28 @@ def population_wrappers(cfg: Config) -> Any:
     return atari_wrappers() if is_atari(cfg.env.id) else None
 
 
+def member_envs(cfg: Config, seeds: list[int], copies: int | None = None) -> PopulationEnv:
+    """The members' vector env, member-major: ``copies`` (``--num-envs``) per member.
+
+    One member (a single run) gets the run's own vector env (``--vectorization``, ALE's C++
+    env for A2C on Atari, ``--normalize``); more get the member-seeded population env, whose
+    member k sees what a single run with seed k sees (:mod:`envs.population`).
+
+    Raises:
+        EnvError: as :func:`envs.make_vector_env`.
+    """
+    copies = cfg.env.num_envs if copies is None else copies
+    if len(seeds) == 1:
+        env = make_vector_env(cfg.env.id, copies, seeds[0], **env_options(cfg))
+        if cfg.env.normalize:
+            env = normalize(env, cfg.learn.gamma)
+        return PopulationEnv(env, seeds, copies)
+    return make_population_env(cfg.env.id, seeds, copies, population_wrappers(cfg))
+
+
 def env_note(env: Any) -> str:
     """`` (ALE vector env, N threads)`` for ALE's C++ env on the run line; empty otherwise."""
+    env = getattr(env, "env", env) if isinstance(env, PopulationEnv) else env
     if isinstance(env, NativeAtari):
         return f" (ALE vector env, {env.threads} threads)"
     return ""

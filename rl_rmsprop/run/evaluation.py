@@ -21,13 +21,12 @@ from agents.dqn import (
 )
 from agents.networks import ActorCritic, CnnActorCritic
 from agents.population import PopulationCollector
-from agents.rollout import Collector
 from envs import close_env, is_atari, make_vector_env
 from envs.atari import atari_wrappers
 from envs.normalize import frozen_observations
-from envs.population import make_population_env
+from envs.population import PopulationEnv
 from rl_rmsprop.config import Config
-from rl_rmsprop.run.builders import env_options, population_wrappers
+from rl_rmsprop.run.builders import member_envs
 from rl_rmsprop.run.errors import UserError
 
 no_grad = torch.no_grad()
@@ -61,63 +60,24 @@ def evaluate(
     obs_statistics: dict[str, np.ndarray] | None = None,
     video_prefix: str = "rl-video",
 ) -> tuple[float | None, float | None]:
-    """Mean and std of ``--eval-episodes`` greedy episodes on separately seeded envs.
+    """One network's mean and std of ``--eval-episodes`` greedy episodes (seed ``--seed``).
 
-    The episodes run side by side, one per env copy (copy i seeded with the run's seed +
-    :data:`EVAL_SEED_OFFSET` + i), each copy counting its first episode only, so short
-    episodes are not over-represented and the network sees one batch per step. Evaluation
-    draws from none of the training's generators: a run is the same with or without it.
-
-    With ``video_dir`` every episode is recorded there as an MP4 (Gymnasium's RecordVideo
-    around the emulator, so the video shows every frame, not only the ones the agent saw),
-    one after another on a single env copy, named ``<video_prefix>-episode-<i>.mp4``. With
-    ``obs_statistics`` (a ``--normalize`` run's, :func:`envs.normalize.observation_statistics`)
-    the observations are normalized by them, frozen; returns are the env's own.
+    :func:`evaluate_members` for one member whose greedy actions are ``model``'s.
     """
-    episodes = cfg.run.eval_episodes
-    if episodes == 0:
-        return None, None
-    copies, env_kwargs, wrappers = episodes, None, None
-    if video_dir is not None:
-        copies, env_kwargs = 1, {"render_mode": "rgb_array"}
-        record = partial(
-            RecordVideo,
-            video_folder=str(video_dir),
-            episode_trigger=lambda _: True,
-            name_prefix=video_prefix,
-        )
-        record_quietly = partial(_quiet_video, record)
-        wrappers = [record_quietly, *atari_wrappers()] if is_atari(cfg.env.id) else [record_quietly]
-    seed = cfg.run.seed + EVAL_SEED_OFFSET
-    if wrappers:
-        options = {"vectorization": "sync", "wrappers": wrappers, "env_kwargs": env_kwargs}
-    else:
-        options = env_options(cfg)
-    env = make_vector_env(cfg.env.id, copies, seed, **options)
-    if obs_statistics is not None:
-        env = frozen_observations(env, obs_statistics)
     was_training = model.training
     model.eval()
-    rng_devices = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=rng_devices):
-            returns = _play(env, seed, device, greedy_policy(model, cfg.run.eval_epsilon), episodes)
+        return evaluate_members(
+            greedy_policy(model),
+            cfg,
+            [cfg.run.seed],
+            device,
+            video_dir,
+            obs_statistics,
+            video_prefix,
+        )[0]
     finally:
         model.train(was_training)
-        close_env(env)
-    return float(np.mean(returns)), float(np.std(returns))
-
-
-def _play(env: Any, seed: int, device: torch.device, policy: Any, episodes: int) -> list[float]:
-    """``episodes`` returns: each env copy's first episodes, until there are enough."""
-    collector = Collector(env, seed, device)
-    per_copy = -(-episodes // env.num_envs)  # one each when there is a copy per episode
-    returns: list[list[float]] = [[] for _ in range(env.num_envs)]
-    while sum(min(len(r), per_copy) for r in returns) < episodes:
-        collector.step(policy)
-        for ep in collector.pop_finished():
-            returns[ep.env].append(ep.episodic_return)
-    return [r for copy in returns for r in copy[:per_copy]][:episodes]
 
 
 @torch.no_grad()
@@ -126,45 +86,82 @@ def evaluate_members(
     cfg: Config,
     seeds: list[int],
     device: torch.device,
+    video_dir: Path | None = None,
+    obs_statistics: dict[str, np.ndarray] | None = None,
+    video_prefix: str = "rl-video",
 ) -> list[tuple[float | None, float | None]]:
     """Each member's mean and std of ``--eval-episodes`` greedy episodes.
 
-    Member k plays its episodes at once, one per env, on envs seeded with ``seed_k + 10000``
-    (as a single run plays them); ``greedy`` maps member-major observations to the members'
-    greedy actions. With ``--eval-epsilon`` each
-    action is uniformly random with that probability, drawn from the member's own generator.
+    Member k plays its episodes side by side, one per env copy, on copies seeded with
+    ``seed_k +`` :data:`EVAL_SEED_OFFSET` ``+ e``, each copy counting its first episode only
+    (short episodes are not over-represented). ``greedy`` maps member-major observations to
+    the members' greedy actions. With ``--eval-epsilon`` each action is uniformly random with
+    that probability, drawn from the member's own generator. Evaluation draws from none of
+    the training's generators: a run is the same with or without it.
+
+    One member can also be recorded and normalized. With ``video_dir`` every episode is
+    recorded there as an MP4 (Gymnasium's RecordVideo around the emulator, so the video shows
+    every frame, not only the ones the agent saw), one after another on a single copy, named
+    ``<video_prefix>-episode-<i>.mp4``. With ``obs_statistics`` (a ``--normalize`` run's,
+    :func:`envs.normalize.observation_statistics`) the observations are normalized by them,
+    frozen; returns are the env's own.
     """
     episodes = cfg.run.eval_episodes
     if episodes == 0:
         return [(None, None)] * len(seeds)
     eval_seeds = [s + EVAL_SEED_OFFSET for s in seeds]
-    env = make_population_env(cfg.env.id, eval_seeds, episodes, population_wrappers(cfg))
+    if (video_dir is not None or obs_statistics is not None) and len(seeds) != 1:
+        raise ValueError("videos and normalized evaluation are for one member")
+    copies = 1 if video_dir is not None else episodes
+    if video_dir is not None:
+        env = make_vector_env(
+            cfg.env.id, 1, eval_seeds[0], **_video_options(cfg, video_dir, video_prefix)
+        )
+        env = PopulationEnv(env, eval_seeds, 1)
+    else:
+        env = member_envs(cfg, eval_seeds, copies)
+    if obs_statistics is not None:
+        env = PopulationEnv(frozen_observations(env.env, obs_statistics), eval_seeds, copies)
     epsilon, n_actions = cfg.run.eval_epsilon, int(env.single_action_space.n)
     rngs = [np.random.default_rng(s) for s in eval_seeds]  # one per member
 
     def act(obs: torch.Tensor) -> torch.Tensor:
-        best = greedy(obs)
+        best = greedy(obs).cpu()
         if epsilon == 0.0:
             return best
-        explore = np.concatenate([r.random(episodes) < epsilon for r in rngs])
-        random = np.concatenate([r.integers(0, n_actions, episodes) for r in rngs])
+        explore = np.concatenate([r.random(copies) < epsilon for r in rngs])
+        random = np.concatenate([r.integers(0, n_actions, copies) for r in rngs])
         return torch.from_numpy(np.where(explore, random, best.numpy()))
 
+    per_copy = -(-episodes // copies)  # one each when there is a copy per episode
+    returns: list[list[float]] = [[] for _ in range(env.num_envs)]
     try:
         collector = PopulationCollector(env, len(seeds), device)
-        first: dict[int, float] = {}  # env index -> return of its first episode
-        while len(first) < env.num_envs:
+        while any(len(r) < per_copy for r in returns):
             collector.step(act)
-            ended, returns, _ = collector.last_episodes
-            for i, r in zip(ended.tolist(), returns.tolist(), strict=True):
-                first.setdefault(i, r)
+            for k, ep in collector.pop_member_episodes():
+                returns[k * copies + ep.env].append(ep.episodic_return)
     finally:
-        env.close()
+        close_env(env)
     out = []
     for k in range(len(seeds)):
-        r = [first[k * episodes + e] for e in range(episodes)]
-        out.append((float(np.mean(r)), float(np.std(r))))
+        mine = [r for copy in returns[k * copies : (k + 1) * copies] for r in copy[:per_copy]]
+        out.append((float(np.mean(mine[:episodes])), float(np.std(mine[:episodes]))))
     return out
+
+
+def _video_options(cfg: Config, video_dir: Path, prefix: str) -> dict[str, Any]:
+    """``make_vector_env`` keywords of an evaluation copy that records every episode."""
+    record = partial(
+        RecordVideo, video_folder=str(video_dir), episode_trigger=lambda _: True, name_prefix=prefix
+    )
+    record_quietly = partial(_quiet_video, record)
+    wrappers = [record_quietly, *atari_wrappers()] if is_atari(cfg.env.id) else [record_quietly]
+    return {
+        "vectorization": "sync",
+        "wrappers": wrappers,
+        "env_kwargs": {"render_mode": "rgb_array"},
+    }
 
 
 def check_video(cfg: Config, flag: str = "--capture-video") -> None:

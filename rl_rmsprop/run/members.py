@@ -10,7 +10,7 @@ evaluation, and checkpoints what it owns. The maths are the single run's, in ``a
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -26,12 +26,43 @@ from agents.population import (
     a2c_gradients,
     sample_actions,
 )
+from agents.replay import ReplaySample
 from agents.stacked import StackedModule
 from rl_rmsprop.config import Config
 from rl_rmsprop.logger import flatten
 from rl_rmsprop.run.builders import build_model, build_replay
 from rl_rmsprop.run.errors import UserError
-from rl_rmsprop.run.loops import training_batches
+
+TargetsFn = Callable[[ReplaySample], Tensor]
+"""A replay sample -> its ``[K, B]`` TD targets (target network, gamma and the rule bound in)."""
+
+
+def training_batches(
+    sample: Callable[[int], ReplaySample], targets_of: TargetsFn, cfg: Config
+) -> Iterator[tuple[ReplaySample, Tensor]]:
+    """A training round's ``gradient_steps`` minibatches with their TD targets.
+
+    The target network is fixed during a round (it changes only while collecting), so without
+    Double DQN every minibatch is drawn at once and all targets come from one forward pass:
+    the same distribution as drawing them one by one, for one large matrix product instead of
+    ``gradient_steps`` small ones. Double DQN's targets use the online network, which changes
+    after each gradient step, so they are computed per minibatch.
+
+    Args:
+        sample: draws that many transitions of every member (``[K, n, ...]``).
+        targets_of: a sample's ``[K, n]`` TD targets.
+        cfg: the run's configuration (batch size, gradient steps, Double DQN).
+    """
+    size, steps = cfg.dqn.batch_size, cfg.dqn.gradient_steps
+    if cfg.dqn.double_dqn:
+        for _ in range(steps):
+            batch = sample(size)
+            yield batch, targets_of(batch)
+        return
+    big = sample(size * steps)
+    targets = targets_of(big)
+    for i in range(0, size * steps, size):
+        yield ReplaySample(*(t[:, i : i + size] for t in big)), targets[:, i : i + size]
 
 
 class A2CMembers:
@@ -157,7 +188,6 @@ class DQNMembers:
             lambda n: self.replay.sample(n, self.generators),
             lambda b: self.q.targets(b, gamma, dqn.double_dqn),
             cfg,
-            axis=1,
         )
         for batch, targets in batches:
             metrics = self.q.gradients(batch, targets, dqn.loss, dqn.loss_reduction)

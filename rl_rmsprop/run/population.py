@@ -28,14 +28,20 @@ import torch
 
 from agents.population import PopulationCollector
 from envs import env_reward_threshold, is_atari
-from envs.population import make_population_env
+from envs.atari import FRAME_SKIP
+from envs.normalize import observation_statistics
 from rl_rmsprop.checkpoint import (
+    CHECKPOINT_DIR,
+    FINAL_CHECKPOINT,
     FORMAT,
     MODEL_FILE,
+    NORMALIZATION_FILE,
     CheckpointError,
     UnsafeCheckpoint,
+    checkpoint_path,
     load_checkpoint,
     pack_env,
+    prune_checkpoints,
     save_checkpoint,
     save_weights,
     unpack_env,
@@ -45,15 +51,15 @@ from rl_rmsprop.config import Config
 from rl_rmsprop.logger import Logger, flatten, markdown_table
 from rl_rmsprop.optim.population import PopulationOptimizer, member_settings
 from rl_rmsprop.optim.schedules import lr_factor
-from rl_rmsprop.run.builders import population_wrappers, resolve_device
+from rl_rmsprop.run.builders import member_envs, resolve_device
 from rl_rmsprop.run.errors import UserError
 from rl_rmsprop.run.evaluation import evaluate_members
 from rl_rmsprop.run.folders import (
     make_run_dir,
     run_folder,
 )
+from rl_rmsprop.run.identity import hparams, identity
 from rl_rmsprop.run.members import ALGORITHMS, check_members
-from rl_rmsprop.run.session import hparams
 from rl_rmsprop.run.signals import Interrupted
 from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats
 from rl_rmsprop.threads import set_threads
@@ -87,6 +93,42 @@ class Member:
         """Restore :meth:`state_dict` output."""
         self.episodes.load_state_dict(state)
         self.error, self.stopped_at = state["error"], state["stopped_at"]
+
+
+class PopulationCheckpoint:
+    """Where a population checkpoints: one file, replaced each time (removed once finished)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.folder = path, path.parent
+
+    def save(self, state: dict[str, Any], step: int) -> None:
+        """Write ``state`` (atomically) over the previous checkpoint."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(state, self.path)
+
+    def final(self, state: Callable[[], dict[str, Any]]) -> None:
+        """A finished population keeps no checkpoint (its command removes the file)."""
+
+
+class RunCheckpoints:
+    """Where a single run checkpoints: ``checkpoints/step-N.pt``, then ``checkpoint.pt``.
+
+    The newest ``--keep-checkpoints`` periodic ones are kept; the final one is what
+    ``--resume`` with more ``--total-steps`` goes on from.
+    """
+
+    def __init__(self, run_dir: Path, keep: int) -> None:
+        self.folder, self.keep = run_dir, keep
+
+    def save(self, state: dict[str, Any], step: int) -> None:
+        """Write the checkpoint of ``step`` and prune the oldest beyond ``--keep-checkpoints``."""
+        (self.folder / CHECKPOINT_DIR).mkdir(exist_ok=True)
+        save_checkpoint(state, checkpoint_path(self.folder, step))
+        prune_checkpoints(self.folder, self.keep)
+
+    def final(self, state: Callable[[], dict[str, Any]]) -> None:
+        """Write the final checkpoint."""
+        save_checkpoint(state(), self.folder / FINAL_CHECKPOINT)
 
 
 def family_order(cfgs: list[Config]) -> list[int]:
@@ -146,18 +188,12 @@ def run_population(
     device = resolve_device(run.device, images=is_atari(base.env.id))
     seeds = [c.run.seed for c in members_cfg]
     envs_per_member = base.env.num_envs
-    wrappers = population_wrappers(base)
-    env = make_population_env(base.env.id, seeds, envs_per_member, wrappers)
+    env = member_envs(base, seeds)
     members: list[Member] = []
     try:
         algo = ALGORITHMS[run.algo](base, seeds, env, device, learn.engine)
         engine = algo.engine
-        opt = PopulationOptimizer(
-            algo.data,
-            algo.grad,
-            [(c.optim.name, c.optim.overrides()) for c in members_cfg],
-            algo.names,
-        )
+        opt = member_optimizer(algo, members_cfg)
         threshold = env_reward_threshold(base.env.id)
         state = _load_checkpoint(checkpoint, members_cfg) if checkpoint else None
         resume_step = state["member_step"] if state is not None else None
@@ -182,7 +218,8 @@ def run_population(
         )
         if algo.note:
             print(f"{label}: {algo.note}", file=out, flush=True)
-        loop = Loop(algo, opt, env, members, seeds, device, out, checkpoint, stop)
+        place = PopulationCheckpoint(checkpoint) if checkpoint is not None else None
+        loop = Loop(algo, opt, env, members, seeds, device, out, place, stop)
         loop.progress = progress
         if state is not None:
             why = loop.load_state_dict(state)
@@ -199,6 +236,19 @@ def run_population(
     for position, index in enumerate(order):
         by_original[index] = summaries[position]
     return by_original
+
+
+def member_optimizer(algo: Any, cfgs: list[Config]) -> PopulationOptimizer:
+    """The one optimizer of the members' ``[K, N]`` rows, each row with its member's settings.
+
+    Raises:
+        UserError: a member's optimizer settings are out of range.
+    """
+    try:
+        specs = [(c.optim.name, c.optim.overrides()) for c in cfgs]
+        return PopulationOptimizer(algo.data, algo.grad, specs, algo.names)
+    except ValueError as e:
+        raise UserError(f"{e} (see --optimizer and its options in --help)") from e
 
 
 def _families(cfgs: list[Config]) -> str:
@@ -225,12 +275,19 @@ class Loop:
         seeds: list[int],
         device: torch.device,
         out: TextIO,
-        checkpoint: Path | None = None,
+        checkpoint: PopulationCheckpoint | RunCheckpoints | None = None,
         stop: Any = None,
+        population: bool = True,
     ) -> None:
         self.algo, self.opt, self.members, self.seeds = algo, opt, members, seeds
         self.device, self.out, self.checkpoint, self.stop = device, out, checkpoint, stop
+        self.population = population
+        self.in_study = False
+        """A single run of a study: the study writes the HParams experiment."""
+        """A ``--population`` or study (one progress line for all, summaries say so); False
+        for a single run (its member's own progress line and summary)."""
         self.base = members[0].cfg
+        self.atari = is_atari(self.base.env.id)
         self.collector = PopulationCollector(env, len(members), device)
         self.updates = self.evaluations = self.next_line = 0
         self.last_checkpoint = 0
@@ -242,6 +299,7 @@ class Loop:
         """The whole population's state (the environments pickled)."""
         return {
             "format": FORMAT,
+            "identity": identity(self.base, self.collector.env),
             "members": [_plain(m.cfg) for m in self.members],
             "member_step": self.collector.member_step,
             **self.algo.state_dict(),
@@ -277,18 +335,20 @@ class Loop:
         return why
 
     def save(self) -> None:
-        """Write the checkpoint (atomically) and flush the members' events."""
+        """Write a checkpoint (atomically), the members' events flushed first.
+
+        A resume keeps what was logged up to here and replaces what comes later.
+        """
         for m in self.members:
             m.logger.flush()
-        self.checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.state_dict(), self.checkpoint)
+        self.checkpoint.save(self.state_dict(), self.collector.member_step)
         self.last_checkpoint = self.collector.member_step
 
     def boundary(self, step: int) -> None:
         """Between rounds: a checkpoint when due, or when a stop signal came (then stop)."""
         if self.stop is not None and self.stop.signum is not None and self.checkpoint:
             self.save()
-            raise Interrupted(self.stop.signum, step, self.checkpoint.parent)
+            raise Interrupted(self.stop.signum, step, self.checkpoint.folder)
         every = self.base.run.checkpoint_every
         due = every and step // every > self.last_checkpoint // every
         if self.checkpoint and due and step < self.base.run.total_steps:
@@ -318,9 +378,11 @@ class Loop:
 
     def train(self) -> list[dict[str, Any]]:
         """Train to ``--total-steps`` per member; every member's summary (or error)."""
-        members, collector, base, run = self.members, self.collector, self.base, self.base.run
+        members, collector, run = self.members, self.collector, self.base.run
         while collector.member_step < run.total_steps:
             self.algo.round(self)
+            if all(m.stopped_at is not None for m in members):
+                break  # every member diverged: nothing left to train
             step = collector.member_step
             elapsed = time.perf_counter() - self.start
             for k, ep in collector.pop_member_episodes():
@@ -329,9 +391,13 @@ class Loop:
             every = run.eval_every
             if every and step // every > self.evaluations and step < run.total_steps:
                 self.evaluations = step // every
-                results = evaluate_members(self.algo.greedy, base, self.seeds, self.device)
-                _log_eval(members, results, step)
-            if not run.quiet and (step >= self.next_line or step >= run.total_steps):
+                _log_eval(members, self._evaluate(), step)
+            if not self.population:  # a single run's own line (live on a terminal)
+                log = members[0].logger
+                if log.progress_due(step):
+                    mean = members[0].episodes.mean_recent(SOLVE_WINDOW)
+                    log.progress(step, step / max(elapsed, 1e-9), mean)
+            elif not run.quiet and (step >= self.next_line or step >= run.total_steps):
                 self.next_line = step + max(1, run.total_steps // 10)
                 _progress(members, step, run.total_steps, elapsed, self.out)
             now = time.perf_counter()
@@ -343,6 +409,17 @@ class Loop:
             self.boundary(step)
         return self._finish()
 
+    def _evaluate(self, video_dir: Path | None = None) -> list[tuple[float | None, float | None]]:
+        """Every member's greedy evaluation.
+
+        One member's observations are normalized as in training (``--normalize``), and its
+        episodes recorded to ``video_dir`` if given.
+        """
+        statistics = observation_statistics(self.collector.env)
+        return evaluate_members(
+            self.algo.greedy, self.base, self.seeds, self.device, video_dir, statistics
+        )
+
     def _log(self, metrics: dict[str, Any], norms: Any, step: int, elapsed: float) -> None:
         figures = self.opt.statistics(norms, self.base.learn.max_grad_norm or None)
         per_member = {
@@ -350,22 +427,31 @@ class Loop:
             for tag, value in metrics.items()
         }
         sps = step / max(elapsed, 1e-9)
+        extra = {"charts/frames": step * FRAME_SKIP} if self.atari else {}
         for k, m in enumerate(self.members):
             if m.stopped_at is not None and m.stopped_at < step:
                 continue  # a stopped member logs nothing after its last update
             values = {tag: v[k] for tag, v in per_member.items()}
-            m.logger.scalars({**values, **figures[k], "charts/SPS": sps}, step)
+            m.logger.scalars({**values, **figures[k], "charts/SPS": sps, **extra}, step)
             mean100 = m.episodes.mean_recent()
             if mean100 is not None:
                 m.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
 
     def _finish(self) -> list[dict[str, Any]]:
-        members, collector = self.members, self.collector
+        """The end of training: final checkpoint, evaluation, then each member's files."""
+        members, collector, run = self.members, self.collector, self.base.run
         wall = time.perf_counter() - self.start
         step = collector.member_step
-        k_members = len(members)
-        results = evaluate_members(self.algo.greedy, self.base, self.seeds, self.device)
-        _log_eval(members, results, step)
+        trained = [m.error is None for m in members]
+        if self.checkpoint is not None and all(trained):
+            # Taken before the evaluation: a resume continues the training, not after it.
+            self.checkpoint.final(self.state_dict)
+        results: list[tuple[float | None, float | None]] = [(None, None)] * len(members)
+        if any(trained):
+            video = members[0].run_dir / "videos" if run.capture_video else None
+            results = self._evaluate(video)
+            _log_eval(members, results, step)
+        statistics = observation_statistics(collector.env)
         summaries = []
         for k, m in enumerate(members):
             if m.error is not None:
@@ -379,12 +465,18 @@ class Loop:
                 **m.episodes.figures(),
                 "eval_return_mean": results[k][0],
                 "eval_return_std": results[k][1],
-                "population": {"members": k_members, "aggregate_sps": step * k_members / wall},
-                "run_dir": str(m.run_dir),
             }
+            if self.population:
+                aggregate = step * len(members) / wall
+                summary["population"] = {"members": len(members), "aggregate_sps": aggregate}
+            summary["run_dir"] = str(m.run_dir)
             save_weights(self.algo.member_state_dict(k), m.run_dir / MODEL_FILE)
+            if statistics is not None:
+                tensors = {n: torch.from_numpy(np.asarray(v)) for n, v in statistics.items()}
+                save_weights(tensors, m.run_dir / NORMALIZATION_FILE)
             write_json_atomic(summary, m.run_dir / "summary.json")
-            m.logger.final(summary, experiment=False)  # a population's runs are a study's
+            # A population's runs are a study's: its experiment is written for all of them.
+            m.logger.final(summary, experiment=not self.population and not self.in_study)
             summaries.append(summary)
         return summaries
 

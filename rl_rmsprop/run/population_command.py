@@ -23,9 +23,9 @@ from rl_rmsprop.optim.presets import preset_group
 from rl_rmsprop.run.builders import env_options, resolve_device
 from rl_rmsprop.run.errors import UserError, as_training_failure
 from rl_rmsprop.run.folders import FolderLock, make_run_dir, remove_stale_temp_files, run_name
+from rl_rmsprop.run.identity import hparams
 from rl_rmsprop.run.members import PopulationError, unsupported
 from rl_rmsprop.run.population import run_population
-from rl_rmsprop.run.session import hparams
 from rl_rmsprop.run.signals import StopSignals
 from rl_rmsprop.run.tracker import fmt_or_na
 from rl_rmsprop.study.board import columns, write_experiment

@@ -24,7 +24,7 @@ from rl_rmsprop.aggregate import (
 )
 from rl_rmsprop.checkpoint import write_json_atomic
 from rl_rmsprop.logger import FINAL_METRICS
-from rl_rmsprop.run.session import hparams
+from rl_rmsprop.run.identity import hparams
 from rl_rmsprop.study.board import Band, columns, write_board
 from rl_rmsprop.study.specs import (
     OptimizerSpec,
