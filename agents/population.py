@@ -195,6 +195,8 @@ class PopulationActorCritic(MemberMajor):
         self.leaves: dict[str, nn.Parameter] = {}
         self._grad_views: list[tuple[nn.Parameter, Tensor]] = []
         self._policy_np: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._engine_np: dict[str, Any] | None = None
+        """The CPU engine's NumPy views of the weights and gradients (made on first use)."""
         self.stacked = StackedModule(members, device, rows=(self.data, self.grad, self.segments))
         """The members' own ``ActorCritic.forward``, vmapped over views of the same rows."""
         for leaf, parts in leaves:
@@ -443,18 +445,20 @@ def numpy_a2c_gradients(
         ``[K]`` losses and the ``losses/*`` metrics as ``[K]`` tensors.
     """
     k = model.members
-    weights = {name: leaf.detach().numpy() for name, leaf in model.leaves.items()}
-    grads = {name: leaf.grad.numpy() for name, leaf in model.leaves.items()}
+    if model._engine_np is None:  # views of the buffers, made once (the buffers stay put)
+        weights = {name: leaf.detach().numpy() for name, leaf in model.leaves.items()}
+        grads = {name: leaf.grad.numpy() for name, leaf in model.leaves.items()}
+        width = weights["first.weight"].shape[1] // 2
+        nets = {}
+        for net, cols in (("policy", slice(0, width)), ("value", slice(width, None))):
+            names = [f"{net}.{2 * i}" for i in range(1, model.layers)]
+            layers = [(weights["first.weight"][:, cols], weights["first.bias"][:, cols])]
+            layers += [(weights[f"{n}.weight"], weights[f"{n}.bias"]) for n in names]
+            net_grads = [(grads["first.weight"][:, cols], grads["first.bias"][:, cols])]
+            net_grads += [(grads[f"{n}.weight"], grads[f"{n}.bias"]) for n in names]
+            nets[net] = (layers, net_grads)
+        model._engine_np = nets
     dtype = model.data.numpy().dtype
     x = to_member_major(rollout.obs.numpy().astype(dtype, copy=False), k)  # [K, (T + 1) E, d]
-    width = weights["first.weight"].shape[1] // 2
-    nets = {}
-    for net, cols in (("policy", slice(0, width)), ("value", slice(width, None))):
-        names = [f"{net}.{2 * i}" for i in range(1, model.layers)]
-        layers = [(weights["first.weight"][:, cols], weights["first.bias"][:, cols])]
-        layers += [(weights[f"{n}.weight"], weights[f"{n}.bias"]) for n in names]
-        net_grads = [(grads["first.weight"][:, cols], grads["first.bias"][:, cols])]
-        net_grads += [(grads[f"{n}.weight"], grads[f"{n}.bias"]) for n in names]
-        nets[net] = (layers, net_grads)
-    losses, metrics = stacked_a2c_gradients(x, nets, rollout, hp, gamma, k)
+    losses, metrics = stacked_a2c_gradients(x, model._engine_np, rollout, hp, gamma, k)
     return torch.from_numpy(losses), {tag: torch.from_numpy(v) for tag, v in metrics.items()}

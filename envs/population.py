@@ -26,9 +26,16 @@ from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 from gymnasium.utils import seeding
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
-from envs.make import EnvError, VectorActions, make_vector_env
+from envs.atari import NativeAtari
+from envs.make import EnvError, VectorActions, close_env, make_vector_env
 
-__all__ = ["MemberSeededCartPole", "PopulationEnv", "make_population_env"]
+__all__ = [
+    "MemberEnvs",
+    "MemberSeededCartPole",
+    "PopulationEnv",
+    "make_population_env",
+    "member_env",
+]
 
 
 _Actions = VectorActions  # the name population checkpoints written before 2026-11-24 pickled
@@ -171,6 +178,9 @@ class PopulationEnv:
         self.single_observation_space = env.single_observation_space
         self.single_action_space = env.single_action_space
         self.member_seeded = isinstance(env.unwrapped, MemberSeededCartPole)
+        self.counts_episodes = _counts_episodes(env)
+        """The wrapped env reports every episode itself (a single run's env, with its
+        episode statistics): nothing to count here."""
         self.returns = np.zeros(self.num_envs)
         self.lengths = np.zeros(self.num_envs, dtype=np.int64)
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
@@ -190,6 +200,13 @@ class PopulationEnv:
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         """Step all ``K * E`` environments (actions member-major, like the observations)."""
         obs, reward, terminated, truncated, info = self.env.step(actions)
+        if self.counts_episodes:
+            stats = info.get("episode")
+            if stats is None:
+                return obs, reward, terminated, truncated, {**info, "episodes": _NONE}
+            ended = np.flatnonzero(info["_episode"])
+            episodes = (ended, np.asarray(stats["r"])[ended], np.asarray(stats["l"])[ended])
+            return obs, reward, terminated, truncated, {**info, "episodes": episodes}
         if "_episode" in info:  # the sub-environments keep their own statistics (Atari)
             ended = np.flatnonzero(info["_episode"])
             stats = info["episode"]
@@ -214,6 +231,110 @@ class PopulationEnv:
     def close(self, **kwargs: Any) -> None:
         """Close the underlying vector env (``kwargs``: its ``close``'s, an async timeout)."""
         self.env.close(**kwargs)
+
+
+class MemberEnvs:
+    """K members' own vector envs side by side, as one member-major vector env.
+
+    Each member's env is the one a single run with its seed builds (its wrappers, its
+    ``--normalize`` statistics, its vectorization), so member k sees exactly what that run
+    sees; they are stepped one after another. For what the member-seeded population env
+    cannot hold per member (normalization statistics, recorded videos).
+
+    Args:
+        envs: one vector env per member, each with ``E`` copies and episode statistics.
+    """
+
+    def __init__(self, envs: Sequence[Any]) -> None:
+        self.envs = list(envs)
+        self.per = self.envs[0].num_envs
+        self.num_envs = self.per * len(self.envs)
+        self.single_observation_space = self.envs[0].single_observation_space
+        self.single_action_space = self.envs[0].single_action_space
+        self.paused: set[int] = set()
+        """Members whose env is not stepped any more (see :meth:`pause`)."""
+        self._last: list[tuple[np.ndarray, ...]] = []
+
+    def pause(self, k: int) -> None:
+        """Stop stepping member k's env.
+
+        Its copies repeat their last observation with no reward and no episode end: an
+        evaluation whose member has played its episodes, so that a recording env starts no
+        further episode.
+        """
+        self.paused.add(k)
+
+    @property
+    def unwrapped(self) -> MemberEnvs:
+        """Itself: the members' envs are closed one by one."""
+        return self
+
+    def reset(
+        self, *, seed: Sequence[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset member k's env with ``seed[k * E]`` (``seed``: one seed per copy, member-major)."""
+        starts = [None] * len(self.envs) if seed is None else list(seed)[:: self.per]
+        obs = [e.reset(seed=s, options=options)[0] for e, s in zip(self.envs, starts, strict=True)]
+        self.paused = set()
+        self._last = [self._idle(o) for o in obs]
+        return np.concatenate(obs), {}
+
+    def _idle(self, obs: np.ndarray) -> tuple[np.ndarray, ...]:
+        no = np.zeros(self.per, dtype=bool)
+        return obs, np.zeros(self.per), no, no, {}
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Step every member's env with its slice of the member-major actions."""
+        per, out = self.per, []
+        for k, env in enumerate(self.envs):
+            if k in self.paused:
+                out.append(self._last[k])
+                continue
+            out.append(env.step(actions[k * per : (k + 1) * per]))
+            self._last[k] = self._idle(out[-1][0])
+        obs, reward, terminated, truncated = (np.concatenate([o[i] for o in out]) for i in range(4))
+        infos = [o[4] for o in out]
+        info: dict[str, Any] = {}
+        if any("_episode" in i for i in infos):
+            zeros = np.zeros(per)
+            info["_episode"] = np.concatenate(
+                [i.get("_episode", np.zeros(per, dtype=bool)) for i in infos]
+            )
+            info["episode"] = {
+                key: np.concatenate([i["episode"][key] if "episode" in i else zeros for i in infos])
+                for key in ("r", "l")
+            }
+        return obs, reward, terminated, truncated, info
+
+    def close(self, **kwargs: Any) -> None:
+        """Close every member's env."""
+        for env in self.envs:
+            close_env(env)
+
+
+def member_env(env: Any, k: int) -> Any:
+    """Member k's own vector env inside a population's env, or None where there is none.
+
+    One member's env is its own; members of :class:`MemberEnvs` each have theirs; the
+    member-seeded population env shares one among all.
+    """
+    inner = env.env if isinstance(env, PopulationEnv) else env
+    if isinstance(inner, MemberEnvs):
+        return inner.envs[k]
+    return inner if getattr(env, "members", 1) == 1 else None
+
+
+_NONE = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64))
+"""No episode ended at this step."""
+
+
+def _counts_episodes(env: Any) -> bool:
+    """Whether ``env`` reports every finished episode in its info (``info["episode"]``)."""
+    while env is not None:
+        if isinstance(env, (RecordEpisodeStatistics, MemberEnvs, NativeAtari)):
+            return True
+        env = getattr(env, "env", None)
+    return False
 
 
 def make_population_env(

@@ -105,9 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--population",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="train the runs batched, as populations in --workers processes (default: "
-        "wherever supported: A2C on flat observations); --no-population: one process per "
-        "run%(default).0s",
+        help="train the runs batched, as populations in --workers processes (the default, "
+        "for A2C and DQN on any env); --no-population: one process per run%(default).0s",
     )
     parser.add_argument(
         "--backend",

@@ -80,7 +80,7 @@ class RunConfig:
     for checkpoints you wrote yourself."""
     population: int = 0
     """Train this many seeds (seed, seed+1, ...) of the configuration at once in one process,
-    batched (A2C on flat observations; 0: a single run). Members go to <run>/seed-<k>."""
+    batched (A2C or DQN, any env; 0: a single run). Members go to <run>/seed-<k>."""
     resume: str | None = None
     """Continue the run in this folder from its newest readable checkpoint (with its own
     config.json; only --total-steps, --threads and --quiet may be given too)."""

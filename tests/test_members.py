@@ -12,7 +12,7 @@ from conftest import StopAfter, scalars
 from agents.dqn import CnnQNetwork, QNetwork
 from agents.networks import CnnActorCritic
 from rl_rmsprop import compare, train
-from rl_rmsprop.checkpoint import MODEL_FILE
+from rl_rmsprop.checkpoint import MODEL_FILE, NORMALIZATION_FILE
 from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.population import run_population
 from rl_rmsprop.run.signals import Interrupted
@@ -81,6 +81,32 @@ def test_a_dqn_member_trains_as_the_single_run_with_its_seed(tmp_path):
     assert model.keys() == single.keys()
     for k in model:
         assert torch.equal(model[k], single[k]), k
+
+
+def test_a_normalized_member_trains_as_the_normalized_single_run_with_its_seed(tmp_path):
+    # With --normalize each member steps its own run's env, its statistics its own: member 3
+    # of two is the single run with seed 3, bitwise, statistics and all.
+    extra = ("--normalize", "--env", "Acrobot-v1")
+    run_population([_cfg(tmp_path / "pop", "rmsprop", k, *extra, steps=2000) for k in (3, 4)])
+    run(_cfg(tmp_path / "single", "rmsprop", 3, *extra, steps=2000))
+    for tag in ("charts/episodic_return", "losses/td_loss", "eval/episodic_return_mean"):
+        mine = scalars(tmp_path / "pop" / "seed-3", tag)
+        assert mine and mine == scalars(tmp_path / "single" / "seed-3", tag), tag
+    model, single = _model(tmp_path / "pop", 3), _model(tmp_path / "single", 3)
+    assert all(torch.equal(model[k], single[k]) for k in model)
+    stats = [torch.load(tmp_path / r / "seed-3" / NORMALIZATION_FILE) for r in ("pop", "single")]
+    assert all(torch.equal(stats[0][k], stats[1][k]) for k in ("mean", "var", "count"))
+    other = torch.load(tmp_path / "pop" / "seed-4" / NORMALIZATION_FILE)
+    assert not torch.equal(other["mean"], stats[0]["mean"])
+
+
+def test_a_population_records_each_members_evaluation_in_its_own_folder(tmp_path):
+    pytest.importorskip("moviepy", reason="--capture-video needs moviepy (the video extra)")
+    extra = ("--capture-video", "--eval-episodes", "1")
+    run_population([_cfg(tmp_path, "rmsprop", k, *extra, steps=600) for k in (0, 1)])
+    for k in (0, 1):
+        videos = sorted((tmp_path / f"seed-{k}" / "videos").glob("*.mp4"))
+        assert [v.name for v in videos] == ["rl-video-episode-0.mp4"]
 
 
 def test_an_interrupted_dqn_population_resumes_to_the_uninterrupted_result(tmp_path):

@@ -21,13 +21,13 @@ from agents.networks import ActorCritic
 from agents.population import PopulationActorCritic
 from agents.rollout import Rollout
 from rl_rmsprop import compare, train
-from rl_rmsprop.checkpoint import load_checkpoint
+from rl_rmsprop.checkpoint import MODEL_FILE, NORMALIZATION_FILE
 from rl_rmsprop.optim import clip_grad_norm_, make_optimizer
 from rl_rmsprop.optim.population import PopulationOptimizer
 from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.errors import UserError
 from rl_rmsprop.run.members import PopulationError, check_members
-from rl_rmsprop.run.population import MODEL_FILE, run_population
+from rl_rmsprop.run.population import run_population
 from rl_rmsprop.run.signals import Interrupted
 from rl_rmsprop.run.single import run
 from rl_rmsprop.study import runs as study_runs
@@ -190,10 +190,9 @@ def test_members_must_share_everything_but_optimizer_and_seed(tmp_path):
     a = _cfg(tmp_path, "rmsprop", 0)
     with pytest.raises(PopulationError, match=r"differ in learn\.gamma"):
         check_members([a, _cfg(tmp_path, "adam", 1, "--gamma", "0.9")])
-    with pytest.raises(PopulationError, match="normalize"):
-        check_members([_cfg(tmp_path, "rmsprop", 0, "--normalize")])
-    with pytest.raises(PopulationError, match="videos"):
-        check_members([_cfg(tmp_path, "rmsprop", 0, "--capture-video")])
+    with pytest.raises(PopulationError, match=r"differ in env\.normalize"):
+        check_members([a, _cfg(tmp_path, "rmsprop", 1, "--normalize")])
+    check_members([_cfg(tmp_path, "rmsprop", 0, "--normalize", "--capture-video")])
 
 
 def test_a_member_whose_gradients_stay_non_finite_stops_the_others_finish(
@@ -256,7 +255,6 @@ def test_train_population_cli(tmp_path, capsys):
     ("argv", "needle"),
     [
         (["--population", "-1"], "--population must be in [0, 10,000]"),
-        (["--population", "2", "--algo", "dqn", "--normalize"], "--normalize"),
         (
             [
                 "--population",
@@ -270,14 +268,13 @@ def test_train_population_cli(tmp_path, capsys):
             ],
             "frame replay",
         ),
-        (["--population", "2", "--capture-video"], "videos"),
         (["--population", "2", "--env", "CartPol-v1"], "CartPole-v1"),
         (["--population", "2", "--optimizer", "rmsprop", "--lr", "-1"], "lr"),
     ],
 )
 def test_bad_population_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, needle):
     logdir = tmp_path / "runs"
-    with pytest.raises(SystemExit) if {"-1", "--normalize"} & set(argv) else _nothing() as exc:
+    with pytest.raises(SystemExit) if "-1" in argv else _nothing() as exc:
         status = train.main([*argv, "--logdir", str(logdir), "--total-steps", "100"])
     status = exc.value.code if exc is not None else status
     err = capsys.readouterr().err
@@ -340,25 +337,18 @@ def test_compare_in_population_mode_gives_the_same_report_whatever_the_chunking(
     assert "skipping 4 finished run(s); 0 to run" in capfd.readouterr().out
 
 
-def test_compare_falls_back_to_processes_where_population_mode_is_unsupported(tmp_path, capsys):
-    args = ["--env", "Acrobot-v1", "--optimizers", "adam", "--seeds", "1", "--total-steps", "300"]
-    args += ["--logdir", str(tmp_path), "--eval-episodes", "1", "--normalize"]
-    assert compare.main([*args, "--population", "--workers", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "worker process(es), one run each (population mode does not normalize" in out
-    summary = json.loads(next(tmp_path.glob("compare-*/summary.json")).read_text())
-    assert summary["mode"] == "processes"
-
-
-def test_a_normalized_study_trains_its_runs_in_processes_with_their_statistics(tmp_path, capsys):
-    args = ["--env", "Acrobot-v1", "--normalize", "--optimizers", "rmsprop", "--seeds", "1"]
+def test_a_normalized_study_trains_as_populations_each_member_with_its_statistics(tmp_path, capsys):
+    args = ["--env", "Acrobot-v1", "--normalize", "--optimizers", "rmsprop", "--seeds", "2"]
     args += ["--total-steps", "1000", "--logdir", str(tmp_path), "--eval-episodes", "1"]
     assert compare.main([*args, "--workers", "1", "--name", "n"]) == 0
-    out = capsys.readouterr().out
-    assert "one run each (population mode does not normalize" in out
-    run_dir = tmp_path / "compare-n" / "rmsprop" / "seed-0"  # --seeds 1: seed 0
-    state = load_checkpoint(run_dir / "checkpoint.pt")
-    assert any("obs_rms" in map(str, path) for path, _, _ in state["env"]["data"])
+    assert "population mode: runs batched in 1 process(es)" in capsys.readouterr().out
+    study = tmp_path / "compare-n"
+    assert json.loads((study / "summary.json").read_text())["mode"] == "population"
+    stats = [torch.load(study / "rmsprop" / f"seed-{k}" / NORMALIZATION_FILE) for k in (0, 1)]
+    assert stats[0]["count"] == stats[1]["count"] > 0  # each member saw its own 1,000 steps
+    assert not torch.equal(stats[0]["mean"], stats[1]["mean"])
+    assert compare.main([*args, "--workers", "1", "--name", "p", "--no-population"]) == 0
+    assert "one run each (--no-population)" in capsys.readouterr().out
 
 
 @pytest.mark.slow

@@ -19,10 +19,10 @@ from agents.dqn import (
 from agents.members import MemberFrames, MemberReplay
 from agents.networks import ActorCritic, CnnActorCritic
 from agents.replay import FrameReplayBuffer, ReplayBuffer
-from envs import is_atari, make_vector_env
+from envs import close_env, is_atari, make_vector_env
 from envs.atari import NativeAtari, atari_wrappers
 from envs.normalize import normalize
-from envs.population import PopulationEnv, make_population_env
+from envs.population import MemberEnvs, PopulationEnv, make_population_env
 from rl_rmsprop.config import Config
 from rl_rmsprop.run.errors import UserError
 
@@ -161,19 +161,26 @@ def member_envs(cfg: Config, seeds: list[int], copies: int | None = None) -> Pop
     """The members' vector env, member-major: ``copies`` (``--num-envs``) per member.
 
     One member (a single run) gets the run's own vector env (``--vectorization``, ALE's C++
-    env for A2C on Atari, ``--normalize``); more get the member-seeded population env, whose
-    member k sees what a single run with seed k sees (:mod:`envs.population`).
+    env for A2C on Atari, ``--normalize``). More get the member-seeded population env, whose
+    member k sees what a single run with seed k sees (:mod:`envs.population`); with
+    ``--normalize`` each member has its own run's env instead (its own statistics).
 
     Raises:
         EnvError: as :func:`envs.make_vector_env`.
     """
     copies = cfg.env.num_envs if copies is None else copies
-    if len(seeds) == 1:
-        env = make_vector_env(cfg.env.id, copies, seeds[0], **env_options(cfg))
-        if cfg.env.normalize:
-            env = normalize(env, cfg.learn.gamma)
-        return PopulationEnv(env, seeds, copies)
-    return make_population_env(cfg.env.id, seeds, copies, population_wrappers(cfg))
+    if len(seeds) > 1 and not cfg.env.normalize:
+        return make_population_env(cfg.env.id, seeds, copies, population_wrappers(cfg))
+    envs = []
+    try:
+        for seed in seeds:
+            env = make_vector_env(cfg.env.id, copies, seed, **env_options(cfg))
+            envs.append(normalize(env, cfg.learn.gamma) if cfg.env.normalize else env)
+    except BaseException:
+        for env in envs:
+            close_env(env)
+        raise
+    return PopulationEnv(envs[0] if len(envs) == 1 else MemberEnvs(envs), seeds, copies)
 
 
 def env_note(env: Any) -> str:

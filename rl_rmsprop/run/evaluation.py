@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import warnings
@@ -24,9 +25,9 @@ from agents.population import PopulationCollector
 from envs import close_env, is_atari, make_vector_env
 from envs.atari import atari_wrappers
 from envs.normalize import frozen_observations
-from envs.population import PopulationEnv
+from envs.population import MemberEnvs, PopulationEnv
 from rl_rmsprop.config import Config
-from rl_rmsprop.run.builders import member_envs
+from rl_rmsprop.run.builders import env_options, member_envs
 from rl_rmsprop.run.errors import UserError
 
 no_grad = torch.no_grad()
@@ -67,14 +68,11 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
+        videos = None if video_dir is None else [video_dir]
+        statistics = None if obs_statistics is None else [obs_statistics]
+        greedy = greedy_policy(model)
         return evaluate_members(
-            greedy_policy(model),
-            cfg,
-            [cfg.run.seed],
-            device,
-            video_dir,
-            obs_statistics,
-            video_prefix,
+            greedy, cfg, [cfg.run.seed], device, videos, statistics, video_prefix
         )[0]
     finally:
         model.train(was_training)
@@ -86,8 +84,8 @@ def evaluate_members(
     cfg: Config,
     seeds: list[int],
     device: torch.device,
-    video_dir: Path | None = None,
-    obs_statistics: dict[str, np.ndarray] | None = None,
+    video_dirs: list[Path] | None = None,
+    obs_statistics: list[dict[str, np.ndarray] | None] | None = None,
     video_prefix: str = "rl-video",
 ) -> list[tuple[float | None, float | None]]:
     """Each member's mean and std of ``--eval-episodes`` greedy episodes.
@@ -99,29 +97,22 @@ def evaluate_members(
     that probability, drawn from the member's own generator. Evaluation draws from none of
     the training's generators: a run is the same with or without it.
 
-    One member can also be recorded and normalized. With ``video_dir`` every episode is
-    recorded there as an MP4 (Gymnasium's RecordVideo around the emulator, so the video shows
-    every frame, not only the ones the agent saw), one after another on a single copy, named
-    ``<video_prefix>-episode-<i>.mp4``. With ``obs_statistics`` (a ``--normalize`` run's,
-    :func:`envs.normalize.observation_statistics`) the observations are normalized by them,
-    frozen; returns are the env's own.
+    With ``video_dirs`` (one folder per member) every episode is recorded as an MP4
+    (Gymnasium's RecordVideo around the emulator, so the video shows every frame, not only
+    the ones the agent saw), one after another on a single copy per member, named
+    ``<video_prefix>-episode-<i>.mp4``. With ``obs_statistics`` (per member, a
+    ``--normalize`` run's :func:`envs.normalize.observation_statistics`) a member's
+    observations are normalized by its statistics, frozen; returns are the env's own.
     """
     episodes = cfg.run.eval_episodes
     if episodes == 0:
         return [(None, None)] * len(seeds)
     eval_seeds = [s + EVAL_SEED_OFFSET for s in seeds]
-    if (video_dir is not None or obs_statistics is not None) and len(seeds) != 1:
-        raise ValueError("videos and normalized evaluation are for one member")
-    copies = 1 if video_dir is not None else episodes
-    if video_dir is not None:
-        env = make_vector_env(
-            cfg.env.id, 1, eval_seeds[0], **_video_options(cfg, video_dir, video_prefix)
-        )
-        env = PopulationEnv(env, eval_seeds, 1)
+    copies = 1 if video_dirs is not None else episodes
+    if video_dirs is None and obs_statistics is None:
+        env = member_envs(dataclasses.replace(cfg, env=_unnormalized(cfg)), eval_seeds, copies)
     else:
-        env = member_envs(cfg, eval_seeds, copies)
-    if obs_statistics is not None:
-        env = PopulationEnv(frozen_observations(env.env, obs_statistics), eval_seeds, copies)
+        env = _own_envs(cfg, eval_seeds, copies, video_dirs, obs_statistics, video_prefix)
     epsilon, n_actions = cfg.run.eval_epsilon, int(env.single_action_space.n)
     rngs = [np.random.default_rng(s) for s in eval_seeds]  # one per member
 
@@ -141,6 +132,9 @@ def evaluate_members(
             collector.step(act)
             for k, ep in collector.pop_member_episodes():
                 returns[k * copies + ep.env].append(ep.episodic_return)
+                mine = returns[k * copies : (k + 1) * copies]
+                if isinstance(env.env, MemberEnvs) and all(len(r) >= per_copy for r in mine):
+                    env.env.pause(k)  # done: a recording copy starts no further episode
     finally:
         close_env(env)
     out = []
@@ -150,8 +144,40 @@ def evaluate_members(
     return out
 
 
+def _unnormalized(cfg: Config) -> Any:
+    """The env section without ``--normalize`` (evaluation never updates the statistics)."""
+    return dataclasses.replace(cfg.env, normalize=False)
+
+
+def _own_envs(
+    cfg: Config,
+    seeds: list[int],
+    copies: int,
+    video_dirs: list[Path] | None,
+    statistics: list[dict[str, np.ndarray] | None] | None,
+    prefix: str,
+) -> PopulationEnv:
+    """Each member's own evaluation env: recorded to its folder, normalized by its statistics."""
+    envs = []
+    try:
+        for k, seed in enumerate(seeds):
+            if video_dirs is not None:
+                options = _video_options(cfg, video_dirs[k], prefix)
+            else:
+                options = env_options(cfg)
+            env = make_vector_env(cfg.env.id, copies, seed, **options)
+            mine = statistics[k] if statistics is not None else None
+            envs.append(env if mine is None else frozen_observations(env, mine))
+    except BaseException:
+        for env in envs:
+            close_env(env)
+        raise
+    return PopulationEnv(envs[0] if len(envs) == 1 else MemberEnvs(envs), seeds, copies)
+
+
 def _video_options(cfg: Config, video_dir: Path, prefix: str) -> dict[str, Any]:
     """``make_vector_env`` keywords of an evaluation copy that records every episode."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")  # off screen (see check_video)
     record = partial(
         RecordVideo, video_folder=str(video_dir), episode_trigger=lambda _: True, name_prefix=prefix
     )

@@ -240,14 +240,11 @@ class PopulationError(Exception):
 def unsupported(cfg: Config) -> str | None:
     """Why ``cfg`` cannot train in population mode (None if it can).
 
-    Population mode batches A2C and DQN on flat observations and on Atari frames.
+    Population mode batches A2C and DQN on flat observations and on Atari frames, with
+    ``--normalize`` (each member its own statistics) and ``--capture-video``.
     """
     if cfg.run.algo not in ALGORITHMS:
         return f"population mode trains {' and '.join(ALGORITHMS)}, not {cfg.run.algo}"
-    if cfg.run.capture_video:
-        return "population mode does not record evaluation videos (--capture-video)"
-    if cfg.env.normalize:
-        return "population mode does not normalize observations and rewards (--normalize)"
     return None
 
 

@@ -22,6 +22,7 @@ from rl_rmsprop.logger import FINAL_METRICS
 from rl_rmsprop.optim.presets import preset_group
 from rl_rmsprop.run.builders import env_options, resolve_device
 from rl_rmsprop.run.errors import UserError, as_training_failure
+from rl_rmsprop.run.evaluation import check_video
 from rl_rmsprop.run.folders import FolderLock, make_run_dir, remove_stale_temp_files, run_name
 from rl_rmsprop.run.identity import hparams
 from rl_rmsprop.run.members import PopulationError, unsupported
@@ -68,6 +69,8 @@ def train_population(cfg: Config, resume: Path | None = None) -> int:
     # What can be checked before anything is written: the device, the env id and options,
     # the optimizer.
     resolve_device(cfg.run.device)
+    if cfg.run.capture_video:
+        check_video(cfg)
     env_reward_threshold(cfg.env.id)
     env_options(cfg)  # refuses what a single run would (DQN on ALE's native env)
     try:

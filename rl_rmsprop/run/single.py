@@ -47,8 +47,8 @@ from rl_rmsprop.run.errors import (
 from rl_rmsprop.run.evaluation import check_video
 from rl_rmsprop.run.folders import FolderLock, make_run_dir, remove_stale_temp_files
 from rl_rmsprop.run.identity import hparams, identity
+from rl_rmsprop.run.loop import Loop, Member, RunCheckpoints, member_optimizer
 from rl_rmsprop.run.members import ALGORITHMS
-from rl_rmsprop.run.population import Loop, Member, RunCheckpoints, member_optimizer
 from rl_rmsprop.run.signals import StopSignals
 from rl_rmsprop.run.tracker import EpisodeStats
 from rl_rmsprop.threads import set_threads

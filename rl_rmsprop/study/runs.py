@@ -220,9 +220,10 @@ def choose_mode(
 ) -> tuple[bool, str]:
     """Population mode or one process (or Ray task) per run, and the line that says which.
 
-    Population mode is used wherever it is supported unless ``--no-population`` was given;
-    where it is not (DQN, Atari, video capture, ``--normalize``) the study falls back to one
-    process per run, also when ``--population`` was asked for.
+    Population mode is used wherever it is supported (A2C and DQN, flat or image
+    observations, ``--normalize``, video capture) unless ``--no-population`` was given;
+    where it is not (an algorithm that is not batched) the study falls back to one process
+    per run, also when ``--population`` was asked for, and says why.
     """
     reason = unsupported(base)
     population = requested is not False and reason is None
