@@ -97,6 +97,13 @@ class MemberReplay:
         self.pos = np.zeros(members, dtype=np.int64)
         self.size = np.zeros(members, dtype=np.int64)
         self._members = np.arange(members)[:, None]
+        self._member_of_row = np.repeat(np.arange(members), envs_per_member)
+        self._host = (
+            {name: getattr(self, name).numpy() for name in self._COLUMNS}
+            if self.device.type == "cpu"
+            else {}
+        )
+        """NumPy views of the columns on the CPU (writes go through them)."""
 
     def __len__(self) -> int:
         """Rows of the emptiest member's buffer (every member can sample once this is > 0)."""
@@ -112,8 +119,12 @@ class MemberReplay:
         valid = np.asarray(s.valid, dtype=bool).reshape(k, per)
         count = valid.sum(1)
         rows = (self.pos[:, None] + np.cumsum(valid, 1) - 1) % self.capacity
-        which = (np.broadcast_to(self._members, (k, per))[valid], rows[valid])
         flat = valid.reshape(-1)
+        every = bool(flat.all())  # the common step: no autoreset row to drop
+        if every:
+            which = (self._member_of_row, rows.reshape(-1))
+        else:
+            which = (np.broadcast_to(self._members, (k, per))[valid], rows[valid])
         host = self.device.type == "cpu"
         for name, new in zip(
             self._COLUMNS, (s.obs, s.next_obs, s.actions, s.rewards, s.terminated), strict=True
@@ -121,7 +132,7 @@ class MemberReplay:
             column = getattr(self, name)
             if host:
                 values = new.numpy() if isinstance(new, Tensor) else np.asarray(new)
-                column.numpy()[which] = values[flat]
+                self._host[name][which] = values if every else values[flat]
             else:
                 values = torch.as_tensor(new if isinstance(new, Tensor) else np.asarray(new))
                 index = tuple(torch.as_tensor(i, device=self.device) for i in which)

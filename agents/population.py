@@ -384,6 +384,8 @@ class PopulationCollector(Collector):
 
     def _record(self, info: dict[str, Any]) -> None:
         self.last_episodes = ended, returns, lengths = info["episodes"]
+        if not len(ended):
+            return
         step, per_member = self.member_step, self.envs_per_member
         for i, r, length in zip(ended.tolist(), returns.tolist(), lengths.tolist(), strict=True):
             self.member_finished.append((i // per_member, Episode(step, r, length, i % per_member)))

@@ -200,13 +200,18 @@ class PopulationEnv:
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         """Step all ``K * E`` environments (actions member-major, like the observations)."""
         obs, reward, terminated, truncated, info = self.env.step(actions)
-        if self.counts_episodes:
+        if self.counts_episodes:  # info is the step's own dict: "episodes" added to it
             stats = info.get("episode")
             if stats is None:
-                return obs, reward, terminated, truncated, {**info, "episodes": _NONE}
-            ended = np.flatnonzero(info["_episode"])
-            episodes = (ended, np.asarray(stats["r"])[ended], np.asarray(stats["l"])[ended])
-            return obs, reward, terminated, truncated, {**info, "episodes": episodes}
+                info["episodes"] = _NONE
+            else:
+                ended = np.flatnonzero(info["_episode"])
+                info["episodes"] = (
+                    ended,
+                    np.asarray(stats["r"])[ended],
+                    np.asarray(stats["l"])[ended],
+                )
+            return obs, reward, terminated, truncated, info
         if "_episode" in info:  # the sub-environments keep their own statistics (Atari)
             ended = np.flatnonzero(info["_episode"])
             stats = info["episode"]

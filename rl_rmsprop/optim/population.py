@@ -166,8 +166,8 @@ class PopulationOptimizer:
         capped at 1), applied per member.
         """
         norms = self.grad_norms()
-        coef = torch.clamp(max_norm / (norms + 1e-6), max=1.0)
-        self.grad.mul_(coef.unsqueeze(1).to(self.grad.dtype))
+        coef = (max_norm / (norms + 1e-6)).clamp_(max=1.0)  # the gradient's dtype
+        self.grad.mul_(coef.unsqueeze(1))
         return norms
 
     def _coeffs(self, block: Block) -> Coeffs:
@@ -267,6 +267,11 @@ class PopulationOptimizer:
             self.streak.zero_()
         self._streaking = not everyone
         return ok
+
+    @property
+    def streaking(self) -> bool:
+        """Whether the last step skipped a member (else every ``streak`` is 0)."""
+        return self._streaking
 
     def _update(self, block: Block, stepped: list[bool] | None) -> None:
         """One block's update; ``stepped``: which members step (None: all of them).

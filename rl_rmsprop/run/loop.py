@@ -374,6 +374,8 @@ def _stop_diverged(
     opt: PopulationOptimizer, members: list[Member], step: int, max_nonfinite: int
 ) -> None:
     """Freeze the members whose last ``max_nonfinite`` updates were all non-finite."""
+    if not opt.streaking:  # no member skipped its last update: every streak is 0
+        return
     over = (opt.streak >= max_nonfinite) & ~opt.frozen
     for k in torch.nonzero(over).flatten().tolist():
         opt.frozen[k] = True
