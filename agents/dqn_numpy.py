@@ -1,80 +1,28 @@
-"""DQN for the MLP Q-network on the CPU in NumPy: its Q-values and the TD loss's gradient.
+"""DQN's TD-loss gradient for MLP Q-networks on the CPU, in NumPy: the batched CPU engine.
 
 The zoo's CartPole DQN takes 128 gradient steps of a 256-256 MLP on 64 transitions every 256
 env steps. Through torch a step is three 64x256x256 products plus ~40 operations of autograd
-and dispatch; :class:`NumpyQ` computes the same loss and its gradient by hand with NumPy and
-writes the gradient into the parameters' ``.grad``, in ~25 operations with no graph. Clipping,
-the optimizer step and all telemetry stay in torch.
-
-The TD targets are :func:`agents.dqn.td_targets` itself, fed this engine's Q-values; the loss
-is :func:`agents.dqn.dqn_loss`'s, of which only the derivative with respect to the Q-values is
-written here, equal to autograd's up to float rounding (tests compare them). The network, its
-``state_dict`` and the optimizer are untouched, so checkpoints, telemetry and evaluation do not
-know which engine trained.
+and dispatch; :func:`td_gradients` computes the loss of :func:`agents.dqn.dqn_loss` and its
+gradient for K stacked members (a single run is K = 1) in ~25 NumPy operations with no graph,
+writing into views of the members' gradient buffer (:class:`agents.members.MemberQ`). Only
+the loss's derivative with respect to the Q-values is written here, equal to autograd's up
+to float rounding (tests compare them); clipping, the optimizer step and all telemetry stay
+in torch. The TD targets are :func:`agents.dqn.td_targets` itself, fed this engine's
+Q-values.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
-from .dqn import LOSSES, REDUCTIONS, DQNBatch, QNetwork
-from .numpy_mlp import Layers, ParamViews, backward, cpu_float, forward, linear_params
+from .dqn import LOSSES, REDUCTIONS, QNetwork
+from .numpy_mlp import Layers, backward, cpu_float, forward
 
 
 def supports(model: nn.Module) -> bool:
-    """Whether :class:`NumpyQ` can run ``model``: a :class:`QNetwork` in float on the CPU."""
+    """Whether the engine can train ``model``: a :class:`QNetwork` in float on the CPU."""
     return type(model) is QNetwork and cpu_float(list(model.parameters()))
-
-
-class NumpyQ:
-    """A :class:`~agents.dqn.QNetwork`'s Q-values and TD-loss gradients in NumPy.
-
-    Holds no parameters of its own, only NumPy views of the network's parameters and gradients
-    (:class:`~agents.numpy_mlp.ParamViews`).
-
-    Args:
-        model: the Q-network (see :func:`supports`).
-    """
-
-    def __init__(self, model: QNetwork) -> None:
-        if not supports(model):
-            raise ValueError("NumpyQ needs a QNetwork (MLP) with float parameters on the CPU")
-        self.model = model
-        self.views = ParamViews(linear_params(list(model.layers)))
-
-    def _input(self, obs: Tensor) -> np.ndarray:
-        """Observations as ``[rows, obs_dim]`` in the weights' dtype (integers are cast)."""
-        x = obs.numpy()
-        return x.reshape(x.shape[0], -1).astype(self.views.dtype, copy=False)
-
-    def _q(self, x: np.ndarray) -> np.ndarray:
-        """Q-values ``[rows, n_actions]`` (td_targets hands large inputs over in chunks)."""
-        return forward(x, self.views.weights(), "relu")[-1]
-
-    def q_values(self, obs: Tensor) -> Tensor:
-        """Q-values ``[B, n_actions]`` of observations ``[B, ...]`` (for acting)."""
-        return torch.from_numpy(self._q(self._input(obs)))
-
-    def gradients(
-        self, batch: DQNBatch, targets: Tensor, loss: str = "huber", reduction: str = "mean"
-    ) -> dict[str, float]:
-        """:func:`agents.dqn.dqn_loss`; its gradient is written into the parameters' ``.grad``.
-
-        Args:
-            batch: replay sample with ``obs`` and ``actions``.
-            targets: ``[B]`` TD targets.
-            loss: ``"huber"`` or ``"mse"``.
-            reduction: ``"mean"`` or ``"sum"`` over the batch.
-
-        Returns:
-            ``losses/td_loss`` and ``losses/q_values`` (the mean of ``Q(s, a)``) as floats.
-        """
-        x = self._input(batch.obs)
-        layers, grads = self.views.weights(), self.views.grads()
-        metrics = td_gradients(x, layers, grads, batch.actions.numpy(), targets, loss, reduction)
-        return {tag: float(v) for tag, v in metrics.items()}
 
 
 def td_gradients(

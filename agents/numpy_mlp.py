@@ -4,9 +4,9 @@ The NumPy engines (:mod:`agents.a2c_numpy`, :mod:`agents.dqn_numpy`) train small
 CPU without autograd: at CartPole sizes a NumPy operation costs a fraction of a torch
 operation's dispatch, and there is no graph to build and walk. The matrix products themselves
 run at the same speed in NumPy's OpenBLAS and torch's MKL (single-threaded on the build
-machine: ~100 GFLOP/s for 64 to 1,024 rows by 256x256). The engines read the parameters and
-write the gradients through NumPy views of the torch tensors, so the optimizer, checkpoints and
-telemetry stay in torch and do not know which engine ran.
+machine: ~100 GFLOP/s for 64 to 1,024 rows by 256x256). The engines read the members'
+parameters and write their gradients through NumPy views of the ``[K, N]`` torch buffers, so
+the optimizer, checkpoints and telemetry stay in torch and do not know which engine ran.
 """
 
 from __future__ import annotations
@@ -15,69 +15,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 Layers = list[tuple[np.ndarray, np.ndarray]]
 """``[(weight, bias), ...]`` per layer, weights ``[out, in]`` as in ``nn.Linear``."""
 
 
-def linear_params(layers: Sequence[nn.Linear]) -> list[Tensor]:
-    """``[w0, b0, w1, b1, ...]`` of ``layers``."""
-    return [t for m in layers for t in (m.weight, m.bias)]
-
-
 def cpu_float(params: Sequence[Tensor]) -> bool:
     """Whether every tensor is float32 or float64 on the CPU (what the engines can view)."""
     return all(p.device.type == "cpu" and p.dtype in (torch.float32, torch.float64) for p in params)
-
-
-def _pairs(views: list[np.ndarray]) -> Layers:
-    """``[w0, b0, w1, b1, ...]`` -> ``[(w0, b0), (w1, b1), ...]``."""
-    return list(zip(views[::2], views[1::2], strict=True))
-
-
-class ParamViews:
-    """NumPy views of parameters ``[w0, b0, w1, b1, ...]`` and of their ``.grad`` tensors.
-
-    The views are cached and taken again when a tensor moved: the optimizer moves parameters
-    into its flat buffer and attaches its flat gradient's views as ``.grad``; other code may
-    replace or clear a ``.grad``.
-
-    Args:
-        params: weights and biases of consecutive linear layers.
-    """
-
-    def __init__(self, params: Sequence[Tensor]) -> None:
-        self.params = list(params)
-        self._where: tuple[int, ...] | None = None
-        self._weights: Layers = []
-        self._grad_tensors: list[Tensor | None] = []
-        self._grads: Layers = []
-
-    def weights(self) -> Layers:
-        """The layers' weights and biases as NumPy views (read them, do not write)."""
-        where = tuple(map(Tensor.data_ptr, self.params))
-        if where != self._where:
-            self._weights = _pairs([t.detach().numpy() for t in self.params])
-            self._where = where
-        return self._weights
-
-    def grads(self) -> Layers:
-        """Views of the parameters' ``.grad`` tensors, made (zeros) where a ``.grad`` is None."""
-        grads = [p.grad for p in self.params]
-        cached = self._grad_tensors
-        if len(cached) != len(grads) or any(g is not c for g, c in zip(grads, cached, strict=True)):
-            for i, p in enumerate(self.params):
-                if grads[i] is None:
-                    p.grad = grads[i] = torch.zeros_like(p)
-            self._grad_tensors = grads
-            self._grads = _pairs([g.numpy() for g in grads])
-        return self._grads
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The parameters' NumPy dtype."""
-        return self.weights()[0][0].dtype
 
 
 def forward(

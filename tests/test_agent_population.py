@@ -219,10 +219,10 @@ def test_auto_engine_is_numpy_on_the_cpu_and_autograd_when_asked():
 
 
 def test_a_members_clipped_update_is_its_single_runs_bit_for_bit():
-    """Given the same rollout, member 0 of two computes its single run's gradient, clips it by
-    the same norm (summed in the single network's parameter order, though the row keeps the
-    two first layers side by side) and takes the same step: the same bits."""
-    from agents.a2c_numpy import NumpyA2C
+    """Given the same rollout, member 0 of two computes the gradient of a population of one,
+    clips it by the norm torch.optim's way gives the single network (summed in its parameter
+    order, though the row keeps the two first layers side by side) and takes the step of the
+    RMSprop class on that network: the same bits."""
     from rl_rmsprop.optim import clip_grad_norm_, make_optimizer
     from rl_rmsprop.optim.population import PopulationOptimizer
 
@@ -234,16 +234,19 @@ def test_a_members_clipped_update_is_its_single_runs_bit_for_bit():
     spec = ("rmsprop", {"lr": 7e-4, "eps": 1e-5})
     opt = PopulationOptimizer(pop.data, pop.grad, [spec, spec], names)
     single_net = nets[0]
-    single = NumpyA2C(single_net)
+    single = PopulationActorCritic([single_net], 8)  # the engine on a population of one
     single_opt = make_optimizer(spec[0], single_net.named_parameters(), **spec[1])
-    for p in single_net.parameters():
-        p.grad = torch.zeros_like(p)
     for i in range(5):
         rollout = _rollout(2, 8, seed=i)
         numpy_a2c_gradients(pop, rollout, Hyper, 0.99)
         norms = opt.clip_grad_norm_(0.5)
         opt.step(norms)
-        single.gradients(Rollout(*(x[:, :8] for x in rollout)), Hyper, 0.99)
+        params = dict(single_net.named_parameters())
+        for name, offset, n in single.names():  # the single network's weights, in the row
+            single.data[0, offset : offset + n] = params[name].detach().reshape(-1)
+        numpy_a2c_gradients(single, Rollout(*(x[:, :8] for x in rollout)), Hyper, 0.99)
+        for name, offset, n in single.names():
+            params[name].grad = single.grad[0, offset : offset + n].view_as(params[name]).clone()
         norm = clip_grad_norm_(single_opt, 0.5)
         single_opt.step()
         assert float(norms[0]) == float(norm), i

@@ -5,7 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from agents.numpy_mlp import ParamViews, backward, cpu_float, forward, linear_params
+from agents.numpy_mlp import backward, cpu_float, forward
+
+
+def weights(linears):
+    """NumPy views ``[(weight, bias), ...]`` of linear layers."""
+    return [(m.weight.detach().numpy(), m.bias.detach().numpy()) for m in linears]
 
 
 def mlp(sizes, activation):
@@ -24,15 +29,15 @@ def test_forward_and_backward_equal_autograd(activation, sizes):
     torch.manual_seed(0)
     net = mlp(sizes, activation)
     linears = [m for m in net if isinstance(m, nn.Linear)]
-    views = ParamViews(linear_params(linears))
+    layers = weights(linears)
     x = torch.randn(10, sizes[0], dtype=torch.float64)
     d_out = torch.randn(6, sizes[-1], dtype=torch.float64)  # only the first 6 rows count
     out = net(x)
     out[:6].backward(d_out)
-    outs = forward(x.numpy(), views.weights(), activation)
+    outs = forward(x.numpy(), layers, activation)
     np.testing.assert_allclose(outs[-1], out.detach().numpy(), rtol=1e-12, atol=1e-12)
-    grads = [(np.zeros_like(w), np.zeros_like(b)) for w, b in views.weights()]
-    backward(x.numpy(), outs, views.weights(), d_out.numpy(), grads, activation)
+    grads = [(np.zeros_like(w), np.zeros_like(b)) for w, b in layers]
+    backward(x.numpy(), outs, layers, d_out.numpy(), grads, activation)
     for m, (g_w, g_b) in zip(linears, grads, strict=True):
         np.testing.assert_allclose(g_w, m.weight.grad.numpy(), rtol=1e-10, atol=1e-13)
         np.testing.assert_allclose(g_b, m.bias.grad.numpy(), rtol=1e-10, atol=1e-13)
@@ -68,34 +73,18 @@ def test_backward_of_stacked_members_is_each_members_own(activation):
 
 def test_relu_passes_no_gradient_through_units_that_are_off():
     net = mlp((2, 3, 1), "relu")
-    views = ParamViews(linear_params([net[0], net[2]]))
     with torch.no_grad():
         net[0].weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 0.0]]))
         net[0].bias.zero_()
         net[2].weight.fill_(1.0)
     x = np.array([[2.0, 5.0]])
-    outs = forward(x, views.weights(), "relu")
-    grads = views.grads()
-    backward(x, outs, views.weights(), np.ones((1, 1)), grads, "relu")
+    layers = weights([net[0], net[2]])
+    outs = forward(x, layers, "relu")
+    grads = [(np.zeros_like(w), np.zeros_like(b)) for w, b in layers]
+    backward(x, outs, layers, np.ones((1, 1)), grads, "relu")
     # Unit 0 is on (2), unit 1 off (-2), unit 2 exactly at 0 (off, as in torch).
     np.testing.assert_array_equal(grads[0][0], [[2.0, 5.0], [0.0, 0.0], [0.0, 0.0]])
     np.testing.assert_array_equal(grads[0][1], [1.0, 0.0, 0.0])
-
-
-def test_views_follow_tensors_that_move_and_gradients_that_are_replaced():
-    lin = nn.Linear(3, 2)
-    views = ParamViews(linear_params([lin]))
-    assert views.weights()[0][0] is views.weights()[0][0]  # cached while nothing moved
-    assert lin.weight.grad is None
-    grads = views.grads()
-    assert lin.weight.grad is not None and np.shares_memory(grads[0][0], lin.weight.grad.numpy())
-    with torch.no_grad():
-        lin.weight.data = torch.full((2, 3), 7.0)  # new storage
-    np.testing.assert_array_equal(views.weights()[0][0], np.full((2, 3), 7.0, np.float32))
-    fresh = torch.zeros(2, 3)
-    lin.weight.grad = fresh
-    assert np.shares_memory(views.grads()[0][0], fresh.numpy())
-    assert views.dtype == np.float32
 
 
 def test_cpu_float():

@@ -110,22 +110,13 @@ def test_same_seed_gives_identical_returns_and_losses(tmp_path, engine):
 
 
 def test_the_engine_is_numpy_for_mlps_on_the_cpu_and_said(tmp_path, capsys):
-    from agents.dqn import CnnQNetwork, QNetwork
-    from agents.networks import ActorCritic, CnnActorCritic
-    from rl_rmsprop.options import parse_config
-    from rl_rmsprop.run.builders import gradient_engine
-    from rl_rmsprop.run.errors import UserError
-
-    cfg, dqn = parse_config([]), parse_config(["--algo", "dqn"])
-    assert gradient_engine(cfg, ActorCritic(4, 2)) == "numpy"
-    assert gradient_engine(cfg, CnnActorCritic(4, 6)) == "autograd"
-    assert gradient_engine(dqn, QNetwork(4, 2)) == "numpy"
-    assert gradient_engine(dqn, CnnQNetwork(4, 6)) == "autograd"
-    assert gradient_engine(parse_config(["--engine", "autograd"]), ActorCritic(4, 2)) == "autograd"
-    with pytest.raises(UserError, match="--engine numpy trains MLPs on the CPU only"):
-        gradient_engine(parse_config(["--engine", "numpy"]), CnnActorCritic(4, 6))
-    with pytest.raises(UserError, match="--engine numpy trains MLPs on the CPU only"):
-        gradient_engine(parse_config(["--algo", "dqn", "--engine", "numpy"]), CnnQNetwork(4, 6))
+    for algo in (["--preset", "a2c-atari"], ["--preset", "dqn-nature"]):  # a CNN: autograd only
+        argv = [*algo, "--env", "PongNoFrameskip-v4", "--engine", "numpy"]
+        argv += ["--logdir", str(tmp_path / "x")]
+        assert main([*argv, "--total-steps", "100"]) == 2
+        err = capsys.readouterr().err
+        assert "--engine numpy trains MLPs on the CPU only" in err and err.count("\n") == 1
+        assert not (tmp_path / "x").exists()
     argv = ["--total-steps", "80", "--eval-episodes", "0", "--logdir", str(tmp_path)]
     assert main([*argv, "--run-name", "a"]) == 0
     assert "optimizer rmsprop, numpy gradients, device cpu" in capsys.readouterr().err

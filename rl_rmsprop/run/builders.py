@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from agents import a2c_numpy, dqn_numpy
 from agents.dqn import (
     CnnQNetwork,
     QNetwork,
@@ -189,20 +188,3 @@ def env_note(env: Any) -> str:
     if isinstance(env, NativeAtari):
         return f" (ALE vector env, {env.threads} threads)"
     return ""
-
-
-def gradient_engine(cfg: Config, model: nn.Module) -> str:
-    """The engine a run computes gradients with: ``--engine``, auto resolved (numpy where it fits).
-
-    Raises:
-        UserError: ``--engine numpy`` for a model it cannot train (Atari CNN, CUDA).
-    """
-    fits = (a2c_numpy if cfg.run.algo == "a2c" else dqn_numpy).supports(model)
-    if cfg.learn.engine == "numpy" and not fits:
-        raise UserError(
-            "--engine numpy trains MLPs on the CPU only; use --engine auto (or autograd) for "
-            "Atari or --device cuda"
-        )
-    if cfg.learn.engine == "auto":
-        return "numpy" if fits else "autograd"
-    return cfg.learn.engine
