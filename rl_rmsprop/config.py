@@ -132,7 +132,8 @@ class OptimConfig:
     beta1: float | None = None
     """Adam's first-moment decay."""
     impl: str | None = field(default=None, metadata={"choices": ("auto", "eager", "compiled")})
-    """Optimizer kernel: auto, eager or compiled (torch.compile)."""
+    """Optimizer kernel: auto or eager (training's population optimizer is eager; compiled,
+    the RMSprop class's torch.compile kernel, is refused here)."""
 
     def overrides(self) -> dict[str, Any]:
         """Keyword overrides for make_optimizer: every field that is set, except the name."""
@@ -354,9 +355,10 @@ def validate(cfg: Config) -> str | None:
             "--normalize is for flat observations; Atari frames are scaled by the network",
         ),
         (
-            not (cfg.env.normalize and cfg.run.population),
-            "--normalize is not built for --population yet; train the seeds as single runs "
-            "(python -m rl_rmsprop.compare --no-population)",
+            cfg.optim.impl != "compiled",
+            "--impl compiled: training steps its members with the population optimizer, which "
+            "has no compiled kernel; drop --impl (the RMSprop class keeps impl= for your own "
+            "training loops)",
         ),
         (0.0 <= cfg.learn.gamma <= 1.0, "--gamma must be in [0, 1]"),
         (cfg.learn.max_grad_norm >= 0, "--max-grad-norm must be >= 0 (0 turns clipping off)"),

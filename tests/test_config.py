@@ -45,6 +45,7 @@ def test_a_config_json_with_the_engine_under_a2c_still_loads():
         (["--device", "tpu"], "--device"),
         (["--lr", "fast"], "--lr"),
         (["--no-such-flag"], "--no-such-flag"),
+        (["--impl", "compiled"], "no compiled kernel"),
     ],
 )
 def test_bad_values_exit_2_with_one_line(argv, needle, capsys):

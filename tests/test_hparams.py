@@ -66,10 +66,14 @@ def test_flags_override_the_zoo_and_minus_one_gradient_steps_follow_the_round():
     assert zoo_options("dqn", "CartPole-v1")["dqn.gradient_steps"] == 128
 
 
+def test_the_zoos_normalized_settings_train_as_populations():
+    cfg = parse_config(["--hparams", "zoo", "--env", "Acrobot-v1", "--population", "2"])
+    assert cfg.env.normalize and cfg.run.population == 2
+
+
 @pytest.mark.parametrize(
     ("argv", "needles"),
     [
-        (["--hparams", "zoo", "--env", "Acrobot-v1", "--population", "2"], ["--normalize"]),
         (["--hparams", "zoo", "--env", "Pendulum-v1"], ["no a2c settings", "--list-hparams"]),
         (["--hparams", "zoo", "--preset", "dqn-nature"], ["give one"]),
         (["--algo", "dqn", "--gradient-steps", "-2"], ["--gradient-steps", "-1"]),

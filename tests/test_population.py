@@ -290,6 +290,13 @@ class _nothing:  # noqa: N801 (a null context manager that yields None)
         return False
 
 
+def test_train_population_normalizes_each_member_with_its_own_statistics(tmp_path, capsys):
+    argv = ["--population", "2", "--normalize", "--total-steps", "400", "--eval-episodes", "1"]
+    assert train.main([*argv, "--logdir", str(tmp_path), "--run-name", "p", "--quiet"]) == 0
+    stats = [torch.load(tmp_path / "p" / f"seed-{k}" / NORMALIZATION_FILE) for k in (1, 2)]
+    assert not torch.equal(stats[0]["mean"], stats[1]["mean"])
+
+
 def test_an_existing_population_folder_is_refused(tmp_path, capsys):
     (tmp_path / "pop").mkdir()
     argv = ["--population", "2", "--logdir", str(tmp_path), "--run-name", "pop"]
