@@ -283,23 +283,20 @@ class MemberQ:
             return self.target(obs)
 
     def targets(self, batch: ReplaySample, gamma: float, double: bool) -> Tensor:
-        """:func:`agents.dqn.td_targets` per member, ``[K, B]``, in chunks of rows."""
-        chunk = TARGET_CHUNK  # rows per member: as a single run chunks them, whatever K is
-        parts = []
-        for i in range(0, batch.rewards.shape[1], chunk):
-            rows = slice(i, i + chunk)
-            parts.append(
-                td_targets(
-                    batch.rewards[:, rows],
-                    batch.next_obs[:, rows],
-                    batch.terminated[:, rows],
-                    self._target_q,
-                    self.q_values,
-                    gamma,
-                    double=double,
-                )
-            )
-        return torch.cat(parts, 1)
+        """:func:`agents.dqn.td_targets` per member, ``[K, B]``; Q-values in chunks of rows.
+
+        The networks see ``TARGET_CHUNK`` rows per member at a time (as a single network's
+        targets are chunked, whatever K is); the rule itself runs once over all rows.
+        """
+        return td_targets(
+            batch.rewards,
+            batch.next_obs,
+            batch.terminated,
+            _row_chunks(self._target_q),
+            _row_chunks(self.q_values),
+            gamma,
+            double=double,
+        )
 
     def gradients(
         self, batch: ReplaySample, targets: Tensor, loss: str, reduction: str
@@ -327,3 +324,15 @@ class MemberQ:
     def update_target(self, tau: float) -> None:
         """``target = tau * online + (1 - tau) * target`` for every member (a copy at tau 1)."""
         polyak_([(self.target.data, self.online.data)], tau)
+
+
+def _row_chunks(q: Any) -> Any:
+    """``q`` over ``[K, B, ...]`` inputs, evaluated ``TARGET_CHUNK`` rows per member at a time."""
+
+    def chunked(x: Tensor) -> Tensor:
+        if x.shape[1] <= TARGET_CHUNK:
+            return q(x)
+        parts = [q(x[:, i : i + TARGET_CHUNK]) for i in range(0, x.shape[1], TARGET_CHUNK)]
+        return torch.cat(parts, 1)
+
+    return chunked

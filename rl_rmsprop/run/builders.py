@@ -1,4 +1,4 @@
-"""What a run is built from: device, network, replay memory, environments, gradient engine."""
+"""What a run is built from: device, network, replay memory, the members' environments."""
 
 from __future__ import annotations
 
