@@ -167,9 +167,18 @@ class PopulationEnv:
         env: the Gymnasium vector env (next-step autoreset, no episode-statistics wrapper).
         seeds: one seed per member.
         envs_per_member: E.
+        reports_episodes: whether ``env`` reports every finished episode in its info
+            (None: found out from its wrappers). True for Atari, whose copies report
+            games while a lost life ends a learning episode (``terminated``) too.
     """
 
-    def __init__(self, env: Any, seeds: Sequence[int], envs_per_member: int) -> None:
+    def __init__(
+        self,
+        env: Any,
+        seeds: Sequence[int],
+        envs_per_member: int,
+        reports_episodes: bool | None = None,
+    ) -> None:
         self.env = env
         self.seeds = [int(s) for s in seeds]
         self.members = len(self.seeds)
@@ -178,9 +187,12 @@ class PopulationEnv:
         self.single_observation_space = env.single_observation_space
         self.single_action_space = env.single_action_space
         self.member_seeded = isinstance(env.unwrapped, MemberSeededCartPole)
-        self.counts_episodes = _counts_episodes(env)
+        self.counts_episodes = (
+            _counts_episodes(env) if reports_episodes is None else reports_episodes
+        )
         """The wrapped env reports every episode itself (a single run's env, with its
-        episode statistics): nothing to count here."""
+        episode statistics; an Atari game's copies, whose statistics sit below the lost-life
+        ends): nothing to count here, and a step without reports ends no episode."""
         self.returns = np.zeros(self.num_envs)
         self.lengths = np.zeros(self.num_envs, dtype=np.int64)
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
@@ -376,4 +388,4 @@ def make_population_env(
         total = len(seeds) * envs_per_member
         vec = make_vector_env(env_id, total, int(seeds[0]), vectorization="sync", wrappers=wrappers)
         env = vec.env if isinstance(vec, RecordEpisodeStatistics) else vec
-    return PopulationEnv(env, seeds, envs_per_member)
+    return PopulationEnv(env, seeds, envs_per_member, reports_episodes=bool(wrappers) or None)

@@ -7,6 +7,7 @@ import pytest
 from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 
 from envs import EnvError, make_vector_env
+from envs.atari import atari_wrappers
 from envs.population import MemberSeededCartPole, make_population_env
 
 
@@ -116,3 +117,27 @@ def test_one_member_steps_as_gymnasiums_vectorized_cartpole_bit_for_bit(integrat
         truncations += int(a[3].sum())
         terminations += int(a[2].sum())
     assert truncations > 20 and terminations > 20
+
+
+def test_an_atari_member_reports_its_games_as_a_single_runs_env_does_not_its_lives():
+    """A lost life ends a learning episode (terminated) but not a game: the episodes a
+    population reports for member k are the games its single run's env reports."""
+    from envs.population import PopulationEnv
+
+    steps, seeds = 1500, [1, 2]
+    pop = make_population_env("BreakoutNoFrameskip-v4", seeds, 2, atari_wrappers())
+    single = make_vector_env("BreakoutNoFrameskip-v4", 2, seeds[0], vectorization="sync")
+    own = PopulationEnv(single, seeds[:1], 2, reports_episodes=True)
+    pop.reset(), own.reset()
+    rng = np.random.default_rng(0)
+    mine, theirs, lives = [], [], 0
+    for t in range(steps):
+        actions = rng.integers(0, 4, 4)
+        _, _, terminated, _, info = pop.step(actions)
+        lives += int(terminated[:2].sum())
+        ended, returns, lengths = info["episodes"]
+        mine += [(t, e, r, n) for e, r, n in zip(ended, returns, lengths, strict=True) if e < 2]
+        ended, returns, lengths = own.step(actions[:2])[4]["episodes"]
+        theirs += [(t, e, r, n) for e, r, n in zip(ended, returns, lengths, strict=True)]
+    pop.close(), own.close()
+    assert mine == theirs and len(mine) >= 2 and lives > 2 * len(mine)

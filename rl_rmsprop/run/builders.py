@@ -179,7 +179,8 @@ def member_envs(cfg: Config, seeds: list[int], copies: int | None = None) -> Pop
         for env in envs:
             close_env(env)
         raise
-    return PopulationEnv(envs[0] if len(envs) == 1 else MemberEnvs(envs), seeds, copies)
+    inner = envs[0] if len(envs) == 1 else MemberEnvs(envs)
+    return PopulationEnv(inner, seeds, copies, reports_episodes=is_atari(cfg.env.id) or None)
 
 
 def env_note(env: Any) -> str:

@@ -172,7 +172,8 @@ def _own_envs(
         for env in envs:
             close_env(env)
         raise
-    return PopulationEnv(envs[0] if len(envs) == 1 else MemberEnvs(envs), seeds, copies)
+    inner = envs[0] if len(envs) == 1 else MemberEnvs(envs)
+    return PopulationEnv(inner, seeds, copies, reports_episodes=is_atari(cfg.env.id) or None)
 
 
 def _video_options(cfg: Config, video_dir: Path, prefix: str) -> dict[str, Any]:
