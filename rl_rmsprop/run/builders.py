@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -170,11 +171,26 @@ def member_envs(cfg: Config, seeds: list[int], copies: int | None = None) -> Pop
     copies = cfg.env.num_envs if copies is None else copies
     if len(seeds) > 1 and not cfg.env.normalize:
         return make_population_env(cfg.env.id, seeds, copies, population_wrappers(cfg))
-    envs = []
+
+    def own(k: int, seed: int) -> Any:
+        env = make_vector_env(cfg.env.id, copies, seed, **env_options(cfg))
+        return normalize(env, cfg.learn.gamma) if cfg.env.normalize else env
+
+    return each_members_env(cfg, seeds, copies, own)
+
+
+def each_members_env(
+    cfg: Config, seeds: list[int], copies: int, make: Callable[[int, int], Any]
+) -> PopulationEnv:
+    """The members' vector env made of one env per member, ``make(k, seed_k)``.
+
+    One member's env is used as it is; more are put side by side (:class:`MemberEnvs`).
+    What was built is closed if a later member's env cannot be.
+    """
+    envs: list[Any] = []
     try:
-        for seed in seeds:
-            env = make_vector_env(cfg.env.id, copies, seed, **env_options(cfg))
-            envs.append(normalize(env, cfg.learn.gamma) if cfg.env.normalize else env)
+        for k, seed in enumerate(seeds):
+            envs.append(make(k, seed))
     except BaseException:
         for env in envs:
             close_env(env)

@@ -27,7 +27,7 @@ from envs.atari import atari_wrappers
 from envs.normalize import frozen_observations
 from envs.population import MemberEnvs, PopulationEnv
 from rl_rmsprop.config import Config
-from rl_rmsprop.run.builders import env_options, member_envs
+from rl_rmsprop.run.builders import each_members_env, env_options, member_envs
 from rl_rmsprop.run.errors import UserError
 
 no_grad = torch.no_grad()
@@ -158,22 +158,17 @@ def _own_envs(
     prefix: str,
 ) -> PopulationEnv:
     """Each member's own evaluation env: recorded to its folder, normalized by its statistics."""
-    envs = []
-    try:
-        for k, seed in enumerate(seeds):
-            if video_dirs is not None:
-                options = _video_options(cfg, video_dirs[k], prefix)
-            else:
-                options = env_options(cfg)
-            env = make_vector_env(cfg.env.id, copies, seed, **options)
-            mine = statistics[k] if statistics is not None else None
-            envs.append(env if mine is None else frozen_observations(env, mine))
-    except BaseException:
-        for env in envs:
-            close_env(env)
-        raise
-    inner = envs[0] if len(envs) == 1 else MemberEnvs(envs)
-    return PopulationEnv(inner, seeds, copies, reports_episodes=is_atari(cfg.env.id) or None)
+
+    def own(k: int, seed: int) -> Any:
+        if video_dirs is not None:
+            options = _video_options(cfg, video_dirs[k], prefix)
+        else:
+            options = env_options(cfg)
+        env = make_vector_env(cfg.env.id, copies, seed, **options)
+        mine = statistics[k] if statistics is not None else None
+        return env if mine is None else frozen_observations(env, mine)
+
+    return each_members_env(cfg, seeds, copies, own)
 
 
 def _video_options(cfg: Config, video_dir: Path, prefix: str) -> dict[str, Any]:
