@@ -26,7 +26,6 @@ from gymnasium.envs.classic_control.cartpole import CartPoleVectorEnv
 from gymnasium.utils import seeding
 from gymnasium.wrappers.vector import RecordEpisodeStatistics
 
-from envs.atari import NativeAtari
 from envs.make import EnvError, VectorActions, close_env, make_vector_env
 
 __all__ = [
@@ -164,12 +163,13 @@ class PopulationEnv:
     and lengths of the episodes that ended at this step.
 
     Args:
-        env: the Gymnasium vector env (next-step autoreset, no episode-statistics wrapper).
+        env: the Gymnasium vector env (next-step autoreset).
         seeds: one seed per member.
         envs_per_member: E.
         reports_episodes: whether ``env`` reports every finished episode in its info
-            (None: found out from its wrappers). True for Atari, whose copies report
-            games while a lost life ends a learning episode (``terminated``) too.
+            (``info["episode"]``): every env ``make_vector_env`` builds does, and so do
+            Atari copies, which report games while a lost life also ends a learning episode
+            (``terminated``); False where this class counts them from the rewards.
     """
 
     def __init__(
@@ -177,7 +177,7 @@ class PopulationEnv:
         env: Any,
         seeds: Sequence[int],
         envs_per_member: int,
-        reports_episodes: bool | None = None,
+        reports_episodes: bool,
     ) -> None:
         self.env = env
         self.seeds = [int(s) for s in seeds]
@@ -187,12 +187,8 @@ class PopulationEnv:
         self.single_observation_space = env.single_observation_space
         self.single_action_space = env.single_action_space
         self.member_seeded = isinstance(env.unwrapped, MemberSeededCartPole)
-        self.counts_episodes = (
-            _counts_episodes(env) if reports_episodes is None else reports_episodes
-        )
-        """The wrapped env reports every episode itself (a single run's env, with its
-        episode statistics; an Atari game's copies, whose statistics sit below the lost-life
-        ends): nothing to count here, and a step without reports ends no episode."""
+        self.reports_episodes = reports_episodes
+        """Episodes come from the env's info (a step without a report ends none)."""
         self.returns = np.zeros(self.num_envs)
         self.lengths = np.zeros(self.num_envs, dtype=np.int64)
         self.prev_done = np.zeros(self.num_envs, dtype=bool)
@@ -212,7 +208,7 @@ class PopulationEnv:
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, ...]:
         """Step all ``K * E`` environments (actions member-major, like the observations)."""
         obs, reward, terminated, truncated, info = self.env.step(actions)
-        if self.counts_episodes:  # info is the step's own dict: "episodes" added to it
+        if self.reports_episodes:  # info is the step's own dict: "episodes" added to it
             stats = info.get("episode")
             if stats is None:
                 info["episodes"] = _NONE
@@ -224,11 +220,6 @@ class PopulationEnv:
                     np.asarray(stats["l"])[ended],
                 )
             return obs, reward, terminated, truncated, info
-        if "_episode" in info:  # the sub-environments keep their own statistics (Atari)
-            ended = np.flatnonzero(info["_episode"])
-            stats = info["episode"]
-            episodes = (ended, np.asarray(stats["r"])[ended], np.asarray(stats["l"])[ended])
-            return obs, reward, terminated, truncated, {**info, "episodes": episodes}
         # The step after an episode's end is the autoreset step: it starts the next episode.
         self.returns += reward
         self.lengths += 1
@@ -345,15 +336,6 @@ _NONE = (np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64))
 """No episode ended at this step."""
 
 
-def _counts_episodes(env: Any) -> bool:
-    """Whether ``env`` reports every finished episode in its info (``info["episode"]``)."""
-    while env is not None:
-        if isinstance(env, (RecordEpisodeStatistics, MemberEnvs, NativeAtari)):
-            return True
-        env = getattr(env, "env", None)
-    return False
-
-
 def make_population_env(
     env_id: str,
     seeds: Sequence[int],
@@ -388,4 +370,5 @@ def make_population_env(
         total = len(seeds) * envs_per_member
         vec = make_vector_env(env_id, total, int(seeds[0]), vectorization="sync", wrappers=wrappers)
         env = vec.env if isinstance(vec, RecordEpisodeStatistics) else vec
-    return PopulationEnv(env, seeds, envs_per_member, reports_episodes=bool(wrappers) or None)
+    # Atari's copies (the wrapper chain) report their games; the others are counted here.
+    return PopulationEnv(env, seeds, envs_per_member, reports_episodes=bool(wrappers))

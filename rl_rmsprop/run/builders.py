@@ -196,12 +196,12 @@ def each_members_env(
             close_env(env)
         raise
     inner = envs[0] if len(envs) == 1 else MemberEnvs(envs)
-    return PopulationEnv(inner, seeds, copies, reports_episodes=is_atari(cfg.env.id) or None)
+    return PopulationEnv(inner, seeds, copies, reports_episodes=True)  # make_vector_env's
 
 
 def env_note(env: Any) -> str:
     """`` (ALE vector env, N threads)`` for ALE's C++ env on the run line; empty otherwise."""
-    env = getattr(env, "env", env) if isinstance(env, PopulationEnv) else env
+    env = env.env if isinstance(env, PopulationEnv) else env
     if isinstance(env, NativeAtari):
         return f" (ALE vector env, {env.threads} threads)"
     return ""

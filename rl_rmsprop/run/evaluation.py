@@ -17,9 +17,6 @@ import torch
 from gymnasium.wrappers import RecordVideo
 from torch import nn
 
-from agents.dqn import (
-    epsilon_greedy,
-)
 from agents.networks import ActorCritic, CnnActorCritic
 from agents.population import PopulationCollector
 from envs import close_env, is_atari, make_vector_env
@@ -38,19 +35,14 @@ EVAL_SEED_OFFSET = 10_000
 """Evaluation envs are seeded with the run's seed plus this."""
 
 
-def greedy_policy(model: nn.Module, epsilon: float = 0.0) -> Any:
+def greedy_policy(model: nn.Module) -> Any:
     """Observations -> the model's best actions (argmax of logits or of Q-values).
 
-    With ``epsilon`` > 0 each action is uniformly random with that probability (the Nature DQN
-    evaluates at 0.05).
+    ``--eval-epsilon`` is applied on top by :func:`evaluate_members`.
     """
-    actor = isinstance(model, (ActorCritic, CnnActorCritic))
-    scores = no_grad(lambda obs: model(obs)[0]) if actor else no_grad(model)
-    if epsilon > 0.0:
-        return lambda obs: epsilon_greedy(scores(obs), epsilon)
-    if actor:
+    if isinstance(model, (ActorCritic, CnnActorCritic)):
         return lambda obs: model.act(obs, greedy=True)
-    return lambda obs: scores(obs).argmax(-1)
+    return lambda obs: no_grad(model)(obs).argmax(-1)
 
 
 def evaluate(
@@ -110,7 +102,9 @@ def evaluate_members(
     eval_seeds = [s + EVAL_SEED_OFFSET for s in seeds]
     copies = 1 if video_dirs is not None else episodes
     if video_dirs is None and obs_statistics is None:
-        env = member_envs(dataclasses.replace(cfg, env=_unnormalized(cfg)), eval_seeds, copies)
+        # Never the training's --normalize: statistics, when there are any, are frozen ones.
+        unnormalized = dataclasses.replace(cfg, env=dataclasses.replace(cfg.env, normalize=False))
+        env = member_envs(unnormalized, eval_seeds, copies)
     else:
         env = _own_envs(cfg, eval_seeds, copies, video_dirs, obs_statistics, video_prefix)
     epsilon, n_actions = cfg.run.eval_epsilon, int(env.single_action_space.n)
@@ -142,11 +136,6 @@ def evaluate_members(
         mine = [r for copy in returns[k * copies : (k + 1) * copies] for r in copy[:per_copy]]
         out.append((float(np.mean(mine[:episodes])), float(np.std(mine[:episodes]))))
     return out
-
-
-def _unnormalized(cfg: Config) -> Any:
-    """The env section without ``--normalize`` (evaluation never updates the statistics)."""
-    return dataclasses.replace(cfg.env, normalize=False)
 
 
 def _own_envs(

@@ -153,10 +153,10 @@ class Loop:
         self.algo, self.opt, self.members, self.seeds = algo, opt, members, seeds
         self.device, self.out, self.checkpoint, self.stop = device, out, checkpoint, stop
         self.population = population
-        self.in_study = False
-        """A single run of a study: the study writes the HParams experiment."""
         """A ``--population`` or study (one progress line for all, summaries say so); False
         for a single run (its member's own progress line and summary)."""
+        self.in_study = False
+        """A single run of a study: the study writes the HParams experiment."""
         self.base = members[0].cfg
         self.atari = is_atari(self.base.env.id)
         self.collector = PopulationCollector(env, len(members), device)
@@ -262,7 +262,7 @@ class Loop:
             every = run.eval_every
             if every and step // every > self.evaluations and step < run.total_steps:
                 self.evaluations = step // every
-                _log_eval(members, self._evaluate(), step)
+                _log_eval(members, self._evaluate(self.observation_statistics()), step)
             if not self.population:  # a single run's own line (live on a terminal)
                 log = members[0].logger
                 if log.progress_due(step):
@@ -280,13 +280,15 @@ class Loop:
             self.boundary(step)
         return self._finish()
 
-    def _evaluate(self, videos: bool = False) -> list[tuple[float | None, float | None]]:
+    def _evaluate(
+        self, statistics: list[dict[str, np.ndarray] | None], videos: bool = False
+    ) -> list[tuple[float | None, float | None]]:
         """Every member's greedy evaluation.
 
-        With ``--normalize`` a member's observations are normalized by its own statistics,
-        frozen; with ``videos`` its episodes are recorded to its folder's ``videos/``.
+        With ``--normalize`` a member's observations are normalized by its own
+        ``statistics``, frozen; with ``videos`` its episodes are recorded to its folder's
+        ``videos/``.
         """
-        statistics = self.observation_statistics()
         folders = [m.run_dir / "videos" for m in self.members] if videos else None
         return evaluate_members(
             self.algo.greedy,
@@ -328,11 +330,11 @@ class Loop:
         if self.checkpoint is not None and all(trained):
             # Taken before the evaluation: a resume continues the training, not after it.
             self.checkpoint.final(self.state_dict)
+        statistics = self.observation_statistics()
         results: list[tuple[float | None, float | None]] = [(None, None)] * len(members)
         if any(trained):
-            results = self._evaluate(videos=run.capture_video)
+            results = self._evaluate(statistics, videos=run.capture_video)
             _log_eval(members, results, step)
-        statistics = self.observation_statistics()
         summaries = []
         for k, m in enumerate(members):
             if m.error is not None:

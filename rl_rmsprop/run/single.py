@@ -97,7 +97,7 @@ def config_changes(saved: dict[str, Any], current: Config) -> list[str]:
     ]
 
 
-def check_belongs(state: dict[str, Any], cfg: Config, env: Any, path: Path) -> None:
+def check_belongs(state: dict[str, Any], cfg: Config, env: Any, path: Path, run_dir: Path) -> None:
     """A checkpoint may continue this run only if it is this run's, in today's layout.
 
     Raises:
@@ -122,8 +122,7 @@ def check_belongs(state: dict[str, Any], cfg: Config, env: Any, path: Path) -> N
     changed = config_changes(state["members"][0], cfg)
     if changed:
         raise UserError(
-            f"{path.parent.parent if path.parent.name == 'checkpoints' else path.parent}"
-            f"/config.json was changed since checkpoint {path.name} was written "
+            f"{run_dir / 'config.json'} was changed since checkpoint {path.name} was written "
             f"({', '.join(changed[:3])}); restore it, or start a new run with the new settings"
         )
 
@@ -165,7 +164,7 @@ def _run_locked(cfg: Config, device: torch.device, resume: Path | None, in_study
         algo = ALGORITHMS[cfg.run.algo](cfg, [seed], env, device, cfg.learn.engine)
         opt = member_optimizer(algo, [cfg])
         if state is not None:
-            check_belongs(state, cfg, env, ckpt_path)
+            check_belongs(state, cfg, env, ckpt_path, resume)
         if resume is None:
             run_dir, created = make_run_dir(cfg), True
             new_lock = FolderLock(run_dir).acquire()
