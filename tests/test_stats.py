@@ -283,31 +283,3 @@ def test_statistics_on_a_float64_network():
     _close(out["grad/norm_postclip"], grads.norm(), 1e-12, "postclip")
     for name, p in net.named_parameters():
         _close(out[f"grad/norm/{name}"], p.grad.norm(), 1e-12, name)
-
-
-@pytest.mark.parametrize("shape", [(67_074,), (5, 1001), (16, 900), (3,), (2,), (1,)])
-@pytest.mark.parametrize("kind", ["uniform", "normal", "wide", "ties", "infinite", "zeros"])
-def test_quantiles_are_torch_quantile_bit_for_bit(shape, kind):
-    from rl_rmsprop.optim.stats import quantiles, sorted_floats
-
-    g = torch.Generator().manual_seed(len(shape) * 100 + shape[-1])
-    x = {
-        "uniform": lambda: torch.rand(shape, generator=g),
-        "normal": lambda: torch.randn(shape, generator=g),
-        "wide": lambda: torch.randn(shape, generator=g).mul(40).exp(),  # denormals to huge
-        "ties": lambda: torch.randint(-3, 3, shape, generator=g).float(),
-        "infinite": lambda: torch.randn(shape, generator=g).clamp(-1, 1).div(0.0),
-        "zeros": lambda: torch.randn(shape, generator=g).sign().mul(0.0),  # +0 and -0
-    }[kind]()
-    qs = (0.0, 0.05, 0.5, 0.95, 1.0)
-    want = torch.quantile(x, torch.tensor(qs), dim=-1)
-    torch.testing.assert_close(quantiles(x, qs), want, rtol=0, atol=0, equal_nan=True)
-    torch.testing.assert_close(sorted_floats(x), torch.sort(x, dim=-1).values, rtol=0, atol=0)
-
-
-def test_quantiles_of_values_with_a_nan_are_nan():
-    from rl_rmsprop.optim.stats import quantiles
-
-    x = torch.rand(1000)
-    x[10] = float("nan")
-    assert torch.isnan(quantiles(x, (0.05, 0.5))).all()

@@ -21,10 +21,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .figures import (
+    clip_coefficient,
+    count_skips,
+    eps_dominated,
+    gradient_figures,
+    histogram_samples,
+    layer_figures,
+    state_figures,
+    update_ratio,
+)
 from .functional import Coeffs, Hyper, Rule, State, coefficients, denominator, init_state, update_
 from .groups import hyper_of, rule_of
 from .presets import preset_group
-from .stats import eps_dominated, quantiles, strided_sample
 
 ROW_BY_ROW_MIN = 16_384
 """Rows at least this long whose members differ are updated one member at a time: for 16
@@ -166,8 +175,7 @@ class PopulationOptimizer:
         capped at 1), applied per member.
         """
         norms = self.grad_norms()
-        coef = (max_norm / (norms + 1e-6)).clamp_(max=1.0)  # the gradient's dtype
-        self.grad.mul_(coef.unsqueeze(1))
+        self.grad.mul_(clip_coefficient(norms, max_norm).unsqueeze(1))  # the gradient's dtype
         return norms
 
     def _coeffs(self, block: Block) -> Coeffs:
@@ -260,9 +268,8 @@ class PopulationOptimizer:
         if not everyone:
             self.data[keep] = saved[0]
             self._restore_state_rows(keep, saved[1])
-            bad = ~finite & ~self.frozen
-            self.skipped += bad.long()
-            self.streak = torch.where(bad, self.streak + 1, torch.zeros_like(self.streak))
+            bad = (~finite & ~self.frozen).long()
+            self.skipped, self.streak = count_skips(self.skipped, self.streak, bad)
         elif self._streaking:
             self.streak.zero_()
         self._streaking = not everyone
@@ -360,37 +367,23 @@ class PopulationOptimizer:
         Returns:
             One dict of tag -> value per member.
         """
-        postclip = self.grad_norms()
-        cols: dict[str, Tensor] = {
-            "grad/norm_postclip": postclip,
-            "grad/norm_preclip": postclip if preclip is None else preclip,
-        }
-        if preclip is not None and max_norm is not None:
-            cols["grad/clipped"] = (preclip > max_norm).to(preclip.dtype)
+        cols = gradient_figures(self.grad_norms(), preclip, max_norm)
         if per_param:
-            for name, offset, numel in self.names:
-                part = self.grad[:, offset : offset + numel]
-                cols[f"grad/norm/{name}"] = torch.linalg.vector_norm(part, dim=1)
+            cols.update(layer_figures(self.grad, self.names))
         cols["optim/lr"] = self.hyper_column("lr") * self.lr_scale
-        per_block: list[dict[str, Tensor]] = []
-        for block in self.blocks:
-            per_block.append(self._block_figures(block))
+        per_block = [self._block_figures(block) for block in self.blocks]
         if self._prev is not None:
-            cols["optim/update_to_param_ratio"] = torch.linalg.vector_norm(
-                self.data - self._prev, dim=1
-            ) / torch.linalg.vector_norm(self._prev, dim=1)
+            cols["optim/update_to_param_ratio"] = update_ratio(self.data, self._prev)
             self._prev = None
         cols["optim/nonfinite_skipped"] = self.skipped
-        lists = {tag: col.tolist() for tag, col in cols.items()}
         out: list[dict[str, float]] = [{} for _ in range(self.members)]
-        for k in range(self.members):
-            for tag, values in lists.items():
-                out[k][tag] = values[k]
+        for tag, col in cols.items():
+            for k, value in enumerate(col.tolist()):
+                out[k][tag] = value
         for block, figures in zip(self.blocks, per_block, strict=True):
-            values = {tag: col.tolist() for tag, col in figures.items()}
-            for i, k in enumerate(range(block.start, block.stop)):
-                for tag, v in values.items():
-                    out[k][tag] = v[i]
+            for tag, col in figures.items():
+                for k, value in enumerate(col.tolist(), start=block.start):
+                    out[k][tag] = value
         return out
 
     def _block_figures(self, block: Block) -> dict[str, Tensor]:
@@ -399,34 +392,17 @@ class PopulationOptimizer:
             return {}
         c = self._coeffs(block)
         d = denominator(block.state, block.rule, c)
-        if d is None:  # SGD: every element's rate is the lr
+        if d is None:  # SGD: every element's rate is the lr, and no eps
             clr = torch.as_tensor(c.clr, dtype=self.data.dtype, device=self.data.device)
-            clr = clr.reshape(-1).expand(block.stop - block.start)
-            figures = {f"optim/effective_lr/{k}": clr for k in ("mean", "p05", "p50", "p95")}
-            return {**figures, "optim/eps_dominated_fraction": torch.zeros_like(clr)}
-        figures: dict[str, Tensor] = {}
-        v = block.state.square_avg
-        figures["optim/sq_avg/mean"] = v.mean(1)
-        figures["optim/sq_avg/min"] = v.amin(1)
-        figures["optim/sq_avg/max"] = v.amax(1)
-        eff = c.clr / d
-        figures["optim/effective_lr/mean"] = eff.mean(1)
-        p05, p50, p95 = quantiles(eff, (0.05, 0.5, 0.95))
-        figures["optim/effective_lr/p05"] = p05
-        figures["optim/effective_lr/p50"] = p50
-        figures["optim/effective_lr/p95"] = p95
-        figures["optim/eps_dominated_fraction"] = (
-            eps_dominated(d, block.rule, c.eps).float().mean(1)
-        )
-        return figures
+            clr = clr.reshape(-1, 1).expand(block.stop - block.start, 1)
+            return state_figures(None, clr, torch.zeros_like(clr, dtype=torch.bool))
+        dominated = eps_dominated(d, block.rule, c.eps)
+        return state_figures(block.state.square_avg, c.clr / d, dominated)
 
     def histograms(self, k: int, max_elements: int = 1 << 16) -> dict[str, Tensor]:
         """Member k's samples for the ``optim/sq_avg`` and ``grad/values`` histograms."""
-        out = {}
         block = next(b for b in self.blocks if b.start <= k < b.stop)
-        parts = {"grad/values": self.grad[k]}
-        if block.state.square_avg is not None:
-            parts["optim/sq_avg"] = block.state.square_avg[k - block.start]
-        for tag, x in parts.items():
-            out[tag] = strided_sample(x.detach().float().cpu(), max_elements)
-        return out
+        v = block.state.square_avg
+        return histogram_samples(
+            self.grad[k], None if v is None else v[k - block.start], max_elements
+        )

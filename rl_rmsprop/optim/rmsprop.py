@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 from torch.optim import optimizer as _optim_module
 
 from .compiled import choose_impl, run_compiled
+from .figures import count_skips
 from .flat import FlatSpace
 from .functional import Coeffs, Hyper, Rule, coefficients, update_
 from .groups import PLAN_KEYS, hyper_of, rule_of, validate_group
@@ -243,17 +244,15 @@ class RMSprop(Optimizer):
             active = space.sync_grads()
             plans.append((space, active, space.segments(active)))
         if self.skip_nonfinite is True:
-            if not _all_finite_host(plans):
-                self._skipped, self._streak = self._skipped + 1, self._streak + 1
+            bad = int(not _all_finite_host(plans))
+            self._skipped, self._streak = count_skips(self._skipped, self._streak, bad)
+            if bad:
                 return loss
-            self._streak = 0
         guard = None
         if self.skip_nonfinite == "device":
             ok = _finite_flag(plans)
             guard = (ok, [])
-            bad = (~ok).long()
-            self._skipped = self._skipped + bad
-            self._streak = (self._streak + 1) * bad  # 0 after a good step
+            self._skipped, self._streak = count_skips(self._skipped, self._streak, (~ok).long())
         for space, active, segments in plans:
             if not segments:
                 continue
