@@ -243,7 +243,7 @@ def _run_study(
 ) -> int:
     """Train the study's runs (the study folder is locked), then write its report."""
     base = pairs[0].cfg
-    population, how = choose_mode(base, args.population, args.workers, ray)
+    population, how = choose_mode(args.population, args.workers, ray)
     print(
         f"study {study}: {base.run.algo} on {base.env.id}, {len(specs)} optimizer(s) x "
         f"{len(seeds)} seed(s) = {len(pairs)} runs of {base.run.total_steps:,} steps; {how}",

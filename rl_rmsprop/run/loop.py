@@ -149,13 +149,14 @@ class Loop:
         checkpoint: PopulationCheckpoint | RunCheckpoints | None = None,
         stop: Any = None,
         population: bool = True,
+        in_study: bool = False,
     ) -> None:
         self.algo, self.opt, self.members, self.seeds = algo, opt, members, seeds
         self.device, self.out, self.checkpoint, self.stop = device, out, checkpoint, stop
         self.population = population
         """A ``--population`` or study (one progress line for all, summaries say so); False
         for a single run (its member's own progress line and summary)."""
-        self.in_study = False
+        self.in_study = in_study
         """A single run of a study: the study writes the HParams experiment."""
         self.base = members[0].cfg
         self.atari = is_atari(self.base.env.id)

@@ -237,17 +237,6 @@ class PopulationError(Exception):
     """The population cannot be trained as asked (one line, exit status 2)."""
 
 
-def unsupported(cfg: Config) -> str | None:
-    """Why ``cfg`` cannot train in population mode (None if it can).
-
-    Population mode batches A2C and DQN on flat observations and on Atari frames, with
-    ``--normalize`` (each member its own statistics) and ``--capture-video``.
-    """
-    if cfg.run.algo not in ALGORITHMS:
-        return f"population mode trains {' and '.join(ALGORITHMS)}, not {cfg.run.algo}"
-    return None
-
-
 def _shared_part(cfg: Config) -> dict[str, Any]:
     flat = flatten(cfg.to_dict())
     return {k: v for k, v in flat.items() if not any(k.startswith(s) for s in SHARED)}
@@ -257,13 +246,10 @@ def check_members(cfgs: list[Config]) -> None:
     """Members may differ only in optimizer settings, seed and run folder.
 
     Raises:
-        PopulationError: for no members, an unsupported configuration or members that differ.
+        PopulationError: for no members or members that differ.
     """
     if not cfgs:
         raise PopulationError("a population needs at least one member")
-    reason = unsupported(cfgs[0])
-    if reason:
-        raise PopulationError(reason)
     first = _shared_part(cfgs[0])
     for cfg in cfgs[1:]:
         other = _shared_part(cfg)

@@ -25,7 +25,7 @@ from rl_rmsprop.run.errors import UserError, as_training_failure
 from rl_rmsprop.run.evaluation import check_video
 from rl_rmsprop.run.folders import FolderLock, make_run_dir, remove_stale_temp_files, run_name
 from rl_rmsprop.run.identity import hparams
-from rl_rmsprop.run.members import PopulationError, unsupported
+from rl_rmsprop.run.members import PopulationError
 from rl_rmsprop.run.population import run_population
 from rl_rmsprop.run.signals import StopSignals
 from rl_rmsprop.run.tracker import fmt_or_na
@@ -61,11 +61,8 @@ def train_population(cfg: Config, resume: Path | None = None) -> int:
     diverged, 128 + signal when stopped).
 
     Raises:
-        UserError: the configuration cannot train as a population, or the folder exists.
+        UserError: a setting a single run would refuse too, or the folder exists.
     """
-    reason = unsupported(cfg)
-    if reason:
-        raise UserError(f"{reason}; drop --population to train one run")
     # What can be checked before anything is written: the device, the env id and options,
     # the optimizer.
     resolve_device(cfg.run.device)

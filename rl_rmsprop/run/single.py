@@ -187,8 +187,8 @@ def _run_locked(cfg: Config, device: torch.device, resume: Path | None, in_study
             checkpoints,
             StopSignals(),
             population=False,
+            in_study=in_study,
         )
-        loop.in_study = in_study
         _open_logs(loop, algo, state, ckpt_path)
         try:
             # NumPy's overflow warnings would only repeat what the non-finite check counts

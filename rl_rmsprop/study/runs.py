@@ -22,7 +22,6 @@ from rl_rmsprop.cluster import (
 from rl_rmsprop.config import (
     Config,
 )
-from rl_rmsprop.run.members import unsupported
 from rl_rmsprop.run.signals import Interrupted, StopSignals
 from rl_rmsprop.study.progress import StudyProgress, clock
 from rl_rmsprop.study.specs import (
@@ -216,18 +215,15 @@ def _describe(pair: Pair, summary: dict) -> str:
 
 
 def choose_mode(
-    base: Config, requested: bool | None, workers: int, ray: RayOptions | None = None
+    requested: bool | None, workers: int, ray: RayOptions | None = None
 ) -> tuple[bool, str]:
     """Population mode or one process (or Ray task) per run, and the line that says which.
 
-    Population mode is used wherever it is supported (A2C and DQN, flat or image
-    observations, ``--normalize``, video capture) unless ``--no-population`` was given;
-    where it is not (an algorithm that is not batched) the study falls back to one process
-    per run, also when ``--population`` was asked for, and says why.
+    Every run trains as a member (a single run is a population of one), so a study trains
+    as populations unless ``--no-population`` was given.
     """
-    reason = unsupported(base)
-    population = requested is not False and reason is None
-    why = "--no-population" if requested is False else reason
+    population = requested is not False
+    why = "--no-population"
     if ray is not None:
         where = f"Ray at {ray.address}" if ray.address else LOCAL_RAY
         if population:
