@@ -16,7 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
+from .a2c import rollout_gae
 from .numpy_mlp import Layers, backward, forward
 from .rollout import Rollout
 
@@ -49,7 +51,8 @@ def a2c_gradients(
     * dL/dv = -2 vf_coef w (R - v) for the values of the steps' inputs (the observation
       after the rollout is only bootstrapped from).
 
-    GAE runs env-major (``[T, K * E]``, as the rollout), the loss member-major. Overflow in a
+    GAE is :func:`agents.returns.compute_gae` (torch, on views of the values), env-major
+    (``[T, K * E]``, as the rollout); the loss runs member-major. Overflow in a
     member whose parameters diverged gives inf or nan silently, as torch does (the trainer
     stops such a member). Tests check the gradient against autograd's.
 
@@ -87,7 +90,8 @@ def _a2c_gradients(
     v_outs = forward(x, vw, "tanh")
     member_values = v_outs[-1][..., 0]  # [(K,) (T + 1) E]
     values = member_values.reshape(k, steps + 1, -1).swapaxes(0, 1).reshape(steps + 1, -1)
-    adv, ret = rollout_gae(rollout, values, gamma, hp.gae_lambda)
+    both = torch.from_numpy(values)  # the one GAE, on views of the values
+    adv, ret = (a.numpy() for a in rollout_gae(rollout, both[:-1], both[1:], gamma, hp.gae_lambda))
     mask, adv, ret = (to_member_major(a, members) for a in (rollout.valid.numpy(), adv, ret))
     v = member_values[..., :rows]
     actions = to_member_major(rollout.actions.numpy(), members)[..., None]
@@ -122,51 +126,3 @@ def _a2c_gradients(
         "losses/entropy": entropy,
     }
     return losses, metrics
-
-
-def rollout_gae(
-    rollout: Rollout, values: np.ndarray, gamma: float, gae_lambda: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`gae` of a rollout, given the values ``[T + 1, E]`` of its observations.
-
-    Returns:
-        ``(advantages, returns)``, ``[T, E]``, in the values' dtype.
-    """
-    return gae(
-        rollout.rewards.numpy().astype(values.dtype, copy=False),
-        values[:-1],
-        values[1:],
-        rollout.terminated.numpy(),
-        rollout.truncated.numpy(),
-        rollout.valid.numpy(),
-        gamma,
-        gae_lambda,
-    )
-
-
-def gae(
-    rewards: np.ndarray,
-    values: np.ndarray,
-    next_values: np.ndarray,
-    terminated: np.ndarray,
-    truncated: np.ndarray,
-    valid: np.ndarray,
-    gamma: float,
-    gae_lambda: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`agents.returns.compute_gae` in NumPy (same rule; inputs already checked).
-
-    Returns:
-        ``(advantages, returns)``, ``[T, E]``, zero at invalid steps.
-    """
-    zero = rewards.dtype.type(0)
-    deltas = rewards + gamma * np.where(terminated, zero, next_values) - values
-    carry = ~(terminated | truncated)
-    adv = np.empty_like(deltas)
-    next_adv = np.zeros_like(deltas[0])
-    chain = gamma * gae_lambda
-    for t in range(rewards.shape[0] - 1, -1, -1):
-        chained = deltas[t] + chain * np.where(carry[t], next_adv, zero)
-        next_adv = np.where(valid[t], chained, zero)
-        adv[t] = next_adv
-    return adv, np.where(valid, adv + values, zero)

@@ -98,17 +98,17 @@ def compute_gae(
     # torch.where, not multiplication by a 0/1 mask: the value of a terminal observation and
     # anything at an autoreset step may be arbitrary (even inf/nan) and 0 * nan is nan.
     bootstrap = torch.where(terminated, zero, next_values)
-    deltas = rewards + gamma * bootstrap - values
-    # The chain is cut after every episode end. It is also cut before every invalid step,
-    # whatever precedes it (an invalid step only follows a done one, but a malformed mask must
-    # not leak either): A_{t+1} is zeroed at invalid steps below, which is the valid[t + 1] factor.
-    carry = ~(terminated | truncated)
-
+    deltas = torch.where(valid, rewards + gamma * bootstrap - values, zero)
+    # The chain is cut after every episode end and before every invalid step (an invalid step
+    # only follows a done one, but a malformed mask must not leak either): A_t is the chain
+    # coefficient times A_{t+1} plus delta_t, both 0 at invalid steps, so A_t is 0 there.
+    chain = torch.where(
+        valid & ~(terminated | truncated), rewards.new_tensor(gamma * gae_lambda), zero
+    )
     advantages: list[Tensor] = []
     next_adv = deltas.new_zeros(deltas.shape[1:])
-    for t in reversed(range(rewards.shape[0])):
-        chained = deltas[t] + gamma * gae_lambda * torch.where(carry[t], next_adv, zero)
-        next_adv = torch.where(valid[t], chained, zero)
+    for t in reversed(range(rewards.shape[0])):  # two whole-row operations a step
+        next_adv = deltas[t] + chain[t] * next_adv
         advantages.append(next_adv)
     # T = 0 leaves nothing to stack; the empty deltas have the right shape and dtype.
     adv = torch.stack(advantages[::-1]) if advantages else deltas.clone()

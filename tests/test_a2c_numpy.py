@@ -6,15 +6,13 @@ members' path through the population's buffers is tested in test_agent_populatio
 
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from agents.a2c import a2c_loss
-from agents.a2c_numpy import a2c_gradients, gae
+from agents.a2c_numpy import a2c_gradients
 from agents.networks import ActorCritic
-from agents.returns import compute_gae
 from agents.rollout import Rollout
 from rl_rmsprop.config import A2CConfig
 from rl_rmsprop.optim import make_optimizer
@@ -103,18 +101,6 @@ def test_nothing_from_an_autoreset_step_leaks_not_even_a_nan():
     engine_gradients(model, poisoned, hp, 0.99)
     for before, p in zip(clean, model.parameters(), strict=True):
         assert torch.equal(before, p.grad)
-
-
-def test_gae_equals_compute_gae():
-    rollout = make_rollout(steps=7, envs=5, seed=4)
-    g = torch.Generator().manual_seed(5)
-    values, next_values = torch.randn(7, 5, generator=g), torch.randn(7, 5, generator=g)
-    args = (rollout.rewards, values, next_values, rollout.terminated, rollout.truncated)
-    for lam in (1.0, 0.9, 0.0):
-        adv, ret = compute_gae(*args, rollout.valid, 0.99, lam)
-        adv_np, ret_np = gae(*(t.numpy() for t in args), rollout.valid.numpy(), 0.99, lam)
-        np.testing.assert_allclose(adv_np, adv.numpy(), rtol=1e-6, atol=1e-6)
-        np.testing.assert_allclose(ret_np, ret.numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_training_through_the_optimizer_follows_autograd():
