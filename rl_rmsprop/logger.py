@@ -235,6 +235,58 @@ FINAL_METRICS = ("episodic_return_mean100", "eval_return_mean", "solved_at_step"
 """The summary figures a run writes with its hparams (the HParams tab's metric columns)."""
 
 
+class ProgressLine:
+    """A run's console progress: a live line on a terminal, plain lines every 10% otherwise.
+
+    One display for a single run (:class:`Logger`) and a population (its loop): on a
+    terminal the line is redrawn in place at most five times a second; elsewhere (a file, a
+    pipe, CI) a line is printed every tenth of the budget, and the one at 100% always.
+
+    Args:
+        stream: where it is shown.
+        total_steps: the step budget.
+        quiet: show nothing.
+    """
+
+    def __init__(self, stream: TextIO, total_steps: int, quiet: bool = False) -> None:
+        self.stream, self.total_steps, self.quiet = stream, total_steps, quiet
+        self.live = stream.isatty()
+        self._next_line = 0
+        self._last_draw = 0.0
+        self._drawn = False
+
+    def due(self, step: int) -> bool:
+        """Whether :meth:`show` at ``step`` would show anything (callers skip the figures)."""
+        if self.quiet:
+            return False
+        if self.live:
+            return time.monotonic() - self._last_draw > 0.2 or step >= self.total_steps
+        return step >= self._next_line
+
+    def percent(self, step: int) -> float:
+        """How far ``step`` is into the budget (the last round may overshoot it: 100 at most)."""
+        return min(100.0, 100.0 * step / self.total_steps)
+
+    def show(self, step: int, text: str) -> None:
+        """Show ``text`` as the progress at ``step``, if it is due."""
+        if not self.due(step):
+            return
+        if self.live:
+            self._last_draw = time.monotonic()
+            bar = "#" * int(self.percent(step) / 5)
+            print(f"\r[{bar:<20}] {text}", end="", file=self.stream, flush=True)
+            self._drawn = True
+        else:
+            self._next_line = min(step + max(1, self.total_steps // 10), self.total_steps)
+            print(text, file=self.stream, flush=True)
+
+    def end(self) -> None:
+        """End a live line, so that what is printed next starts on a line of its own."""
+        if self._drawn:
+            print(file=self.stream, flush=True)
+            self._drawn = False
+
+
 class Logger:
     """Writes one run's TensorBoard events and its console progress.
 
@@ -260,9 +312,7 @@ class Logger:
         self.total_steps = total_steps
         self.quiet = quiet
         self.stream = stream or sys.stderr
-        self.live = self.stream.isatty()
-        self._next_line = 0
-        self._last_draw = 0.0
+        self.line = ProgressLine(self.stream, total_steps, quiet)
         self._hparams: dict[str, Any] = {}
 
     def scalars(self, metrics: Mapping[str, Any], step: int) -> None:
@@ -312,35 +362,23 @@ class Logger:
 
     def progress_due(self, step: int) -> bool:
         """Whether :meth:`progress` at ``step`` would show anything (callers skip the figures)."""
-        if self.quiet:
-            return False
-        if self.live:
-            return time.monotonic() - self._last_draw > 0.2 or step >= self.total_steps
-        return step >= self._next_line
+        return self.line.due(step)
 
     def progress(self, step: int, sps: float, mean_return: float | None) -> None:
         """Show progress: a live line on a terminal, a plain line every 10% otherwise."""
-        if not self.progress_due(step):
+        if not self.line.due(step):
             return
         ret = "n/a" if mean_return is None else f"{mean_return:8.1f}"
-        pct = min(100.0, 100.0 * step / self.total_steps)  # the last rollout may overshoot
+        pct = self.line.percent(step)
         text = (
             f"{step:>10,}/{self.total_steps:,} steps ({pct:5.1f}%)  {sps:8,.0f} SPS  return {ret}"
         )
-        if self.live:
-            self._last_draw = time.monotonic()
-            bar = "#" * int(pct / 5)
-            print(f"\r[{bar:<20}] {text}", end="", file=self.stream, flush=True)
-        else:
-            # the line at 100% is always printed, however the steps fall
-            self._next_line = min(step + max(1, self.total_steps // 10), self.total_steps)
-            print(text, file=self.stream, flush=True)
+        self.line.show(step, text)
 
     def message(self, text: str) -> None:
         """Print a line unless quiet (ends a live progress line first)."""
         if not self.quiet:
-            if self.live:
-                print(file=self.stream)
+            self.line.end()
             print(text, file=self.stream, flush=True)
 
     def flush(self) -> None:
@@ -349,8 +387,7 @@ class Logger:
 
     def close(self) -> None:
         """Flush and close the event file."""
-        if self.live and not self.quiet:
-            print(file=self.stream)
+        self.line.end()
         self.writer.flush()
         self.writer.close()
 

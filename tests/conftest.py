@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -130,3 +131,10 @@ class StopAfter:
         """SIGINT from the n-th read on."""
         self.n -= 1
         return signal.SIGINT if self.n < 0 else None
+
+
+class FakeTerminal(io.StringIO):
+    """A console stream that says it is a terminal (it gets live progress lines)."""
+
+    def isatty(self) -> bool:
+        return True

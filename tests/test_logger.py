@@ -4,12 +4,20 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import FakeTerminal
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 
-from rl_rmsprop.logger import Logger, flatten, markdown_table, masked_crc32c_many, scalar_event
+from rl_rmsprop.logger import (
+    Logger,
+    ProgressLine,
+    flatten,
+    markdown_table,
+    masked_crc32c_many,
+    scalar_event,
+)
 
 
 def test_flatten_and_markdown():
@@ -47,11 +55,6 @@ def test_plain_progress_lines_every_tenth_and_quiet(tmp_path):
     assert quiet.getvalue() == ""
 
 
-class FakeTerminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
 def test_a_terminal_gets_one_live_line_with_a_bar(tmp_path):
     out = FakeTerminal()
     logger = Logger(tmp_path / "tty", total_steps=100, stream=out)
@@ -62,6 +65,30 @@ def test_a_terminal_gets_one_live_line_with_a_bar(tmp_path):
     assert text.count("\r") == 2 and text.endswith("\n")
     assert "[##########          ]" in text and "[####################]" in text
     assert "20.0" in text and "SPS" in text
+
+
+def test_a_progress_line_ends_only_what_it_drew():
+    out = FakeTerminal()
+    line = ProgressLine(out, 100)
+    line.end()
+    assert out.getvalue() == ""  # nothing drawn, nothing to end
+    line.show(10, "ten")
+    line.show(11, "eleven")  # within 0.2 s of the last draw: not due
+    line.show(100, "done")  # the last step is always drawn
+    line.end()
+    line.end()
+    assert out.getvalue() == "\r[##                  ] ten\r[####################] done\n"
+    plain = io.StringIO()
+    line = ProgressLine(plain, 100)
+    for step in range(0, 101, 5):
+        line.show(step, f"at {step}")
+    line.end()
+    assert plain.getvalue().splitlines() == [f"at {step}" for step in range(0, 101, 10)]
+    quiet = FakeTerminal()
+    line = ProgressLine(quiet, 100, quiet=True)
+    line.show(100, "x")
+    line.end()
+    assert quiet.getvalue() == "" and not line.due(100)
 
 
 def test_masked_crc32c_many_matches_tensorboards_and_the_check_value():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import math
 import signal
@@ -12,7 +13,7 @@ import time
 
 import pytest
 import torch
-from conftest import StopAfter, default_sigint, scalars
+from conftest import FakeTerminal, StopAfter, default_sigint, scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
@@ -539,3 +540,20 @@ def test_an_interrupted_compare_population_resumes_from_its_checkpoint(
 
     assert table(whole) == table(resumed)
     assert not list((tmp_path / "compare-cut" / "populations").glob("*.pt"))  # finished
+
+
+def test_a_population_draws_a_live_line_on_a_terminal_and_plain_lines_elsewhere(tmp_path):
+    def loud(cfg):
+        return dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, quiet=False))
+
+    terminal = FakeTerminal()
+    run_population([loud(_cfg(tmp_path / "t", "rmsprop", k, steps=2000)) for k in (1, 2)], terminal)
+    text = terminal.getvalue()
+    assert "\r[####################]      2,000/2,000 steps per member (100.0%)" in text
+    assert text.endswith("\n")  # the line is ended before anything else is printed
+    plain = io.StringIO()
+    run_population([loud(_cfg(tmp_path / "p", "rmsprop", k, steps=2000)) for k in (1, 2)], plain)
+    lines = [ln for ln in plain.getvalue().splitlines() if "aggregate SPS" in ln]
+    assert "\r" not in plain.getvalue()
+    assert 5 <= len(lines) <= 11
+    assert lines[-1].startswith("     2,000/2,000 steps per member (100.0%)")

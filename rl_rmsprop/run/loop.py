@@ -40,7 +40,7 @@ from rl_rmsprop.checkpoint import (
     write_json_atomic,
 )
 from rl_rmsprop.config import Config
-from rl_rmsprop.logger import Logger
+from rl_rmsprop.logger import Logger, ProgressLine
 from rl_rmsprop.optim.population import PopulationOptimizer
 from rl_rmsprop.optim.schedules import lr_factor
 from rl_rmsprop.run.errors import UserError
@@ -161,7 +161,9 @@ class Loop:
         self.base = members[0].cfg
         self.atari = is_atari(self.base.env.id)
         self.collector = PopulationCollector(env, len(members), device)
-        self.updates = self.evaluations = self.next_line = 0
+        self.updates = self.evaluations = 0
+        self.line = ProgressLine(out, self.base.run.total_steps, self.base.run.quiet)
+        """A population's progress (a single run's is its member's logger's)."""
         self.last_checkpoint = 0
         self.start = self.last_report = time.perf_counter()
         self.progress: Callable[[int, int], None] | None = None
@@ -182,7 +184,6 @@ class Loop:
             "loop": {
                 "updates": self.updates,
                 "evaluations": self.evaluations,
-                "next_line": self.next_line,
                 "elapsed_s": time.perf_counter() - self.start,
             },
         }
@@ -201,7 +202,6 @@ class Loop:
             m.load_state_dict(saved)
         loop = state["loop"]
         self.updates, self.evaluations = loop["updates"], loop["evaluations"]
-        self.next_line = loop["next_line"]
         self.start = time.perf_counter() - loop["elapsed_s"]
         self.last_checkpoint = state["member_step"]
         return why
@@ -251,34 +251,36 @@ class Loop:
     def train(self) -> list[dict[str, Any]]:
         """Train to ``--total-steps`` per member; every member's summary (or error)."""
         members, collector, run = self.members, self.collector, self.base.run
-        while collector.member_step < run.total_steps:
-            self.algo.round(self)
-            if all(m.stopped_at is not None for m in members):
-                break  # every member diverged: nothing left to train
-            step = collector.member_step
-            elapsed = time.perf_counter() - self.start
-            for k, ep in collector.pop_member_episodes():
-                if members[k].stopped_at is None:
-                    members[k].episode(ep.episodic_return, ep.length, ep.step, elapsed)
-            every = run.eval_every
-            if every and step // every > self.evaluations and step < run.total_steps:
-                self.evaluations = step // every
-                _log_eval(members, self._evaluate(self.observation_statistics()), step)
-            if not self.population:  # a single run's own line (live on a terminal)
-                log = members[0].logger
-                if log.progress_due(step):
-                    mean = members[0].episodes.mean_recent(SOLVE_WINDOW)
-                    log.progress(step, step / max(elapsed, 1e-9), mean)
-            elif not run.quiet and (step >= self.next_line or step >= run.total_steps):
-                self.next_line = step + max(1, run.total_steps // 10)
-                _progress(members, step, run.total_steps, elapsed, self.out)
-            now = time.perf_counter()
-            if self.progress is not None and (
-                now - self.last_report >= PROGRESS_EVERY_S or step >= run.total_steps
-            ):
-                self.last_report = now
-                self.progress(step, len(members))
-            self.boundary(step)
+        try:
+            while collector.member_step < run.total_steps:
+                self.algo.round(self)
+                if all(m.stopped_at is not None for m in members):
+                    break  # every member diverged: nothing left to train
+                step = collector.member_step
+                elapsed = time.perf_counter() - self.start
+                for k, ep in collector.pop_member_episodes():
+                    if members[k].stopped_at is None:
+                        members[k].episode(ep.episodic_return, ep.length, ep.step, elapsed)
+                every = run.eval_every
+                if every and step // every > self.evaluations and step < run.total_steps:
+                    self.evaluations = step // every
+                    _log_eval(members, self._evaluate(self.observation_statistics()), step)
+                if not self.population:  # a single run's own line (live on a terminal)
+                    log = members[0].logger
+                    if log.progress_due(step):
+                        mean = members[0].episodes.mean_recent(SOLVE_WINDOW)
+                        log.progress(step, step / max(elapsed, 1e-9), mean)
+                elif self.line.due(step):
+                    self.line.show(step, _progress(members, step, self.line.percent(step), elapsed))
+                now = time.perf_counter()
+                if self.progress is not None and (
+                    now - self.last_report >= PROGRESS_EVERY_S or step >= run.total_steps
+                ):
+                    self.last_report = now
+                    self.progress(step, len(members))
+                self.boundary(step)
+        finally:
+            self.line.end()  # what is printed next starts on a line of its own
         return self._finish()
 
     def _evaluate(
@@ -400,14 +402,14 @@ def _log_eval(
             )
 
 
-def _progress(members: list[Member], step: int, total: int, elapsed: float, out: TextIO) -> None:
+def _progress(members: list[Member], step: int, percent: float, elapsed: float) -> str:
+    """A population's progress line: steps, aggregate speed, median return, members solved."""
     recent = [r for r in (m.episodes.mean_recent(SOLVE_WINDOW) for m in members) if r is not None]
     ret = f"{np.median(recent):.1f}" if recent else "n/a"
     solved = sum(m.episodes.solved.step is not None for m in members)
     aggregate = step * len(members) / max(elapsed, 1e-9)
-    print(
-        f"{step:>10,}/{total:,} steps per member ({min(100.0, 100 * step / total):5.1f}%)  "
-        f"{aggregate:10,.0f} aggregate SPS  median return {ret}  solved {solved}/{len(members)}",
-        file=out,
-        flush=True,
+    total = members[0].cfg.run.total_steps
+    return (
+        f"{step:>10,}/{total:,} steps per member ({percent:5.1f}%)  "
+        f"{aggregate:10,.0f} aggregate SPS  median return {ret}  solved {solved}/{len(members)}"
     )
