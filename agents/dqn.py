@@ -312,8 +312,9 @@ def lazy_epsilon_greedy(
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     """``target = tau * online + (1 - tau) * target`` in place, parameters and buffers.
 
-    Reproduces SB3's ``polyak_update`` (``mul_(1 - tau)`` then ``add_(alpha=tau)``) with one
-    ``torch._foreach_`` call per step instead of a Python loop over tensors. ``tau = 1`` is the
+    Reproduces SB3's ``polyak_update`` (``mul_(1 - tau)`` then ``add_(alpha=tau)``). Members
+    update their targets through :func:`polyak_` on the whole ``[K, N]`` rows, one pair of
+    tensors, so no per-tensor loop costs anything in training. ``tau = 1`` is the
     hard copy of Nature DQN and SB3's default, done with ``copy_`` so that it is exact even if the
     target holds inf or nan. Floating buffers (batch-norm statistics) follow ``tau`` like the
     parameters; integer buffers (``num_batches_tracked``) cannot be averaged and are copied.
@@ -335,14 +336,11 @@ def polyak_(pairs: Sequence[tuple[Tensor, Tensor]], tau: float) -> None:
     """:func:`polyak_update` on ``(target, online)`` tensor pairs (e.g. flat ``[K, N]`` rows)."""
     if not 0.0 <= tau <= 1.0:
         raise ValueError(f"tau must be in [0, 1], got {tau}")
-    mixed = [(t, o) for t, o in pairs if t.is_floating_point() and tau != 1.0]
-    copied = [(t, o) for t, o in pairs if not (t.is_floating_point() and tau != 1.0)]
-    if mixed:
-        t_list, o_list = [t for t, _ in mixed], [o for _, o in mixed]
-        torch._foreach_mul_(t_list, 1.0 - tau)
-        torch._foreach_add_(t_list, o_list, alpha=tau)
-    if copied:
-        torch._foreach_copy_([t for t, _ in copied], [o for _, o in copied])
+    for t, o in pairs:
+        if t.is_floating_point() and tau != 1.0:
+            t.mul_(1.0 - tau).add_(o, alpha=tau)
+        else:
+            t.copy_(o)
 
 
 def _aligned(

@@ -30,7 +30,7 @@ from .dqn_numpy import td_gradients
 from .numpy_mlp import forward
 from .replay import FrameReplayBuffer, ReplaySample
 from .rollout import Step
-from .stacked import StackedModule
+from .stacked import StackedModule, backward_into_rows
 
 
 class MemberGenerators:
@@ -317,7 +317,7 @@ class MemberQ:
             return {tag: torch.from_numpy(np.asarray(v)) for tag, v in metrics.items()}
         self.online.zero_grad()
         value, metrics = dqn_loss(self.online, batch, targets, loss, reduction)
-        value.sum().backward()
+        backward_into_rows(value.sum())
         self.online.sync_grads()
         return metrics
 

@@ -32,7 +32,7 @@ from .a2c_numpy import to_member_major
 from .networks import ActorCritic
 from .numpy_mlp import forward
 from .rollout import Collector, Episode, Rollout
-from .stacked import Segment, StackedModule
+from .stacked import Segment, StackedModule, backward_into_rows
 
 
 def _layout(net: ActorCritic) -> tuple[list[Segment], list[tuple[str, list[str]]]]:
@@ -427,7 +427,7 @@ def autograd_a2c_gradients(
     """
     model.zero_grad()
     losses, metrics = a2c_loss(model, rollout, hp, gamma, mean=model.member_mean)
-    losses.sum().backward()
+    backward_into_rows(losses.sum())
     model.sync_grads()
     return losses.detach(), metrics
 

@@ -24,9 +24,17 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-# The leaves view rows of a [K, N] buffer, so they are not dense and autograd notes that
-# their (equally strided) gradients break its layout contract; accumulation stays in place.
-warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
+
+def backward_into_rows(loss: Tensor) -> None:
+    """``loss.backward()`` for leaves that view rows of a ``[K, N]`` buffer.
+
+    Such leaves are not dense, and autograd warns (once a process) that their equally strided
+    gradients break its layout contract; accumulation still lands in place, in the rows. The
+    warning is silenced here, for this call only.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
+        loss.backward()
 
 
 class Segment(NamedTuple):

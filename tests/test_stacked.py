@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from agents.dqn import QNetwork
 from agents.networks import ActorCritic
 from agents.stacked import StackedModule
+from tests.conftest import ROOT
 
 
 def _members(k: int, hidden=(16, 16)) -> list[QNetwork]:
@@ -71,3 +75,29 @@ def test_a_target_copy_takes_no_gradients_and_other_architectures_are_refused():
     with pytest.raises(ValueError, match="at least one"):
         StackedModule([])
     assert StackedModule([ActorCritic(4, 2)]).members == 1
+
+
+_ROWS_BACKWARD = """
+import sys, warnings
+import torch
+from agents.stacked import backward_into_rows
+warnings.simplefilter("error")
+data, grad = torch.zeros(2, 10), torch.zeros(2, 10)
+leaf = torch.nn.Parameter(data[:, 2:6].view(2, 2, 2))
+leaf.grad = grad[:, 2:6].view(2, 2, 2)
+step = backward_into_rows if sys.argv[1] == "rows" else torch.Tensor.backward
+step((leaf * 3).sum())
+assert grad[:, 2:6].eq(3).all() and grad[:, :2].eq(0).all() and grad[:, 6:].eq(0).all()
+"""
+
+
+@pytest.mark.parametrize("way", ["rows", "plain"])
+def test_backward_into_rows_lands_in_the_rows_without_the_layout_warning(way):
+    """In a fresh process (torch warns once a process): the plain backward warns, ours not."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _ROWS_BACKWARD, way], capture_output=True, text=True, cwd=ROOT
+    )
+    if way == "rows":
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode != 0 and "gradient layout" in proc.stderr
