@@ -14,6 +14,14 @@ from torch import Tensor
 from .returns import compute_gae, masked_mean
 from .rollout import Rollout
 
+POLICY_LOSS, VALUE_LOSS, ENTROPY = "losses/policy_loss", "losses/value_loss", "losses/entropy"
+TAGS: dict[str, tuple[str, str]] = {
+    POLICY_LOSS: ("scalar", "-mean of advantage x log-probability of the action taken"),
+    VALUE_LOSS: ("scalar", "mean squared error of the value against its n-step / GAE target"),
+    ENTROPY: ("scalar", "mean entropy of the policy"),
+}
+"""A2C's metrics: (kind, meaning) per tag."""
+
 
 class A2CHyper(Protocol):
     """The A2C settings the loss reads (``rl_rmsprop.config.A2CConfig`` has them)."""
@@ -72,8 +80,8 @@ def a2c_loss(
     entropy = mean(-(log_probs.exp() * log_probs).sum(-1), valid)
     loss = policy_loss + hp.vf_coef * value_loss - hp.ent_coef * entropy
     metrics = {
-        "losses/policy_loss": policy_loss.detach(),
-        "losses/value_loss": value_loss.detach(),
-        "losses/entropy": entropy.detach(),
+        POLICY_LOSS: policy_loss.detach(),
+        VALUE_LOSS: value_loss.detach(),
+        ENTROPY: entropy.detach(),
     }
     return loss, metrics

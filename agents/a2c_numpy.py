@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .a2c import rollout_gae
+from .a2c import ENTROPY, POLICY_LOSS, VALUE_LOSS, rollout_gae
 from .numpy_mlp import Layers, backward, forward
 from .rollout import Rollout
 
@@ -121,8 +121,8 @@ def _a2c_gradients(
     backward(x, p_outs, pw, d_logits, p_grads, "tanh")
     backward(x, v_outs, vw, d_values.astype(dtype, copy=False), v_grads, "tanh")
     metrics = {
-        "losses/policy_loss": policy_loss,
-        "losses/value_loss": value_loss,
-        "losses/entropy": entropy,
+        POLICY_LOSS: policy_loss,
+        VALUE_LOSS: value_loss,
+        ENTROPY: entropy,
     }
     return losses, metrics

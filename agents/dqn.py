@@ -23,6 +23,14 @@ LOSSES = ("huber", "mse")
 REDUCTIONS = ("mean", "sum")
 
 
+TD_LOSS, Q_VALUES = "losses/td_loss", "losses/q_values"
+TAGS: dict[str, tuple[str, str]] = {
+    TD_LOSS: ("scalar", "the TD loss of a minibatch (Huber or squared error, as reduced)"),
+    Q_VALUES: ("scalar", "mean Q(s, a) of the minibatch's actions"),
+}
+"""DQN's metrics: (kind, meaning) per tag."""
+
+
 class DQNBatch(Protocol):
     """What the loss reads from a replay sample (any NamedTuple with these fields fits).
 
@@ -216,7 +224,7 @@ def dqn_loss(
         value = F.mse_loss(q_taken, targets, reduction=how)
     if per_member:
         value = value.mean(-1) if reduction == "mean" else value.sum(-1)
-    metrics = {"losses/td_loss": value.detach(), "losses/q_values": q_taken.detach().mean(-1)}
+    metrics = {TD_LOSS: value.detach(), Q_VALUES: q_taken.detach().mean(-1)}
     return value, metrics
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor, nn
 
-from .dqn import LOSSES, REDUCTIONS, QNetwork
+from .dqn import LOSSES, Q_VALUES, REDUCTIONS, TD_LOSS, QNetwork
 from .numpy_mlp import Layers, backward, cpu_float, forward
 
 
@@ -78,4 +78,4 @@ def td_gradients(
     d_out = np.zeros_like(q)
     np.put_along_axis(d_out, taken, d_q[..., None], -1)
     backward(x, outs, layers, d_out, grads, "relu")
-    return {"losses/td_loss": value, "losses/q_values": q_taken.mean(-1)}
+    return {TD_LOSS: value, Q_VALUES: q_taken.mean(-1)}

@@ -1,8 +1,8 @@
 """TensorBoard and console output: the only place a run writes logs.
 
-Agents and the optimizer return metrics as dicts; the run loop hands them here. Tags follow the
-DESIGN.md schema (``charts/``, ``eval/``, ``losses/``, ``grad/``, ``optim/``); the step axis is
-global environment steps.
+Agents and the optimizer return metrics as dicts; the run loop hands them here. Tags follow
+the schema of :mod:`rl_rmsprop.tags` (``docs/telemetry.md``); the step axis is global
+environment steps.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from tensorboard.compat.proto.event_pb2 import Event, SessionLog
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 from torch.utils.tensorboard.writer import FileWriter
+
+from rl_rmsprop.tags import EPISODIC_LENGTH, EPISODIC_RETURN, HPARAMS
 
 _file_ids = itertools.count()
 
@@ -328,7 +330,7 @@ class Logger:
 
     def episode(self, episodic_return: float, length: int, step: int) -> None:
         """Log one finished episode."""
-        values = {"charts/episodic_return": episodic_return, "charts/episodic_length": length}
+        values = {EPISODIC_RETURN: episodic_return, EPISODIC_LENGTH: length}
         self.writer.add_scalars_fast(values, step)
 
     def config(self, flat_config: Mapping[str, Any], markdown: str | None) -> None:
@@ -353,7 +355,7 @@ class Logger:
                 whichever it finds first.
         """
         metrics = {k: summary.get(k) for k in FINAL_METRICS}
-        values = {f"hparams/{k}": v for k, v in metrics.items() if v is not None}
+        values = {f"{HPARAMS}{k}": v for k, v in metrics.items() if v is not None}
         exp, start, end = hparams_summary(self._hparams, values)
         for part in (exp, start, end) if experiment else (start, end):
             self.writer.file_writer.add_summary(part)

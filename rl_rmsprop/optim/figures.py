@@ -16,6 +16,43 @@ from torch import Tensor
 
 from .functional import Rule, Scalar
 
+# The tags these figures are logged under (rl_rmsprop/tags.py gathers every tag's schema).
+NORM_PRECLIP = "grad/norm_preclip"
+NORM_POSTCLIP = "grad/norm_postclip"
+CLIPPED = "grad/clipped"
+LAYER_NORM = "grad/norm/"
+"""Prefix: ``grad/norm/<parameter name>``."""
+GRAD_VALUES = "grad/values"
+LR = "optim/lr"
+SQ_AVG = "optim/sq_avg"
+SQ_AVG_MEAN, SQ_AVG_MIN, SQ_AVG_MAX = (f"{SQ_AVG}/{s}" for s in ("mean", "min", "max"))
+EFFECTIVE_LR = "optim/effective_lr"
+EFF_MEAN, EFF_P05, EFF_P50, EFF_P95 = (f"{EFFECTIVE_LR}/{s}" for s in ("mean", "p05", "p50", "p95"))
+UPDATE_RATIO = "optim/update_to_param_ratio"
+EPS_DOMINATED = "optim/eps_dominated_fraction"
+NONFINITE_SKIPPED = "optim/nonfinite_skipped"
+
+TAGS: dict[str, tuple[str, str]] = {
+    NORM_PRECLIP: ("scalar", "gradient L2 norm before clipping (the norm applied if not clipping)"),
+    NORM_POSTCLIP: ("scalar", "L2 norm of the gradient applied"),
+    CLIPPED: ("scalar", "1 where clipping scaled the gradient, else 0 (only when clipping)"),
+    LAYER_NORM + "<parameter>": ("scalar", "L2 norm of one parameter's gradient"),
+    LR: ("scalar", "learning rate of the step (with the schedule's factor)"),
+    SQ_AVG_MEAN: ("scalar", "mean of the square average v over the elements"),
+    SQ_AVG_MIN: ("scalar", "smallest v"),
+    SQ_AVG_MAX: ("scalar", "largest v"),
+    EFF_MEAN: ("scalar", "mean over the elements of lr / denominator"),
+    EFF_P05: ("scalar", "5th percentile of lr / denominator"),
+    EFF_P50: ("scalar", "median of lr / denominator"),
+    EFF_P95: ("scalar", "95th percentile of lr / denominator"),
+    UPDATE_RATIO: ("scalar", "||p after - p before|| / ||p before|| of the logged step"),
+    EPS_DOMINATED: ("scalar", "share of elements where eps outweighs the variance term"),
+    NONFINITE_SKIPPED: ("scalar", "steps skipped so far for a non-finite gradient"),
+    GRAD_VALUES: ("histogram", "the gradient's elements (strided sample)"),
+    SQ_AVG: ("histogram", "the square average's elements (strided sample)"),
+}
+"""Every tag of this module: (kind, meaning)."""
+
 MAX_QUANTILE_ELEMENTS = 1 << 20
 """Percentiles are exact up to this many elements, and taken on an even stride beyond."""
 
@@ -54,18 +91,18 @@ def gradient_figures(
     so a dashboard reads ``grad/norm_preclip`` whether or not a run clips.
     """
     out = {
-        "grad/norm_postclip": postclip,
-        "grad/norm_preclip": postclip if preclip is None else preclip,
+        NORM_POSTCLIP: postclip,
+        NORM_PRECLIP: postclip if preclip is None else preclip,
     }
     if preclip is not None and max_norm is not None:
-        out["grad/clipped"] = (preclip > max_norm).to(preclip.dtype)
+        out[CLIPPED] = (preclip > max_norm).to(preclip.dtype)
     return out
 
 
 def layer_figures(grad: Tensor, layers: Iterable[tuple[str, int, int]]) -> dict[str, Tensor]:
     """``grad/norm/<name>`` of each ``(name, offset, numel)`` slice of the last dimension."""
     return {
-        f"grad/norm/{name}": torch.linalg.vector_norm(grad[..., offset : offset + numel], dim=-1)
+        f"{LAYER_NORM}{name}": torch.linalg.vector_norm(grad[..., offset : offset + numel], dim=-1)
         for name, offset, numel in layers
     }
 
@@ -86,15 +123,15 @@ def state_figures(
     """
     out = {}
     if square_avg is not None:
-        out["optim/sq_avg/mean"] = square_avg.mean(-1)
-        out["optim/sq_avg/min"] = square_avg.amin(-1)
-        out["optim/sq_avg/max"] = square_avg.amax(-1)
-    out["optim/effective_lr/mean"] = effective_lr.mean(-1)
+        out[SQ_AVG_MEAN] = square_avg.mean(-1)
+        out[SQ_AVG_MIN] = square_avg.amin(-1)
+        out[SQ_AVG_MAX] = square_avg.amax(-1)
+    out[EFF_MEAN] = effective_lr.mean(-1)
     p05, p50, p95 = quantiles(effective_lr, (0.05, 0.5, 0.95))
-    out["optim/effective_lr/p05"] = p05
-    out["optim/effective_lr/p50"] = p50
-    out["optim/effective_lr/p95"] = p95
-    out["optim/eps_dominated_fraction"] = dominated.float().mean(-1)
+    out[EFF_P05] = p05
+    out[EFF_P50] = p50
+    out[EFF_P95] = p95
+    out[EPS_DOMINATED] = dominated.float().mean(-1)
     return out
 
 
@@ -110,9 +147,9 @@ def histogram_samples(
     grad: Tensor, square_avg: Tensor | None, max_elements: int = 1 << 16
 ) -> dict[str, Tensor]:
     """Samples for the ``grad/values`` and ``optim/sq_avg`` histograms (1-d, evenly strided)."""
-    parts = {"grad/values": grad}
+    parts = {GRAD_VALUES: grad}
     if square_avg is not None:
-        parts["optim/sq_avg"] = square_avg
+        parts[SQ_AVG] = square_avg
     return {tag: strided_sample(x.detach().float().cpu(), max_elements) for tag, x in parts.items()}
 
 
@@ -170,3 +207,11 @@ def eps_dominated(d: Tensor, rule: Rule, eps: Scalar) -> Tensor:
 def strided_sample(x: Tensor, max_elements: int) -> Tensor:
     """At most about ``max_elements`` of a 1-d tensor, evenly strided (for histograms)."""
     return x[:: max(1, -(-x.numel() // max_elements))]
+
+
+def step_figures(lr: Tensor | float, skipped: Tensor | float, ratio: Tensor | None) -> dict:
+    """``optim/lr``, ``optim/nonfinite_skipped`` and, when recorded, the update ratio."""
+    out = {LR: lr, NONFINITE_SKIPPED: skipped}
+    if ratio is not None:
+        out[UPDATE_RATIO] = ratio
+    return out

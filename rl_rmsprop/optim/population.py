@@ -29,6 +29,7 @@ from .figures import (
     histogram_samples,
     layer_figures,
     state_figures,
+    step_figures,
     update_ratio,
 )
 from .functional import Coeffs, Hyper, Rule, State, coefficients, denominator, init_state, update_
@@ -370,12 +371,11 @@ class PopulationOptimizer:
         cols = gradient_figures(self.grad_norms(), preclip, max_norm)
         if per_param:
             cols.update(layer_figures(self.grad, self.names))
-        cols["optim/lr"] = self.hyper_column("lr") * self.lr_scale
         per_block = [self._block_figures(block) for block in self.blocks]
-        if self._prev is not None:
-            cols["optim/update_to_param_ratio"] = update_ratio(self.data, self._prev)
-            self._prev = None
-        cols["optim/nonfinite_skipped"] = self.skipped
+        ratio = None if self._prev is None else update_ratio(self.data, self._prev)
+        self._prev = None
+        lr = self.hyper_column("lr") * self.lr_scale
+        cols.update(step_figures(lr, self.skipped, ratio))
         out: list[dict[str, float]] = [{} for _ in range(self.members)]
         for tag, col in cols.items():
             for k, value in enumerate(col.tolist()):

@@ -16,6 +16,7 @@ from .figures import (
     histogram_samples,
     layer_figures,
     state_figures,
+    step_figures,
     update_ratio,
 )
 from .functional import coefficients, denominator
@@ -97,7 +98,6 @@ def statistics(
         for space in spaces:
             layers = zip(space.names, space.offsets, space.numels, strict=False)
             out.update(layer_figures(space.grad, layers))
-    out["optim/lr"] = float(optimizer.param_groups[0]["lr"])
     sq, eff, dominated = [], [], []
     for space in spaces:
         if not any(space.steps):
@@ -119,13 +119,15 @@ def statistics(
         square_avg = torch.cat(sq) if sq else None
         out.update(state_figures(square_avg, torch.cat(eff), torch.cat(dominated)))
     recorded = [s for s in spaces if s.prev_data is not None]
+    ratio = None
     if recorded:
         after = torch.cat([s.data.float().cpu() for s in recorded])
         before = torch.cat([s.prev_data.float().cpu() for s in recorded])
-        out["optim/update_to_param_ratio"] = update_ratio(after, before)
+        ratio = update_ratio(after, before)
         for space in recorded:
             space.prev_data = None  # the copy is freed once read
-    out["optim/nonfinite_skipped"] = float(optimizer.nonfinite_skipped)
+    lr = float(optimizer.param_groups[0]["lr"])
+    out.update(step_figures(lr, float(optimizer.nonfinite_skipped), ratio))
     return out
 
 

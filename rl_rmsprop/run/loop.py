@@ -48,6 +48,7 @@ from rl_rmsprop.run.evaluation import evaluate_members
 from rl_rmsprop.run.identity import identity
 from rl_rmsprop.run.signals import Interrupted
 from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats
+from rl_rmsprop.tags import EVAL_MEAN, EVAL_STD, FRAMES, RETURN_MEAN100, SPS
 
 PROGRESS_EVERY_S = 0.5
 """How often a population tells its ``progress`` callback how far it is."""
@@ -314,15 +315,15 @@ class Loop:
             for tag, value in metrics.items()
         }
         sps = step / max(elapsed, 1e-9)
-        extra = {"charts/frames": step * FRAME_SKIP} if self.atari else {}
+        extra = {FRAMES: step * FRAME_SKIP} if self.atari else {}
         for k, m in enumerate(self.members):
             if m.stopped_at is not None and m.stopped_at < step:
                 continue  # a stopped member logs nothing after its last update
             values = {tag: v[k] for tag, v in per_member.items()}
-            m.logger.scalars({**values, **figures[k], "charts/SPS": sps, **extra}, step)
+            m.logger.scalars({**values, **figures[k], SPS: sps, **extra}, step)
             mean100 = m.episodes.mean_recent()
             if mean100 is not None:
-                m.logger.scalars({"charts/episodic_return_mean100": mean100}, step)
+                m.logger.scalars({RETURN_MEAN100: mean100}, step)
 
     def _finish(self) -> list[dict[str, Any]]:
         """The end of training: final checkpoint, evaluation, then each member's files."""
@@ -397,9 +398,7 @@ def _log_eval(
     for m, (mean, std) in zip(members, results, strict=True):
         m.episodes.evaluated(mean, step)
         if mean is not None:
-            m.logger.scalars(
-                {"eval/episodic_return_mean": mean, "eval/episodic_return_std": std}, step
-            )
+            m.logger.scalars({EVAL_MEAN: mean, EVAL_STD: std}, step)
 
 
 def _progress(members: list[Member], step: int, percent: float, elapsed: float) -> str:

@@ -32,6 +32,7 @@ from rl_rmsprop.config import Config
 from rl_rmsprop.logger import flatten
 from rl_rmsprop.run.builders import build_model, build_replay
 from rl_rmsprop.run.errors import UserError
+from rl_rmsprop.tags import EPSILON
 
 TargetsFn = Callable[[ReplaySample], Tensor]
 """A replay sample -> its ``[K, B]`` TD targets (target network, gamma and the rule bound in)."""
@@ -191,7 +192,7 @@ class DQNMembers:
         )
         for batch, targets in batches:
             metrics = self.q.gradients(batch, targets, dqn.loss, dqn.loss_reduction)
-            loop.update({**metrics, "charts/epsilon": eps})
+            loop.update({**metrics, EPSILON: eps})
 
     def q_rows(self, obs: Tensor) -> Tensor:
         """Q-values ``[K, E', A]`` of member-major observations ``[K * E', ...]``."""

@@ -30,6 +30,7 @@ from rl_rmsprop.run.population import run_population
 from rl_rmsprop.run.signals import StopSignals
 from rl_rmsprop.run.tracker import fmt_or_na
 from rl_rmsprop.study.board import columns, write_experiment
+from rl_rmsprop.tags import HPARAMS
 
 
 def population_configs(cfg: Config, size: int, folder: Path) -> list[Config]:
@@ -92,7 +93,7 @@ def train_population(cfg: Config, resume: Path | None = None) -> int:
         write_experiment(
             folder,
             columns([hparams(c) for c in members]),
-            {f"hparams/{k}": k for k in FINAL_METRICS},
+            {f"{HPARAMS}{k}": k for k in FINAL_METRICS},
         )
     return _report_population(cfg, folder, summaries)
 

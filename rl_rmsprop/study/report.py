@@ -24,27 +24,29 @@ from rl_rmsprop.aggregate import (
 )
 from rl_rmsprop.checkpoint import write_json_atomic
 from rl_rmsprop.logger import FINAL_METRICS
+from rl_rmsprop.optim.figures import EFF_P50, NORM_PRECLIP, UPDATE_RATIO
 from rl_rmsprop.run.identity import hparams
 from rl_rmsprop.study.board import Band, columns, write_board
 from rl_rmsprop.study.specs import (
     OptimizerSpec,
     Pair,
 )
+from rl_rmsprop.tags import EPISODIC_RETURN, HPARAMS
 
 GRID_POINTS = 100
 """Points of the env-step grid the learning curves are put on."""
 CURVE_WINDOW = 20
 """A curve's value at a grid step: the mean return of the last this many finished episodes."""
 OPTIM_TAGS = {
-    "grad/norm_preclip": "gradient norm (before clipping)",
-    "optim/effective_lr/p50": "effective learning rate (median lr / denominator)",
-    "optim/update_to_param_ratio": "update-to-parameter ratio",
+    NORM_PRECLIP: "gradient norm (before clipping)",
+    EFF_P50: "effective learning rate (median lr / denominator)",
+    UPDATE_RATIO: "update-to-parameter ratio",
 }
 """The telemetry optim.png shows, with its panel titles."""
 OPTIM_UNITS = {
-    "grad/norm_preclip": "L2 norm of the gradient",
-    "optim/effective_lr/p50": "lr / denominator (step per unit gradient)",
-    "optim/update_to_param_ratio": "||update|| / ||parameters||",
+    NORM_PRECLIP: "L2 norm of the gradient",
+    EFF_P50: "lr / denominator (step per unit gradient)",
+    UPDATE_RATIO: "||update|| / ||parameters||",
 }
 """Their y-axis labels."""
 
@@ -190,8 +192,8 @@ def read_run_curves(
     for pair in pairs:
         if "error" in results[pair]:
             continue
-        series = RunCurves(pair.run_dir, ["charts/episodic_return", *OPTIM_TAGS])
-        ret = series.on_grid("charts/episodic_return", grid, CURVE_WINDOW)
+        series = RunCurves(pair.run_dir, [EPISODIC_RETURN, *OPTIM_TAGS])
+        ret = series.on_grid(EPISODIC_RETURN, grid, CURVE_WINDOW)
         out[pair] = {
             "return": ret,
             "auc": normalized_auc(ret, scale),
@@ -386,7 +388,7 @@ def write_study_board(
         [spec.label for spec in bands],
         {"return": f"episodic return (mean of last {CURVE_WINDOW})", **OPTIM_TAGS},
         columns([hparams(p.cfg) for p in pairs]),
-        {f"hparams/{k}": k for k in FINAL_METRICS},
+        {f"{HPARAMS}{k}": k for k in FINAL_METRICS},
     )
 
 
