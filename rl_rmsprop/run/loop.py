@@ -153,7 +153,7 @@ class Loop:
         in_study: bool = False,
     ) -> None:
         self.algo, self.opt, self.members, self.seeds = algo, opt, members, seeds
-        self.device, self.out, self.checkpoint, self.stop = device, out, checkpoint, stop
+        self.device, self.checkpoint, self.stop = device, checkpoint, stop
         self.population = population
         """A ``--population`` or study (one progress line for all, summaries say so); False
         for a single run (its member's own progress line and summary)."""
@@ -163,8 +163,11 @@ class Loop:
         self.atari = is_atari(self.base.env.id)
         self.collector = PopulationCollector(env, len(members), device)
         self.updates = self.evaluations = 0
-        self.line = ProgressLine(out, self.base.run.total_steps, self.base.run.quiet)
-        """A population's progress (a single run's is its member's logger's)."""
+        run = self.base.run
+        self.line = (
+            ProgressLine(out, run.total_steps, run.quiet) if population else members[0].logger.line
+        )
+        """The console progress: a population's own, or the single run's logger's."""
         self.last_checkpoint = 0
         self.start = self.last_report = time.perf_counter()
         self.progress: Callable[[int, int], None] | None = None

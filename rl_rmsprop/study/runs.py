@@ -223,15 +223,14 @@ def choose_mode(
     as populations unless ``--no-population`` was given.
     """
     population = requested is not False
-    why = "--no-population"
     if ray is not None:
         where = f"Ray at {ray.address}" if ray.address else LOCAL_RAY
         if population:
             return True, f"population mode: runs batched in {workers} Ray task(s) on {where}"
-        return False, f"one Ray task per run on {where} ({why})"
+        return False, f"one Ray task per run on {where} (--no-population)"
     if population:
         return True, (
             f"population mode: runs batched in {workers} process(es) "
             "(--no-population for one process per run)"
         )
-    return False, f"{workers} worker process(es), one run each ({why})"
+    return False, f"{workers} worker process(es), one run each (--no-population)"
