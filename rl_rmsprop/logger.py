@@ -112,7 +112,7 @@ class BufferedEventFile:
     def __init__(self, logdir: str, max_events: int = 2000, flush_secs: float = 10.0) -> None:
         self._logdir = logdir
         os.makedirs(logdir, exist_ok=True)
-        name = "events.out.tfevents.%010d.%s.%s.%s" % (  # noqa: UP031 (TensorBoard's pattern)
+        name = "events.out.tfevents.%010d.%s.%s.%06d" % (  # noqa: UP031 (TensorBoard's pattern)
             time.time(),
             socket.gethostname(),
             os.getpid(),

@@ -137,3 +137,18 @@ def test_a_buffered_logger_writes_what_tensorboard_reads(tmp_path):
     assert acc.Histograms("grad/values")[0].histogram_value.num == 2
     assert acc.Scalars("hparams/sps")[0].value == 10.0
     assert np.isfinite([e.value for e in acc.Scalars("optim/lr")]).all()
+
+
+def test_event_files_sort_by_name_in_the_order_they_were_made(tmp_path, monkeypatch):
+    """TensorBoard reads a run's event files in name order and, on a resume, drops what an
+    earlier file logged after the resumed step: a file made later must sort later, also within
+    one second of one process (the counter crossing from 9 to 10, say)."""
+    import rl_rmsprop.logger as logger_module
+
+    monkeypatch.setattr(logger_module.time, "time", lambda: 1_800_000_000.0)
+    made = []
+    for _ in range(12):
+        events = logger_module.BufferedEventFile(str(tmp_path))
+        made.append(events._file.name)
+        events.close()
+    assert sorted(made) == made
