@@ -7,6 +7,7 @@ environment steps.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import socket
@@ -17,80 +18,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
+import google_crc32c
 import torch
 from tensorboard.compat.proto.event_pb2 import Event, SessionLog
-from torch.utils.tensorboard import SummaryWriter
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard.summary import histogram as histogram_summary
 from torch.utils.tensorboard.summary import hparams as hparams_summary
-from torch.utils.tensorboard.writer import FileWriter
+from torch.utils.tensorboard.summary import text as text_summary
 
+from rl_rmsprop.csvlog import ProgressCsv
 from rl_rmsprop.tags import EPISODIC_LENGTH, EPISODIC_RETURN, HPARAMS
 
 _file_ids = itertools.count()
 
 
-def _shift(register: np.ndarray) -> np.ndarray:
-    """One zero byte through the CRC-32C register (a linear map over GF(2))."""
-    return _CRC_TABLE[register & 0xFF] ^ (register >> 8)
-
-
-def _crc32c_table() -> np.ndarray:
-    table = np.arange(256, dtype=np.uint32)
-    for _ in range(8):
-        table = np.where(table & 1, (table >> 1) ^ np.uint32(0x82F63B78), table >> 1)
-    return table.astype(np.uint32)
-
-
-_CRC_TABLE = _crc32c_table()
-_tables: dict[str, np.ndarray] = {
-    "zeros": _CRC_TABLE[None, :].copy(),
-    "init": np.array([0xFFFFFFFF], dtype=np.uint32),
-}
-"""``zeros[k, b]``: the register after byte b followed by k zero bytes, from 0;
-``init[n]``: the initial register 0xFFFFFFFF after n zero bytes. Grown on demand (doubling)."""
-
-
-def _grow_tables(length: int) -> None:
-    zeros, init = _tables["zeros"], _tables["init"]
-    if len(zeros) >= length and len(init) > length:
-        return
-    size = max(length + 1, 2 * len(zeros))
-    rows = [zeros]
-    last = zeros[-1]
-    for _ in range(size - len(zeros)):
-        last = _shift(last)
-        rows.append(last[None, :])
-    values = list(init)
-    while len(values) <= size:
-        values.append(_shift(np.array([values[-1]], dtype=np.uint32))[0])
-    _tables["zeros"] = np.concatenate(rows)
-    _tables["init"] = np.array(values, dtype=np.uint32)
-
-
-def masked_crc32c_many(records: list[bytes]) -> np.ndarray:
-    """The masked CRC-32C of each record (TFRecord framing), computed for all at once.
-
-    TensorBoard without TensorFlow computes this CRC byte by byte in Python (~80 ns a byte).
-    The CRC register update is linear over GF(2), so a record's CRC is the XOR of one table
-    entry per byte (that byte followed by the number of bytes after it) and the initial
-    value shifted through the record's length: a gather and a segmented XOR in NumPy for
-    the whole batch, ~1 us a record.
-    """
-    n = len(records)
-    lengths = np.fromiter(map(len, records), dtype=np.int64, count=n)
-    longest = int(lengths.max()) if n else 0
-    _grow_tables(longest)
-    crc = _tables["init"][lengths]
-    full = lengths > 0
-    if full.any():
-        data = np.frombuffer(b"".join(records), dtype=np.uint8)
-        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-        # bytes after each byte within its record: length - 1 - position
-        after = np.repeat(starts + lengths - 1, lengths) - np.arange(data.size)
-        terms = _tables["zeros"][after, data]
-        crc[full] ^= np.bitwise_xor.reduceat(terms, starts[full])
-    crc ^= np.uint32(0xFFFFFFFF)
-    return ((crc >> 15) | (crc << 17)) + np.uint32(0xA282EAD8)
+def masked_crc32c(data: bytes) -> int:
+    """The masked CRC-32C of ``data``, as TFRecord framing stores it (``google-crc32c``)."""
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 class BufferedEventFile:
@@ -142,13 +87,11 @@ class BufferedEventFile:
     def flush(self) -> None:
         """Write the queued events to the file as TFRecords (length, CRCs, data)."""
         if self._pending:
-            headers = [struct.pack("<Q", len(r)) for r in self._pending]
-            crcs = masked_crc32c_many(headers + self._pending).tolist()
-            n = len(headers)
             parts = []
-            for i, (header, record) in enumerate(zip(headers, self._pending, strict=True)):
-                crc_header, crc_data = struct.pack("<I", crcs[i]), struct.pack("<I", crcs[n + i])
-                parts += [header, crc_header, record, crc_data]
+            for record in self._pending:
+                header = _LENGTH.pack(len(record))
+                parts += [header, _CRC.pack(masked_crc32c(header)), record]
+                parts.append(_CRC.pack(masked_crc32c(record)))
             self._file.write(b"".join(parts))
             self._pending.clear()
         self._file.flush()
@@ -165,72 +108,81 @@ class BufferedEventFile:
         return self._logdir
 
 
-class _BufferedFileWriter(FileWriter):
-    def __init__(self, log_dir: str) -> None:  # no super().__init__: it starts a thread
-        self.event_writer = BufferedEventFile(str(log_dir))
-
-
-class BufferedSummaryWriter(SummaryWriter):
-    """A ``SummaryWriter`` whose event file is a :class:`BufferedEventFile` (no thread)."""
-
-    def _get_file_writer(self) -> FileWriter:
-        if self.all_writers is None or self.file_writer is None:
-            self.file_writer = _BufferedFileWriter(self.log_dir)
-            self.all_writers = {self.file_writer.get_logdir(): self.file_writer}
-            if self.purge_step is not None:  # a resumed run: hide what followed this step
-                start = SessionLog(status=SessionLog.START)
-                self.file_writer.add_event(Event(step=self.purge_step, session_log=start))
-                self.purge_step = None
-        return self.file_writer
-
-    def add_scalars_fast(self, values: Mapping[str, float], step: int) -> None:
-        """Scalars of one step as one event, encoded directly (a few us instead of ~20).
-
-        One event per step rather than per tag: every record in an event file is framed
-        with CRCs, and TensorBoard reads each value of an event as its own series.
-        """
-        self._get_file_writer().event_writer.add_record(scalar_event(values, step))
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _number(value: Any) -> float:
-    return float(value.item() if isinstance(value, torch.Tensor) else value)
-
-
-_TAG_BYTES: dict[str, bytes] = {}
+_LENGTH, _CRC = struct.Struct("<Q"), struct.Struct("<I")
 
 
 def scalar_event(values: Mapping[str, float], step: int, wall_time: float | None = None) -> bytes:
     """A serialized ``Event`` holding one ``simple_value`` per tag at ``step``.
 
-    The protobuf wire format written by hand (Event: wall_time = 1, step = 2, summary = 5;
-    Summary.value = 1; Value: tag = 1, simple_value = 2): the same bytes as building the
-    messages and calling ``SerializeToString``, at a fraction of the cost.
+    One event per step rather than per tag: every record in an event file is framed with
+    CRCs, and TensorBoard reads each value of an event as its own series.
     """
-    summary = bytearray()
-    for tag, value in values.items():
-        tag_bytes = _TAG_BYTES.get(tag)
-        if tag_bytes is None:
-            raw = tag.encode()
-            tag_bytes = _TAG_BYTES[tag] = b"\x0a" + _varint(len(raw)) + raw
-        item = tag_bytes + b"\x15" + struct.pack("<f", value)
-        summary += b"\x0a" + _varint(len(item)) + item
     wall = time.time() if wall_time is None else wall_time
-    head = b"\x09" + struct.pack("<d", wall)
-    if step:  # proto3 leaves a zero out
-        head += b"\x10" + _varint(step & (2**64 - 1))
-    return head + b"\x2a" + _varint(len(summary)) + bytes(summary)
+    event = Event(wall_time=wall, step=step)
+    add = event.summary.value.add
+    for tag, value in values.items():
+        add(tag=tag, simple_value=value)
+    return event.SerializeToString()
+
+
+@functools.cache
+def _tensorflow_buckets() -> list[float]:
+    """Bucket edges +-1e-12 * 1.1^k up to 1e20, and 0: TensorFlow's default histogram."""
+    edges = []
+    edge = 1e-12
+    while edge < 1e20:
+        edges.append(edge)
+        edge *= 1.1
+    return [-e for e in reversed(edges)] + [0.0] + edges
+
+
+class EventWriter:
+    """Writes one run's TensorBoard events into one :class:`BufferedEventFile`.
+
+    The summaries themselves are built by PyTorch's public builders
+    (``torch.utils.tensorboard.summary``): what ``SummaryWriter`` writes, without its
+    writer thread.
+
+    Args:
+        logdir: the run folder.
+        purge_step: on a resumed run, the step it resumes at: a ``SessionLog.START`` event
+            at that step makes TensorBoard hide what earlier files logged from it on.
+    """
+
+    def __init__(self, logdir: str, purge_step: int | None = None) -> None:
+        self.file = BufferedEventFile(logdir)
+        if purge_step is not None:
+            start = SessionLog(status=SessionLog.START)
+            self.file.add_event(Event(wall_time=time.time(), step=purge_step, session_log=start))
+
+    def scalars(self, values: Mapping[str, float], step: int) -> None:
+        """Scalars of one step, as one event."""
+        self.file.add_record(scalar_event(values, step))
+
+    def summary(self, summary: Summary, step: int = 0) -> None:
+        """One ``Summary`` (a histogram, text, hparams) at ``step``."""
+        self.file.add_event(Event(wall_time=time.time(), step=step, summary=summary))
+
+    def histogram(self, tag: str, values: torch.Tensor, step: int) -> None:
+        """A histogram of ``values`` in TensorFlow's default buckets (``SummaryWriter``'s)."""
+        bins = _tensorflow_buckets()
+        self.summary(histogram_summary(tag, values.detach().cpu().numpy(), bins), step)
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        """A text (markdown) summary."""
+        self.summary(text_summary(tag, text), step)
+
+    def flush(self) -> None:
+        """Write buffered events to disk."""
+        self.file.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.file.close()
+
+
+def _number(value: Any) -> float:
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
 
 
 FINAL_METRICS = ("episodic_return_mean100", "eval_return_mean", "solved_at_step", "sps")
@@ -310,7 +262,8 @@ class Logger:
         stream: TextIO | None = None,
         purge_step: int | None = None,
     ) -> None:
-        self.writer = BufferedSummaryWriter(str(run_dir), purge_step=purge_step)
+        self.events = EventWriter(str(run_dir), purge_step=purge_step)
+        self.table = ProgressCsv(run_dir, resume_step=purge_step)
         self.total_steps = total_steps
         self.quiet = quiet
         self.stream = stream or sys.stderr
@@ -318,20 +271,23 @@ class Logger:
         self._hparams: dict[str, Any] = {}
 
     def scalars(self, metrics: Mapping[str, Any], step: int) -> None:
-        """Write each metric (float or 0-d tensor) under its tag."""
-        self.writer.add_scalars_fast({t: _number(v) for t, v in metrics.items()}, step)
+        """Write each metric (float or 0-d tensor) under its tag, and as a row of the table."""
+        values = {t: _number(v) for t, v in metrics.items()}
+        self.events.scalars(values, step)
+        self.table.row(values, step)
 
     def histograms(self, values: Mapping[str, torch.Tensor], step: int) -> None:
         """Write each tensor as a histogram of its finite values (none finite: skipped)."""
         for tag, tensor in values.items():
             finite = tensor[torch.isfinite(tensor)]
             if finite.numel():
-                self.writer.add_histogram(tag, finite, step)
+                self.events.histogram(tag, finite, step)
 
     def episode(self, episodic_return: float, length: int, step: int) -> None:
         """Log one finished episode."""
-        values = {EPISODIC_RETURN: episodic_return, EPISODIC_LENGTH: length}
-        self.writer.add_scalars_fast(values, step)
+        values = {EPISODIC_RETURN: float(episodic_return), EPISODIC_LENGTH: float(length)}
+        self.events.scalars(values, step)
+        self.table.row(values, step)
 
     def config(self, flat_config: Mapping[str, Any], markdown: str | None) -> None:
         """Record the configuration as a text table (None: already written, e.g. on resume).
@@ -339,7 +295,7 @@ class Logger:
         The hparams are written at the end, with the final metrics.
         """
         if markdown is not None:
-            self.writer.add_text("config", markdown)
+            self.events.text("config", markdown)
         self._hparams = {
             k: v if isinstance(v, (int, float, str, bool)) else str(v)
             for k, v in flat_config.items()
@@ -358,9 +314,8 @@ class Logger:
         values = {f"{HPARAMS}{k}": v for k, v in metrics.items() if v is not None}
         exp, start, end = hparams_summary(self._hparams, values)
         for part in (exp, start, end) if experiment else (start, end):
-            self.writer.file_writer.add_summary(part)
-        for tag, value in values.items():
-            self.writer.add_scalar(tag, value, 0)
+            self.events.summary(part)
+        self.events.scalars({tag: float(value) for tag, value in values.items()}, 0)
 
     def progress_due(self, step: int) -> bool:
         """Whether :meth:`progress` at ``step`` would show anything (callers skip the figures)."""
@@ -384,14 +339,15 @@ class Logger:
             print(text, file=self.stream, flush=True)
 
     def flush(self) -> None:
-        """Write buffered events to disk."""
-        self.writer.flush()
+        """Write buffered events and rows to disk."""
+        self.events.flush()
+        self.table.flush()
 
     def close(self) -> None:
-        """Flush and close the event file."""
+        """Flush and close the event file and the table."""
         self.line.end()
-        self.writer.flush()
-        self.writer.close()
+        self.events.close()
+        self.table.close()
 
 
 def markdown_table(flat: Mapping[str, Any]) -> str:

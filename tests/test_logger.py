@@ -1,3 +1,4 @@
+import csv
 import io
 import threading
 
@@ -8,14 +9,16 @@ from conftest import FakeTerminal
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
-from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import (
+    masked_crc32c as tensorboards_masked_crc32c,
+)
 
 from rl_rmsprop.logger import (
     Logger,
     ProgressLine,
     flatten,
     markdown_table,
-    masked_crc32c_many,
+    masked_crc32c,
     scalar_event,
 )
 
@@ -91,16 +94,14 @@ def test_a_progress_line_ends_only_what_it_drew():
     assert quiet.getvalue() == "" and not line.due(100)
 
 
-def test_masked_crc32c_many_matches_tensorboards_and_the_check_value():
+def test_masked_crc32c_matches_tensorboards_and_the_check_value():
     rng = np.random.default_rng(0)
-    lengths = [0, 1, 8, 255, 256, 257, 511, 512, 513, 1000, 9000, 3]
-    records = [rng.integers(0, 256, n, dtype=np.uint8).tobytes() for n in lengths]
-    assert masked_crc32c_many(records).tolist() == [masked_crc32c(r) for r in records]
+    for n in [0, 1, 8, 255, 256, 257, 1000, 9000]:
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert masked_crc32c(data) == tensorboards_masked_crc32c(data)
     # CRC-32C("123456789") is 0xE3069283 (the check value); TFRecord masks it.
     crc = 0xE3069283
-    masked = (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-    assert masked_crc32c_many([b"123456789"]).tolist() == [masked]
-    assert masked_crc32c_many([]).tolist() == []
+    assert masked_crc32c(b"123456789") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
 @pytest.mark.parametrize("step", [0, 1, 300, 2**40, -3])
@@ -119,7 +120,7 @@ def test_a_buffered_logger_writes_what_tensorboard_reads(tmp_path):
     logger = Logger(tmp_path, 1000, quiet=True)
     logger.scalars({"a": 1.0}, 0)
     assert threading.active_count() == threads  # no writer thread (SummaryWriter starts one)
-    logger.writer.file_writer.event_writer.max_events = 7  # several batches
+    logger.events.file.max_events = 7  # several batches
     for step in range(0, 500, 10):
         logger.episode(float(step), step // 10, step)
         logger.scalars({"losses/value_loss": torch.tensor(step / 2), "optim/lr": 7e-4}, step)
@@ -137,6 +138,37 @@ def test_a_buffered_logger_writes_what_tensorboard_reads(tmp_path):
     assert acc.Histograms("grad/values")[0].histogram_value.num == 2
     assert acc.Scalars("hparams/sps")[0].value == 10.0
     assert np.isfinite([e.value for e in acc.Scalars("optim/lr")]).all()
+    # The same scalars as rows of progress.csv (the hparams figures only in summary.json).
+    with open(tmp_path / "progress.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["step", "wall_time", "a", *TABLE_TAGS]
+    assert len(rows) == 1 + 2 * 50
+    episodes = [r for r in rows if r["charts/episodic_return"]]
+    assert [(int(r["step"]), float(r["charts/episodic_length"])) for r in episodes][:2] == [
+        (0, 0.0),
+        (10, 1.0),
+    ]
+    assert float(rows[-1]["losses/value_loss"]) == 245.0 and not rows[-1]["a"]
+
+
+TABLE_TAGS = ["charts/episodic_return", "charts/episodic_length", "losses/value_loss", "optim/lr"]
+
+
+def test_a_resumed_logger_hides_what_followed_the_resume_step(tmp_path):
+    first = Logger(tmp_path, 100, quiet=True)
+    for step in range(10):
+        first.scalars({"a": step}, step)
+    first.close()
+    resumed = Logger(tmp_path, 100, quiet=True, purge_step=5)
+    for step in range(5, 8):
+        resumed.scalars({"a": 100 + step}, step)
+    resumed.close()
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    want = [*range(5), 105, 106, 107]
+    assert [e.value for e in acc.Scalars("a")] == want
+    with open(tmp_path / "progress.csv", newline="") as f:
+        assert [float(r["a"]) for r in csv.DictReader(f)] == want
 
 
 def test_event_files_sort_by_name_in_the_order_they_were_made(tmp_path, monkeypatch):
