@@ -4,33 +4,29 @@ What ``compare`` reports follows Agarwal et al., "Deep RL at the Edge of the Sta
 Precipice" (NeurIPS 2021, the ``rliable`` library): the interquartile mean (IQM) of per-run
 scores, robust to a single outlier seed yet less noisy than the median, with a percentile
 confidence interval from a stratified bootstrap (runs are resampled with replacement within
-each task, never across tasks).
+each task, never across tasks), and the probability of improvement between two optimizers.
+The statistics are SciPy's (``trim_mean``, ``bootstrap``, ``mannwhitneyu``).
 """
 
 from __future__ import annotations
 
-import os
-import struct
-import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from google.protobuf.message import DecodeError
-from tensorboard.compat.proto.event_pb2 import Event, SessionLog
-from tensorboard.compat.proto.tensor_pb2 import TensorProto
-from tensorboard.compat.proto.types_pb2 import DT_DOUBLE, DT_FLOAT
+from scipy import stats
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from rl_rmsprop.logger import masked_crc32c_many
+from rl_rmsprop.csvlog import read_progress
 
 __all__ = [
     "RunCurves",
     "bootstrap_ci",
     "curve_on_grid",
-    "event_files",
     "iqm",
     "iqm_band",
     "normalized_auc",
+    "probability_of_improvement",
     "read_scalars",
     "step_grid",
 ]
@@ -39,9 +35,9 @@ __all__ = [
 def iqm(scores: np.ndarray | Sequence[float], axis: int = 0) -> np.ndarray | float:
     """Interquartile mean: the mean of the middle half of the scores along ``axis``.
 
-    ``floor(n / 4)`` scores are cut from each end, as ``scipy.stats.trim_mean(x, 0.25)`` and
-    rliable do: for 8 scores the mean of the middle 4, for 5 the middle 3, for fewer than 4
-    the plain mean.
+    ``scipy.stats.trim_mean(x, 0.25)``, as rliable computes it: ``floor(n / 4)`` scores are
+    cut from each end, so for 8 scores the mean of the middle 4, for 5 the middle 3, for
+    fewer than 4 the plain mean.
 
     Args:
         scores: the scores; NaN is not allowed.
@@ -50,19 +46,16 @@ def iqm(scores: np.ndarray | Sequence[float], axis: int = 0) -> np.ndarray | flo
     Raises:
         ValueError: on an empty axis.
     """
-    x = np.sort(np.asarray(scores, dtype=np.float64), axis=axis)
-    n = x.shape[axis]
-    if n == 0:
+    x = np.asarray(scores, dtype=np.float64)
+    if x.shape[axis] == 0:
         raise ValueError("iqm of no scores")
-    cut = n // 4
-    middle = np.take(x, np.arange(cut, n - cut), axis=axis)
-    out = middle.mean(axis=axis)
+    out = stats.trim_mean(x, 0.25, axis=axis)
     return float(out) if np.ndim(out) == 0 else out
 
 
 def bootstrap_ci(
     scores: np.ndarray | Sequence[float],
-    statistic=iqm,
+    statistic: Callable[..., np.ndarray | float] = iqm,
     reps: int = 2000,
     confidence: float = 0.95,
     seed: int = 0,
@@ -73,7 +66,7 @@ def bootstrap_ci(
         scores: ``[runs]`` or ``[runs, tasks]``, or ``[runs, tasks, points]`` for a curve per
             run; each task's runs are resampled with replacement on their own (the strata),
             and the statistic is taken over runs (axis 0) and then averaged over tasks.
-        statistic: a function of ``(array, axis=0)``, :func:`iqm` by default.
+        statistic: a function of ``(array, axis)``, :func:`iqm` by default.
         reps: bootstrap resamples.
         confidence: the interval's coverage.
         seed: the resampling generator's seed (reports are reproducible).
@@ -89,17 +82,74 @@ def bootstrap_ci(
     if x.ndim == 2:
         x = x[:, :, None]
     runs, tasks, _ = x.shape
-    rng = np.random.default_rng(seed)
-    # idx[r, i, t]: which run stands in for run i of task t in resample r.
-    idx = rng.integers(0, runs, size=(reps, runs, tasks))
-    resampled = np.take_along_axis(x[None], idx[..., None], axis=1)  # [reps, runs, tasks, pts]
-    stats = np.asarray(statistic(np.moveaxis(resampled, 1, 0), axis=0))  # [reps, tasks, pts]
-    stats = stats.mean(axis=1)  # over tasks
-    tail = (1.0 - confidence) / 2 * 100
-    low, high = np.percentile(stats, [tail, 100 - tail], axis=0)
+    if runs < 2:  # nothing to resample: the interval is the one value
+        value = np.asarray(statistic(x, axis=0)).mean(axis=0)
+        return (value, value.copy()) if curve else (float(value[0]), float(value[0]))
+    # Each task's runs are one sample, resampled on its own; a point axis rides along.
+    samples = [x[:, t, :].T for t in range(tasks)]  # [points, runs]
+
+    def over_tasks(*resampled: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.mean([statistic(sample, axis=axis) for sample in resampled], axis=0)
+
+    result = stats.bootstrap(
+        samples,
+        over_tasks,
+        n_resamples=reps,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        axis=-1,
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
     if curve:
-        return low, high
+        return np.asarray(low), np.asarray(high)
     return float(low[0]), float(high[0])
+
+
+def _beats(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The fraction of pairs (x_i, y_j) with x_i > y_j, ties counting one half."""
+    x, y = np.moveaxis(x, axis, -1)[..., :, None], np.moveaxis(y, axis, -1)[..., None, :]
+    return ((x > y) + 0.5 * (x == y)).mean(axis=(-2, -1))
+
+
+def probability_of_improvement(
+    x: Sequence[float],
+    y: Sequence[float],
+    reps: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, tuple[float, float]]:
+    """The probability that a run of X scores above a run of Y, with a bootstrap interval.
+
+    Agarwal et al. (2021, rliable's ``probability_of_improvement``): P(X > Y), over all
+    pairs of one X run and one Y run, ties counting one half; the Mann-Whitney U statistic
+    of X divided by the number of pairs. The interval resamples each side's runs on its own
+    (percentile method). Above 0.5 favours X; an interval above 0.5 is a significant one.
+
+    Args:
+        x: X's scores, one per run (two or more).
+        y: Y's scores, one per run (two or more).
+        reps: bootstrap resamples.
+        confidence: the interval's coverage.
+        seed: the resampling generator's seed.
+
+    Returns:
+        ``(probability, (low, high))``.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    probability = float(stats.mannwhitneyu(x, y).statistic) / (len(x) * len(y))
+    result = stats.bootstrap(
+        (x, y),
+        _beats,
+        n_resamples=reps,
+        confidence_level=confidence,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
+    )
+    low, high = result.confidence_interval
+    return probability, (float(low), float(high))
 
 
 def iqm_band(runs: np.ndarray, reps: int = 1000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -156,213 +206,44 @@ def normalized_auc(curve: np.ndarray, scale: float) -> float:
     return float(np.nan_to_num(np.asarray(curve, dtype=np.float64), nan=0.0).mean() / scale)
 
 
-_HEADER = struct.Struct("<QI")  # TFRecord: data length, masked CRC-32C of the length's 8 bytes
-_CRC = struct.Struct("<I")  # after the data: masked CRC-32C of the data
-_FLOAT, _DOUBLE = struct.Struct("<f"), struct.Struct("<d")
-
-
-def event_files(run_dir: Path) -> list[Path]:
-    """The event files directly in ``run_dir``, in the order TensorBoard reads them.
-
-    TensorBoard's directory loader takes every file whose name contains ``tfevents``
-    (except ``*.profile-empty`` placeholders), sorted by name, each read to its end before
-    the next.
-    """
-    with os.scandir(run_dir) as entries:
-        names = [
-            e.name
-            for e in entries
-            if "tfevents" in e.name and not e.name.endswith(".profile-empty") and e.is_file()
-        ]
-    return [Path(run_dir, name) for name in sorted(names)]
-
-
-def _frame(data: bytes) -> tuple[list[bytes], list[bytes], list[int], bool]:
-    """Split one file's bytes into TFRecords, without checking their CRCs.
-
-    Returns:
-        ``(headers, records, stored_crcs, partial)``: each record's 8 length bytes, its data,
-        and its two stored CRCs (length's, data's) flattened in that order. A final record cut
-        short is left out; ``partial`` says whether its 12-byte header (length and length CRC)
-        was complete: then ``headers`` ends with it, one longer than ``records``, and its
-        stored CRC ends ``stored_crcs``, so the caller can tell a file being written (the
-        length is sound) from a corrupt length that points past the end.
-    """
-    headers: list[bytes] = []
-    records: list[bytes] = []
-    crcs: list[int] = []
-    pos, size = 0, len(data)
-    while pos + 12 <= size:
-        length, length_crc = _HEADER.unpack_from(data, pos)
-        start = pos + 12
-        end = start + length
-        headers.append(data[pos : pos + 8])
-        crcs.append(length_crc)
-        if end + 4 > size:
-            return headers, records, crcs, True
-        records.append(data[start:end])
-        crcs.append(_CRC.unpack_from(data, end)[0])
-        pos = end + 4
-    return headers, records, crcs, False
-
-
-def _verified_records(paths: Sequence[Path]) -> list[bytes]:
-    """Every record of the files with sound CRCs, in file order (all CRCs in one batch).
-
-    A record whose data CRC does not match is skipped; a length whose CRC does not match
-    ends that file (nothing after it can be located). Both warn, once per file. A final
-    record cut short with a sound length (a file still being written) is left out silently,
-    as TensorBoard does.
-    """
-    framed = [_frame(path.read_bytes()) for path in paths]
-    headers = [h for f in framed for h in f[0]]
-    records = [r for f in framed for r in f[1]]
-    if not headers:
-        return []
-    computed = masked_crc32c_many(headers + records).tolist()
-    header_crc, data_crc = computed[: len(headers)], computed[len(headers) :]
-    out: list[bytes] = []
-    h = r = 0  # offsets of this file's headers and records in the batch
-    for path, (file_headers, file_records, stored, partial) in zip(paths, framed, strict=True):
-        bad_data = 0
-        bad_length = False
-        for i, record in enumerate(file_records):
-            if header_crc[h + i] != stored[2 * i]:
-                bad_length = True
-                break
-            if data_crc[r + i] != stored[2 * i + 1]:
-                bad_data += 1
-                continue
-            out.append(record)
-        else:
-            # The cut final record: silent if its length is sound, corrupt otherwise.
-            n = len(file_records)
-            bad_length = partial and header_crc[h + n] != stored[2 * n]
-        if bad_data or bad_length:
-            what = [f"{bad_data} record(s) with a bad data CRC skipped"] if bad_data else []
-            what += ["a length with a bad CRC: the rest of the file skipped"] if bad_length else []
-            warnings.warn(f"{path}: {'; '.join(what)}", RuntimeWarning, stacklevel=3)
-        h += len(file_headers)
-        r += len(file_records)
-    return out
-
-
-def _file_version(text: str) -> float:
-    """The number in an event's ``file_version`` (``brain.Event:2``: 2.0; -1 if unreadable)."""
-    try:
-        return float(text.split("brain.Event:")[-1])
-    except ValueError:
-        return -1.0
-
-
-def _tensor_scalar(tensor: TensorProto) -> float | None:
-    """The value of a one-element float or double ``TensorProto``, else None."""
-    if any(d.size != 1 for d in tensor.tensor_shape.dim):
-        return None
-    if tensor.dtype == DT_FLOAT:
-        if len(tensor.float_val) == 1:
-            return float(tensor.float_val[0])
-        if len(tensor.tensor_content) == 4:
-            return _FLOAT.unpack(tensor.tensor_content)[0]
-    elif tensor.dtype == DT_DOUBLE:
-        if len(tensor.double_val) == 1:
-            return float(tensor.double_val[0])
-        if len(tensor.tensor_content) == 8:
-            return _DOUBLE.unpack(tensor.tensor_content)[0]
-    return None
-
-
-def _purge(
-    series: dict[str, tuple[list[int], list[float]]], tags: Iterable[str], step: int
-) -> None:
-    """Drop the values of ``tags`` logged at ``step`` or later."""
-    for tag in tags:
-        steps, values = series[tag]
-        keep = [i for i, s in enumerate(steps) if s < step]
-        values[:] = [values[i] for i in keep]
-        steps[:] = [steps[i] for i in keep]
-
-
 def read_scalars(run_dir: Path, tags: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The scalar series of ``tags`` in a run folder's event files, as TensorBoard shows them.
+    """The scalar series of ``tags`` in one run folder.
 
-    Reads the files of :func:`event_files` in order, checks every record's CRCs in one
-    vectorized batch (:func:`~rl_rmsprop.logger.masked_crc32c_many`, where TensorBoard without
-    TensorFlow goes byte by byte in Python: ~5 ms a run folder instead of ~30) and parses each
-    record as an ``Event``. A value counts if it has a ``simple_value``, or a one-element float
-    tensor (the form newer writers use for scalars). An event may hold values of several tags.
-
-    Orphaned values are discarded as TensorBoard's ``EventAccumulator`` does: once a
-    ``file_version`` of 2 or more has been read (every writer since TF 1.0 and PyTorch's
-    write it first), a ``SessionLog.START`` event at step N (what ``SummaryWriter(purge_step=N)``
-    writes on resuming) drops every value read so far with step >= N, for all tags; without
-    a version, an event with a summary whose step is below the latest step read drops the
-    values of its own tags at its step or later.
-
-    A final record cut short (a file being written) is ignored; a record with a bad data
-    CRC is skipped and a length with a bad CRC ends its file, with a ``RuntimeWarning``
-    (TensorBoard stops reading a file at either).
+    From the run's ``progress.csv`` (:mod:`rl_rmsprop.csvlog`) when it has one, else from
+    its event files by TensorBoard's own ``EventAccumulator`` (runs written before the
+    table existed, or by other writers), which shows what TensorBoard shows: values a
+    resumed run's ``SessionLog.START`` purged are gone.
 
     Args:
         run_dir: the run folder (its subfolders are not read).
         tags: the tags wanted.
 
     Returns:
-        ``{tag: (steps, values)}``, int64 and float64 arrays in the order read, for each
-        wanted tag that appeared in some event (empty arrays if all its values were purged).
+        ``{tag: (steps, values)}``, int64 and float64 arrays in the order logged, for each
+        wanted tag the run logged.
     """
-    wanted = set(tags)
-    series: dict[str, tuple[list[int], list[float]]] = {}
-    version = 0.0  # as EventAccumulator: none yet (0) or unparsable (-1) mean no START purges
-    latest = -1
-    start = SessionLog.START
-    for record in _verified_records(event_files(run_dir)):
-        try:
-            event = Event.FromString(record)
-        except DecodeError:
-            warnings.warn(f"{run_dir}: an undecodable event skipped", RuntimeWarning, stacklevel=2)
-            continue
-        what = event.WhichOneof("what")
-        step = event.step
-        if what == "file_version":
-            version = _file_version(event.file_version)
-        if version >= 2:
-            if what == "session_log" and event.session_log.status == start:
-                _purge(series, list(series), step)
-        elif what == "summary" and step < latest:
-            _purge(series, {v.tag for v in event.summary.value} & series.keys(), step)
-        else:
-            latest = step
-        if what != "summary":
-            continue
-        for value in event.summary.value:
-            tag = value.tag
-            if tag not in wanted:
-                continue
-            kind = value.WhichOneof("value")
-            if kind == "simple_value":
-                number = value.simple_value
-            elif kind == "tensor":
-                number = _tensor_scalar(value.tensor)
-                if number is None:
-                    continue
-            else:
-                continue
-            steps, values = series.setdefault(tag, ([], []))
-            steps.append(step)
-            values.append(number)
-    return {
-        tag: (np.array(steps, dtype=np.int64), np.array(values, dtype=np.float64))
-        for tag, (steps, values) in series.items()
-    }
+    table = read_progress(run_dir, tags)
+    if table is not None:
+        return table
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    logged = set(events.Tags()["scalars"])
+    out = {}
+    for tag in tags:
+        if tag in logged:
+            scalars = events.Scalars(tag)
+            out[tag] = (
+                np.array([s.step for s in scalars], dtype=np.int64),
+                np.array([s.value for s in scalars], dtype=np.float64),
+            )
+    return out
 
 
 class RunCurves:
-    """The scalar series of one run's TensorBoard events, read once.
+    """The scalar series of one run, read once.
 
     Args:
-        run_dir: the run folder (its ``events.out.tfevents.*`` files, read by
-            :func:`read_scalars`).
+        run_dir: the run folder (read by :func:`read_scalars`).
         tags: the scalar tags to keep.
     """
 

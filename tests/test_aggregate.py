@@ -1,26 +1,24 @@
-import struct
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.compat.proto.event_pb2 import Event
-from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
 
+from agents.a2c import VALUE_LOSS as LOSS
 from rl_rmsprop.aggregate import (
     RunCurves,
     bootstrap_ci,
     curve_on_grid,
-    event_files,
     iqm,
     normalized_auc,
     read_scalars,
     step_grid,
 )
-from rl_rmsprop.logger import Logger, masked_crc32c_many
+from rl_rmsprop.logger import Logger
+from rl_rmsprop.optim.figures import LR
+from rl_rmsprop.tags import EPISODIC_LENGTH, EPISODIC_RETURN
 
 
 def test_iqm_of_known_values():
@@ -93,11 +91,11 @@ def test_normalized_auc_and_grid():
     assert normalized_auc(np.array([np.nan, 100.0, 200.0, 500.0]), 500.0) == pytest.approx(0.4)
 
 
-# --- reading event files -------------------------------------------------------------------
+# --- reading a run's scalars ----------------------------------------------------------------
 
 
-def reference_scalars(run_dir: Path, tags) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """What TensorBoard's own reader gives (every point kept)."""
+def tensorboard_scalars(run_dir: Path, tags) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """What TensorBoard's reader shows (every point kept)."""
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     have = set(acc.Tags()["scalars"])
@@ -111,202 +109,61 @@ def reference_scalars(run_dir: Path, tags) -> dict[str, tuple[np.ndarray, np.nda
     }
 
 
-def assert_same_as_tensorboard(run_dir: Path, tags) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a sound run reads without a warning
-        got = read_scalars(run_dir, tags)
-    want = reference_scalars(run_dir, tags)
-    assert want, "the reference read nothing: the comparison would prove nothing"
-    assert got.keys() == want.keys()
-    for tag in want:
-        assert got[tag][0].dtype == np.int64 and got[tag][1].dtype == np.float64
-        np.testing.assert_array_equal(got[tag][0], want[tag][0], err_msg=tag)
-        np.testing.assert_array_equal(got[tag][1], want[tag][1], err_msg=tag)
-    return got
-
-
-def record_spans(path: Path) -> list[tuple[int, int]]:
-    """(offset, end) of each TFRecord of a sound event file, framing included."""
-    data, spans, pos = path.read_bytes(), [], 0
-    while pos < len(data):
-        (length,) = struct.unpack_from("<Q", data, pos)
-        spans.append((pos, pos + 16 + length))
-        pos += 16 + length
-    return spans
-
-
-def write_records(path: Path, events: list[Event]) -> None:
-    """An event file written by hand (TFRecord framing), e.g. without a file_version."""
-    records = [e.SerializeToString() for e in events]
-    headers = [struct.pack("<Q", len(r)) for r in records]
-    crcs = masked_crc32c_many(headers + records).tolist()
-    n = len(records)
-    with open(path, "wb") as f:
-        for i, (header, record) in enumerate(zip(headers, records, strict=True)):
-            f.write(header + struct.pack("<I", crcs[i]) + record + struct.pack("<I", crcs[n + i]))
-
-
-def scalar(tag: str, value: float, step: int) -> Event:
-    return Event(step=step, summary=Summary(value=[Summary.Value(tag=tag, simple_value=value)]))
-
-
 def f32(x) -> np.ndarray:
     return np.asarray(x, dtype=np.float32).astype(np.float64)
 
 
-def test_read_scalars_of_summary_writer_matches_tensorboard(tmp_path):
-    rng = np.random.default_rng(1)
-    values = rng.normal(size=(3, 300))
-    writer = SummaryWriter(str(tmp_path))
-    for step in range(300):
-        for k, tag in enumerate(["a/x", "a/y", "b"]):
-            writer.add_scalar(tag, values[k, step], 10 * step)
-        writer.add_scalar("not/wanted", 1.0, step)
-    writer.close()
-    got = assert_same_as_tensorboard(tmp_path, ["a/x", "a/y", "b", "absent"])
-    assert set(got) == {"a/x", "a/y", "b"}
-    for k, tag in enumerate(["a/x", "a/y", "b"]):
-        np.testing.assert_array_equal(got[tag][0], 10 * np.arange(300))
-        np.testing.assert_array_equal(got[tag][1], f32(values[k]))
-
-
-def test_read_scalars_of_a_buffered_logger_matches_tensorboard(tmp_path):
+def test_a_run_is_read_from_its_table_with_the_values_tensorboard_shows_in_float32(tmp_path):
     logger = Logger(tmp_path, total_steps=10_000, quiet=True)
-    logger.config({"lr": 0.01}, "| key | value |\n|---|---|\n" + "| lr | 0.01 |\n" * 40)
     for step in range(0, 10_000, 40):
-        logger.episode(float(step % 97), 20 + step % 13, step)
+        logger.episode(float(step % 97) / 3, 20 + step % 13, step)
         if step % 400 == 0:
-            logger.scalars(
-                {"losses/a": step / 7, "losses/b": torch.tensor(-1.5), "optim/lr": 3e-4}, step
-            )
-            logger.histograms({"grad/values": torch.randn(2000)}, step)  # records of a few KB
+            logger.scalars({LOSS: step / 7, LR: torch.tensor(3e-4)}, step)
     logger.final({"episodic_return_mean100": 42.0, "sps": None})
     logger.close()
-    tags = ["charts/episodic_return", "charts/episodic_length", "losses/a", "losses/b", "optim/lr"]
-    got = assert_same_as_tensorboard(tmp_path, [*tags, "hparams/episodic_return_mean100"])
+    tags = [EPISODIC_RETURN, EPISODIC_LENGTH, LOSS, LR, "absent"]
+    got = read_scalars(tmp_path, tags)
+    shown = tensorboard_scalars(tmp_path, tags)
+    assert got.keys() == shown.keys() == {EPISODIC_RETURN, EPISODIC_LENGTH, LOSS, LR}
+    for tag in got:
+        assert got[tag][0].dtype == np.int64 and got[tag][1].dtype == np.float64
+        np.testing.assert_array_equal(got[tag][0], shown[tag][0])
+        np.testing.assert_array_equal(f32(got[tag][1]), shown[tag][1])
     steps = np.arange(0, 10_000, 40)
-    np.testing.assert_array_equal(got["charts/episodic_return"][0], steps)
-    np.testing.assert_array_equal(got["charts/episodic_length"][1], 20 + steps % 13)
-    np.testing.assert_array_equal(got["losses/a"][1], f32(np.arange(0, 10_000, 400) / 7))
-    assert got["hparams/episodic_return_mean100"][1].tolist() == [42.0]
+    np.testing.assert_array_equal(got[EPISODIC_RETURN][1], (steps % 97) / 3)  # float64 kept
+    np.testing.assert_array_equal(got[LOSS][1], np.arange(0, 10_000, 400) / 7)
 
 
-def write_resumed_run(run_dir: Path) -> None:
-    """Steps 0..99 (value = step), then a resume from 50 writing 50..149 (value = 1000 + step)."""
-    first = SummaryWriter(str(run_dir))
+def test_a_run_without_a_table_is_read_by_tensorboards_reader(tmp_path):
+    first = SummaryWriter(str(tmp_path))
     for step in range(100):
         first.add_scalar("r", step, step)
         first.add_scalar("other", -step, step)
     first.close()
-    # Name the first file so it sorts first whatever the clock and the writer counter say.
-    (old,) = event_files(run_dir)
-    old.rename(run_dir / "events.out.tfevents.0000000001.first")
-    resumed = SummaryWriter(str(run_dir), purge_step=50)
+    (old,) = tmp_path.glob("events.out.tfevents.*")
+    old.rename(tmp_path / "events.out.tfevents.0000000001.first")  # sorts first whatever the clock
+    resumed = SummaryWriter(str(tmp_path), purge_step=50)
     for step in range(50, 150):
         resumed.add_scalar("r", 1000 + step, step)
     resumed.close()
-    assert len(event_files(run_dir)) == 2
-
-
-def test_a_resumed_run_drops_what_followed_the_resume_step(tmp_path):
-    write_resumed_run(tmp_path)
-    got = assert_same_as_tensorboard(tmp_path, ["r", "other"])
+    got = read_scalars(tmp_path, ["r", "other", "absent"])
+    assert set(got) == {"r", "other"}
     np.testing.assert_array_equal(got["r"][0], np.arange(150))
     np.testing.assert_array_equal(got["r"][1], [*range(50), *range(1050, 1150)])
-    # The START purge is for every tag, also those the resumed run no longer writes.
-    np.testing.assert_array_equal(got["other"][0], np.arange(50))
+    np.testing.assert_array_equal(got["other"][0], np.arange(50))  # purged for every tag
     curves = RunCurves(tmp_path, ["r", "absent"])
     assert set(curves.series) == {"r"} and curves.series["r"][0].dtype == np.float64
     np.testing.assert_array_equal(
         curves.on_grid("r", np.array([49.0, 50.0, 149.0])), [49, 1050, 1149]
     )
     assert np.isnan(curves.on_grid("absent", np.array([1.0]))).all()
-
-
-def test_without_a_file_version_out_of_order_steps_purge_their_own_tags(tmp_path):
-    # No file_version event: TensorBoard's older rule, an event whose step goes back drops
-    # the later values of its own tags only.
-    events = [scalar("a", s, s) for s in range(10)] + [scalar("b", -s, s) for s in range(10)]
-    events += [scalar("a", 100.0, 5), scalar("a", 101.0, 6)]
-    write_records(tmp_path / "events.out.tfevents.1.hand", events)
-    got = assert_same_as_tensorboard(tmp_path, ["a", "b"])
-    np.testing.assert_array_equal(got["a"][0], [0, 1, 2, 3, 4, 5, 6])
-    np.testing.assert_array_equal(got["a"][1], [0, 1, 2, 3, 4, 100, 101])
-    np.testing.assert_array_equal(got["b"][0], np.arange(10))
-
-
-def test_tensor_scalars_are_read_too(tmp_path):
-    writer = SummaryWriter(str(tmp_path))
-    for step in range(5):
-        writer.add_scalar("new", step / 3, step, new_style=True)
-        writer.add_scalar("double", step / 3, step, new_style=True, double_precision=True)
-    writer.add_text("text", "not a number")
-    writer.close()
-    got = read_scalars(tmp_path, ["new", "double", "text/text_summary"])
-    assert set(got) == {"new", "double"}
-    np.testing.assert_array_equal(got["new"][1], f32(np.arange(5) / 3))
-    np.testing.assert_array_equal(got["double"][1], np.arange(5) / 3)
-
-
-def write_plain_run(run_dir: Path, steps: int = 50) -> Path:
-    writer = SummaryWriter(str(run_dir))
-    for step in range(steps):
-        writer.add_scalar("a", 0.5 * step, step)
-    writer.close()
-    (path,) = event_files(run_dir)
-    return path
-
-
-@pytest.mark.parametrize("where", ["data crc", "data", "length crc", "length"])
-def test_a_truncated_last_record_is_ignored_silently(tmp_path, where):
-    path = write_plain_run(tmp_path)
-    data = path.read_bytes()
-    start, end = record_spans(path)[-1]
-    cut = {"data crc": end - 2, "data": end - 6, "length crc": start + 10, "length": start + 3}
-    path.write_bytes(data[: cut[where]])
-    got = assert_same_as_tensorboard(tmp_path, ["a"])  # no warning either
-    np.testing.assert_array_equal(got["a"][0], np.arange(49))
-    np.testing.assert_array_equal(got["a"][1], 0.5 * np.arange(49))
-
-
-def test_a_record_with_a_bad_crc_is_skipped_with_a_warning(tmp_path):
-    path = write_plain_run(tmp_path)
-    data = bytearray(path.read_bytes())
-    spans = record_spans(path)
-    # Record 0 is the file_version event; record 1 + s holds step s.
-    start, _ = spans[1 + 20]
-    # The event would still parse (a bit of its wall time), but its data CRC no longer matches.
-    assert data[start + 12] == 0x09  # Event.wall_time, a double, comes first
-    data[start + 12 + 4] ^= 0x40
-    path.write_bytes(bytes(data))
-    with pytest.warns(RuntimeWarning, match="1 record"):
-        got = read_scalars(tmp_path, ["a"])
-    kept = np.delete(np.arange(50), 20)
-    np.testing.assert_array_equal(got["a"][0], kept)
-    np.testing.assert_array_equal(got["a"][1], 0.5 * kept)
-
-
-def test_a_length_with_a_bad_crc_ends_the_file_with_a_warning(tmp_path):
-    path = write_plain_run(tmp_path)
-    data = bytearray(path.read_bytes())
-    start, _ = record_spans(path)[1 + 30]
-    data[start] ^= 0x01  # the length: nothing after it can be trusted
-    path.write_bytes(bytes(data))
-    with pytest.warns(RuntimeWarning, match="rest of the file"):
-        got = read_scalars(tmp_path, ["a"])
-    np.testing.assert_array_equal(got["a"][0], np.arange(30))
-    # The same, corrupt length, on the last record: not taken for a file being written.
-    path = write_plain_run(tmp_path / "last")
-    data = bytearray(path.read_bytes())
-    start, _ = record_spans(path)[-1]
-    data[start] ^= 0x7F
-    path.write_bytes(bytes(data))
-    with pytest.warns(RuntimeWarning, match="rest of the file"):
-        got = read_scalars(tmp_path / "last", ["a"])
-    np.testing.assert_array_equal(got["a"][0], np.arange(49))
+    np.testing.assert_array_equal(curves.interpolated("r", np.array([0.5, 149.0])), [0.5, 1149])
 
 
 def test_read_scalars_reads_only_the_folder_itself(tmp_path):
-    write_plain_run(tmp_path / "sub", steps=3)
+    Logger(tmp_path / "sub", total_steps=10, quiet=True).close()
+    writer = SummaryWriter(str(tmp_path / "sub"))
+    writer.add_scalar("a", 1.0, 0)
+    writer.close()
     (tmp_path / "notes.txt").write_text("not events")
     assert read_scalars(tmp_path, ["a"]) == {}

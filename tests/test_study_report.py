@@ -14,21 +14,46 @@ from rl_rmsprop.study.report import auc_scale
 from rl_rmsprop.study.specs import parse_specs
 
 
-def test_significance_needs_three_runs_and_non_overlapping_intervals():
-    from rl_rmsprop.study.report import OptimizerResult, significance
+def _row(label, finals):
+    from rl_rmsprop.study.report import OptimizerResult
 
-    def row(label, runs, ci):
-        return OptimizerResult(
-            label, runs, 0, 1.0, ci, 1.0, 0.0, 0, None, None, 0, None, None, None
-        )
+    n = len(finals)
+    return OptimizerResult(
+        label, n, 0, 1.0, None, 1.0, 0.0, 0, None, None, 0, None, None, None, finals
+    )
 
-    rows = [row("a", 5, (10.0, 20.0)), row("b", 5, (21.0, 30.0)), row("c", 5, (15.0, 25.0))]
-    text = significance(rows)
-    assert "significant (non-overlapping 95% CIs of the final-return IQM): b > a" in text
-    assert "not significant: a ~ c, b ~ c" in text
-    text = significance([*rows, row("d", 2, (0.0, 1.0))])
+
+def test_significance_is_the_probability_of_improvement_with_three_runs_or_more():
+    from rl_rmsprop.study.report import improvements, significance
+
+    a, b = _row("a", [1.0, 2.0, 3.0, 4.0, 5.0]), _row("b", [10.0, 11.0, 12.0, 13.0, 14.0])
+    c = _row("c", [2.0, 3.0, 4.0, 11.0, 12.0])
+    pairs = {(i.better, i.worse): i for i in improvements([a, b, c])}
+    assert set(pairs) == {("b", "a"), ("c", "a"), ("b", "c")}  # each pair once, P >= 0.5
+    assert pairs["b", "a"].probability == 1.0 and pairs["b", "a"].significant
+    # Pairs with c's run above a's, ties one half: c = 2, 3, 4, 11, 12 beat 1.5, 2.5, 3.5, 5, 5.
+    assert pairs["c", "a"].probability == pytest.approx(17.5 / 25)
+    assert pairs["b", "c"].probability == pytest.approx((3 + 3.5 + 4.5 + 5 + 5) / 25)
+    assert pairs["b", "c"].significant and pairs["b", "c"].ci[0] > 0.5
+    assert not pairs["c", "a"].significant  # its interval reaches below 0.5
+    assert pairs["c", "a"].ci[0] < 0.5 < pairs["c", "a"].ci[1]
+    text = significance([a, b, c, _row("d", [0.0, 1.0])])
+    assert "b > a  1.00 [1.00, 1.00]  significant" in text
+    assert "b > c" in text and "c ~ a  0.70" in text and "not significant" in text
     assert "not compared (fewer than 3 finished runs): d" in text and "d ~" not in text
-    assert "too few seeds" in significance([row("a", 1, (1.0, 1.0)), row("b", 2, (5.0, 6.0))])
+    assert "too few seeds" in significance([_row("a", [1.0]), _row("b", [5.0, 6.0])])
+
+
+def test_the_probability_of_improvement_is_the_mann_whitney_fraction_and_symmetric():
+    from rl_rmsprop.aggregate import probability_of_improvement
+
+    p, (low, high) = probability_of_improvement([1.0, 2.0, 3.0, 4.0], [0.0, 1.0, 2.0, 3.0])
+    assert p == pytest.approx((1.5 + 2.5 + 3.5 + 4) / 16)
+    assert low <= p <= high
+    q, (qlow, qhigh) = probability_of_improvement([0.0, 1.0, 2.0, 3.0], [1.0, 2.0, 3.0, 4.0])
+    assert q == pytest.approx(1 - p)
+    assert qlow <= q <= qhigh and qhigh < 1.0
+    assert probability_of_improvement([5.0, 5.0], [5.0, 5.0]) == (0.5, (0.5, 0.5))
 
 
 def test_auc_scale_is_a_positive_goal_or_one():

@@ -21,6 +21,7 @@ from rl_rmsprop.aggregate import (
     iqm,
     iqm_band,
     normalized_auc,
+    probability_of_improvement,
 )
 from rl_rmsprop.checkpoint import write_json_atomic
 from rl_rmsprop.logger import FINAL_METRICS
@@ -69,6 +70,8 @@ class OptimizerResult:
     eval_steps_to_solve: float | None
     auc: float | None
     sps: float | None
+    finals: list[float] = dataclasses.field(default_factory=list)
+    """Each finished run's final return (the curve's last point)."""
 
 
 def _median(values: list[float]) -> float | None:
@@ -109,6 +112,7 @@ def aggregate(
                 eval_steps_to_solve=_median(eval_solved),
                 auc=float(np.mean(aucs)) if aucs else None,
                 sps=_median([s["sps"] for s in ok]),
+                finals=finals,
             )
         )
     return rows
@@ -149,39 +153,72 @@ MIN_RUNS_FOR_SIGNIFICANCE = 3
 """Below this many finished runs a bootstrap interval is only the range of the runs."""
 
 
-def significance(rows: list[OptimizerResult]) -> str:
-    """Which pairs of optimizers differ: non-overlapping 95% intervals of the final-return IQM.
+@dataclass
+class Improvement:
+    """The probability that a run of ``better`` ends above a run of ``worse`` (>= 0.5)."""
 
-    Optimizers with fewer than :data:`MIN_RUNS_FOR_SIGNIFICANCE` finished runs are not compared
-    (one run gives a zero-width interval, two the range of the two).
+    better: str
+    worse: str
+    probability: float
+    ci: tuple[float, float]
+
+    @property
+    def significant(self) -> bool:
+        """Whether the interval lies above one half."""
+        return self.ci[0] > 0.5
+
+
+def improvements(rows: list[OptimizerResult]) -> list[Improvement]:
+    """The probability of improvement of the final return, for each pair of optimizers.
+
+    Each pair once, ordered so that the probability is at least one half; optimizers with
+    fewer than :data:`MIN_RUNS_FOR_SIGNIFICANCE` finished runs are left out.
     """
-    better, unclear = [], []
-    enough = [r for r in rows if r.runs - r.failed >= MIN_RUNS_FOR_SIGNIFICANCE]
-    if len(enough) < len(rows):
-        few = ", ".join(r.label for r in rows if r not in enough)
-        if len(enough) < 2:
-            return (
-                f"significance: too few seeds to tell ({few}: fewer than "
-                f"{MIN_RUNS_FOR_SIGNIFICANCE} finished runs); use more --seeds"
-            )
-    with_ci = [r for r in enough if r.final_ci is not None]
-    for i, a in enumerate(with_ci):
-        for b in with_ci[i + 1 :]:
-            if a.final_ci[0] > b.final_ci[1]:
-                better.append(f"{a.label} > {b.label}")
-            elif b.final_ci[0] > a.final_ci[1]:
-                better.append(f"{b.label} > {a.label}")
+    enough = [r for r in rows if len(r.finals) >= MIN_RUNS_FOR_SIGNIFICANCE]
+    out = []
+    for i, a in enumerate(enough):
+        for b in enough[i + 1 :]:
+            p, (low, high) = probability_of_improvement(a.finals, b.finals)
+            if p >= 0.5:
+                out.append(Improvement(a.label, b.label, p, (low, high)))
             else:
-                unclear.append(f"{a.label} ~ {b.label}")
-    text = (
-        "significant (non-overlapping 95% CIs of the final-return IQM): "
-        + (", ".join(better) or "none")
-        + "; not significant: "
-        + (", ".join(unclear) or "none")
-    )
-    if len(enough) < len(rows):
-        text += f"; not compared (fewer than {MIN_RUNS_FOR_SIGNIFICANCE} finished runs): {few}"
-    return text
+                out.append(Improvement(b.label, a.label, 1.0 - p, (1.0 - high, 1.0 - low)))
+    return out
+
+
+def significance(rows: list[OptimizerResult]) -> str:
+    """Which optimizers beat which: the probability of improvement of the final return.
+
+    P(X > Y), the chance that a run of X ends above a run of Y (Agarwal et al. 2021), with
+    its 95% bootstrap interval; a pair is significant where the interval lies above one
+    half. Optimizers with fewer than :data:`MIN_RUNS_FOR_SIGNIFICANCE` finished runs are not
+    compared (one run gives no interval, two only a coarse one).
+    """
+    few = [r.label for r in rows if len(r.finals) < MIN_RUNS_FOR_SIGNIFICANCE]
+    if len(rows) - len(few) < 2:
+        return (
+            f"significance: too few seeds to tell ({', '.join(few)}: fewer than "
+            f"{MIN_RUNS_FOR_SIGNIFICANCE} finished runs); use more --seeds"
+        )
+    pairs = improvements(rows)
+    width = max(len(f"{i.better} > {i.worse}") for i in pairs)
+    lines = [
+        "probability of improvement, final return: P(a run of X ends above one of Y) "
+        "[95% CI], significant where the interval is above 0.5"
+    ]
+    for i in pairs:
+        sign = ">" if i.significant else "~"
+        name = f"{i.better} {sign} {i.worse}"
+        verdict = "significant" if i.significant else "not significant"
+        lines.append(
+            f"  {name:<{width}}  {i.probability:.2f} [{i.ci[0]:.2f}, {i.ci[1]:.2f}]  {verdict}"
+        )
+    if few:
+        lines.append(
+            f"  not compared (fewer than {MIN_RUNS_FOR_SIGNIFICANCE} finished runs): "
+            + ", ".join(few)
+        )
+    return "\n".join(lines)
 
 
 def read_run_curves(
@@ -400,7 +437,14 @@ def write_summary(study: Path, rows: list[OptimizerResult], meta: dict[str, Any]
         ci = rec.pop("final_ci")
         rec["final_ci_low"], rec["final_ci_high"] = (None, None) if ci is None else ci
         records.append(rec)
-    write_json_atomic({**meta, "optimizers": records}, study / "summary.json")
+    pairs = [
+        {**dataclasses.asdict(i), "ci": list(i.ci), "significant": i.significant}
+        for i in improvements(rows)
+    ]
+    summary = {**meta, "optimizers": records, "probability_of_improvement": pairs}
+    write_json_atomic(summary, study / "summary.json")
+    for rec in records:
+        rec.pop("finals")  # summary.json keeps them; a CSV cell is no place for a list
     tmp = study / "summary.csv.tmp"
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(records[0]))
