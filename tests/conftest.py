@@ -1,4 +1,5 @@
-"""Shared test helpers: the CLIs in a subprocess, one-line errors, the fake environments."""
+"""Shared test helpers: the CLIs in a subprocess, one-line errors, the fake environments, a
+run's event files and printed results table."""
 
 from __future__ import annotations
 
@@ -118,6 +119,24 @@ def scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def events(run_dir: str | Path):
+    """A run folder's event files, read whole: an ``EventAccumulator`` with every scalar and
+    histogram event loaded."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0})
+    acc.Reload()
+    return acc
+
+
+def results_table(text: str) -> list[str]:
+    """The first four lines of the results table printed in ``text`` (header, rule and two
+    optimizers' rows), each without its last column (SPS, a wall-clock figure)."""
+    lines = text.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
+    return [line.rsplit("|", 1)[0] for line in lines[head : head + 4]]
 
 
 class StopAfter:

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from agents.a2c import a2c_loss
+from agents.a2c import ENTROPY, POLICY_LOSS, VALUE_LOSS, a2c_loss
 from agents.networks import ActorCritic
 from agents.rollout import Rollout
 from rl_rmsprop.config import A2CConfig
@@ -32,7 +32,7 @@ def test_loss_ignores_the_autoreset_step_and_has_gradients():
     rollout = make_rollout()
     loss, metrics = a2c_loss(model, rollout, hp, 0.99)
     loss.backward()
-    assert set(metrics) == {"losses/policy_loss", "losses/value_loss", "losses/entropy"}
+    assert set(metrics) == {POLICY_LOSS, VALUE_LOSS, ENTROPY}
     assert all(p.grad is not None for p in model.parameters())
     # Changing what happens on the invalid (autoreset) step changes nothing.
     changed = rollout._replace(
@@ -53,7 +53,7 @@ def test_loss_combines_terms_with_their_coefficients():
     rollout = make_rollout()
     hp = A2CConfig(vf_coef=0.25, ent_coef=0.1)
     loss, m = a2c_loss(model, rollout, hp, 0.99)
-    expected = m["losses/policy_loss"] + 0.25 * m["losses/value_loss"] - 0.1 * m["losses/entropy"]
+    expected = m[POLICY_LOSS] + 0.25 * m[VALUE_LOSS] - 0.1 * m[ENTROPY]
     torch.testing.assert_close(loss.detach(), expected)
 
 
@@ -92,7 +92,7 @@ def test_loss_terms_equal_hand_computed_values(terminal):
     policy = -(adv[0] * log_p[0] + adv[1] * log_p[1]) / 2
     value = (adv[0] ** 2 + adv[1] ** 2) / 2  # (R - V)^2 = A^2
     entropy = (math.log(2.0) - (0.75 * math.log(0.75) + 0.25 * math.log(0.25))) / 2
-    assert m["losses/policy_loss"].item() == pytest.approx(policy, rel=1e-12)
-    assert m["losses/value_loss"].item() == pytest.approx(value, rel=1e-12)
-    assert m["losses/entropy"].item() == pytest.approx(entropy, rel=1e-12)
+    assert m[POLICY_LOSS].item() == pytest.approx(policy, rel=1e-12)
+    assert m[VALUE_LOSS].item() == pytest.approx(value, rel=1e-12)
+    assert m[ENTROPY].item() == pytest.approx(entropy, rel=1e-12)
     assert loss.item() == pytest.approx(policy + 0.25 * value - 0.1 * entropy, rel=1e-12)

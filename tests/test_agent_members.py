@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.dqn import QNetwork, dqn_loss, lazy_epsilon_greedy, td_targets
+from agents.dqn import Q_VALUES, TD_LOSS, QNetwork, dqn_loss, lazy_epsilon_greedy, td_targets
 from agents.members import MemberGenerators, MemberQ, MemberReplay
 from agents.replay import ReplayBuffer, ReplaySample
 from agents.rollout import Step
@@ -62,7 +62,7 @@ def test_targets_and_gradients_are_each_members_single_network_ones(
         value.backward()
         want = torch.cat([p.grad.reshape(-1) for p in nets[k].parameters()])
         torch.testing.assert_close(online.grad[k], want, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(metrics["losses/td_loss"][k], value.detach())
+        torch.testing.assert_close(metrics[TD_LOSS][k], value.detach())
 
 
 def test_the_dqn_loss_of_stacked_samples_is_reduced_per_member():
@@ -70,7 +70,7 @@ def test_the_dqn_loss_of_stacked_samples_is_reduced_per_member():
     batch = _batch(torch.Generator().manual_seed(2))
     y = torch.randn(K, B)
     value, metrics = dqn_loss(online, batch, y, "huber", "sum")
-    assert value.shape == (K,) and metrics["losses/q_values"].shape == (K,)
+    assert value.shape == (K,) and metrics[Q_VALUES].shape == (K,)
     single, _ = dqn_loss(nets[1], ReplaySample(*(t[1] for t in batch)), y[1], "huber", "sum")
     torch.testing.assert_close(value[1], single)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from agents.a2c import a2c_loss
+from agents.a2c import ENTROPY, VALUE_LOSS, a2c_loss
 from agents.networks import ActorCritic
 from agents.population import (
     MemberNoise,
@@ -61,7 +61,7 @@ def test_forward_and_gradients_equal_the_members_run_singly(hidden):
     pop.zero_grad()
     losses.sum().backward()
     pop.sync_grads()
-    assert losses.shape == (3,) and metrics["losses/entropy"].shape == (3,)
+    assert losses.shape == (3,) and metrics[ENTROPY].shape == (3,)
     for k, net in enumerate(nets):
         rows = slice(k * envs, (k + 1) * envs)
         single_logits, single_values = net(rollout.obs[:, rows])
@@ -201,7 +201,7 @@ def test_numpy_gradients_keep_a_diverged_member_to_itself_and_do_not_warn():
     for k in (0, 2):
         assert torch.equal(broken.grad[k], reference[k])
         assert broken_losses[k] == losses[k]
-    assert torch.isfinite(metrics["losses/value_loss"][[0, 2]]).all()
+    assert torch.isfinite(metrics[VALUE_LOSS][[0, 2]]).all()
 
 
 def test_auto_engine_is_numpy_on_the_cpu_and_autograd_when_asked():

@@ -7,13 +7,18 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import events
 
 pytest.importorskip("ale_py", reason="the atari extra (ale-py) is not installed")
 pytest.importorskip("cv2", reason="the atari extra (opencv-python-headless) is not installed")
 
+from agents.a2c import ENTROPY, POLICY_LOSS
+from agents.dqn import TD_LOSS
 from agents.replay import FrameReplayBuffer
 from envs import EnvError, make_vector_env
 from envs.atari import NativeAtari, atari_wrappers
+from rl_rmsprop.optim.figures import NORM_PRECLIP, SQ_AVG_MEAN
+from rl_rmsprop.tags import EPSILON, FRAMES
 
 CPU = torch.device("cpu")
 
@@ -206,14 +211,6 @@ def test_frame_replay_state_round_trip():
     assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def _events(run_dir):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return acc
-
-
 @pytest.mark.slow
 def test_a_short_dqn_nature_run_on_pong(tmp_path, capsys):
     from rl_rmsprop.train import main
@@ -228,8 +225,8 @@ def test_a_short_dqn_nature_run_on_pong(tmp_path, capsys):
     assert "replay buffer: 3,000 transitions" in out.err and "frames stored once" in out.err
     summary = json.loads((tmp_path / "dqn" / "summary.json").read_text())
     assert summary["total_steps"] >= 1200 and summary["updates"] == (1200 - 400) // 4 + 1
-    acc = _events(tmp_path / "dqn")
-    assert {"losses/td_loss", "charts/epsilon", "optim/sq_avg/mean"} <= set(acc.Tags()["scalars"])
+    acc = events(tmp_path / "dqn")
+    assert {TD_LOSS, EPSILON, SQ_AVG_MEAN} <= set(acc.Tags()["scalars"])
     config = json.loads((tmp_path / "dqn" / "config.json").read_text())
     assert config["optim"]["name"] == "rmsprop:dqn-nature"
     assert config["dqn"]["loss_reduction"] == "sum" and config["run"]["eval_epsilon"] == 0.05
@@ -247,11 +244,9 @@ def test_a_short_a2c_atari_run_on_pong(tmp_path, capsys):
     threads = min(4, os.cpu_count() or 1)
     line = f"on PongNoFrameskip-v4 x4 (ALE vector env, {threads} threads), optimizer"
     assert line in capsys.readouterr().err
-    acc = _events(tmp_path / "a2c")
-    assert {"losses/policy_loss", "losses/entropy", "grad/norm_preclip"} <= set(
-        acc.Tags()["scalars"]
-    )
-    frames = acc.Scalars("charts/frames")  # env steps on the axis, emulator frames as a value
+    acc = events(tmp_path / "a2c")
+    assert {POLICY_LOSS, ENTROPY, NORM_PRECLIP} <= set(acc.Tags()["scalars"])
+    frames = acc.Scalars(FRAMES)  # env steps on the axis, emulator frames as a value
     assert all(e.value == 4 * e.step for e in frames) and frames
     config = json.loads((tmp_path / "a2c" / "config.json").read_text())
     assert config["optim"]["name"] == "rmsprop:tf" and config["a2c"]["ent_coef"] == 0.01

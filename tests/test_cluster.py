@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import ray  # the dev extra installs it
-from conftest import alive, assert_one_line, cli, start_cli, wait_for
+from conftest import alive, assert_one_line, cli, results_table, start_cli, wait_for
 
 from rl_rmsprop import compare
 from rl_rmsprop.cluster import SHIP_ROOT, connect
@@ -40,12 +40,6 @@ def test_a_local_instance_without_its_token_is_refused_before_anything_is_writte
 STUDY = ["--optimizers", "rmsprop,adam", "--seeds", "2", "--eval-episodes", "2"]
 
 
-def _table(text: str) -> list[str]:
-    lines = text.splitlines()
-    head = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
-    return [line.rsplit("|", 1)[0] for line in lines[head : head + 4]]  # all but SPS
-
-
 def _files(run_dir: Path) -> list[str]:
     """The run folder's entries, event files by kind (their names hold a time and a pid)."""
     kind = "events.out.tfevents"
@@ -68,7 +62,7 @@ def test_a_study_on_ray_has_the_local_backends_outputs(tmp_path, local_ray, capf
     assert compare.main([*args, "--name", "ray", "--backend", "ray"]) == 0
     on_ray = capfd.readouterr().out
     assert "Ray" in on_ray.splitlines()[0] and "local Ray instance" in on_ray.splitlines()[0]
-    assert _table(on_ray) == _table(local)
+    assert results_table(on_ray) == results_table(local)
     runs_local, runs_ray = _runs(tmp_path / "compare-local"), _runs(tmp_path / "compare-ray")
     assert sorted(runs_local) == sorted(runs_ray) and len(runs_ray) == 4
     for name, summary in runs_ray.items():
@@ -221,7 +215,7 @@ def test_a_killed_population_task_resumes_from_the_populations_checkpoint(
     for run_dir in (tmp_path / "compare-ray").glob("*/seed-0"):
         assert len(list(run_dir.glob("events.out.tfevents.*"))) == 2  # resumed, not restarted
     assert compare.main([*args, "--name", "local"]) == 0
-    assert _table(capfd.readouterr().out) == _table(on_ray)
+    assert results_table(capfd.readouterr().out) == results_table(on_ray)
 
 
 @pytest.mark.slow

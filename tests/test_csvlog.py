@@ -6,7 +6,7 @@ import numpy as np
 
 from rl_rmsprop.csvlog import FILENAME, STEP, WALL_TIME, ProgressCsv, read_progress
 
-A, B, C = "charts/a", "losses/b", "eval/c"
+A, B, C = "a/x", "b/y", "c/z"  # made-up tags (names outside the schema)
 
 
 def _lines(run_dir):

@@ -6,6 +6,8 @@ import torch
 from torch import Tensor, nn
 
 from agents.dqn import (
+    Q_VALUES,
+    TD_LOSS,
     QNetwork,
     dqn_loss,
     epsilon_greedy,
@@ -135,8 +137,8 @@ def test_dqn_loss_values(loss, reduction):
     value, metrics = dqn_loss(table_net(ONLINE_Q), LOSS_BATCH, LOSS_TARGETS, loss, reduction)
     expected = LOSS_SUMS[loss] / (3 if reduction == "mean" else 1)  # sum = mean * B
     assert value.item() == pytest.approx(expected, rel=1e-12)
-    assert metrics["losses/td_loss"].item() == pytest.approx(expected, rel=1e-12)
-    assert metrics["losses/q_values"].item() == pytest.approx(-1 / 3, rel=1e-12)  # (0+0-1)/3
+    assert metrics[TD_LOSS].item() == pytest.approx(expected, rel=1e-12)
+    assert metrics[Q_VALUES].item() == pytest.approx(-1 / 3, rel=1e-12)  # (0+0-1)/3
     assert not any(m.requires_grad for m in metrics.values())
 
 

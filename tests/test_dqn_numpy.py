@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.dqn import TARGET_CHUNK, CnnQNetwork, QNetwork, dqn_loss, td_targets
+from agents.dqn import TARGET_CHUNK, TD_LOSS, CnnQNetwork, QNetwork, dqn_loss, td_targets
 from agents.dqn_numpy import supports, td_gradients
 from agents.numpy_mlp import forward
 from agents.replay import ReplaySample
@@ -160,4 +160,4 @@ def test_bad_arguments():
         engine_gradients(model, batch, torch.zeros(4), "l1")
     with pytest.raises(ValueError, match="reduction"):
         engine_gradients(model, batch, torch.zeros(4), "huber", "max")
-    assert np.isfinite(engine_gradients(model, batch, torch.zeros(4))["losses/td_loss"])
+    assert np.isfinite(engine_gradients(model, batch, torch.zeros(4))[TD_LOSS])

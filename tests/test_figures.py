@@ -6,6 +6,16 @@ import pytest
 import torch
 
 from rl_rmsprop.optim.figures import (
+    CLIPPED,
+    EFF_P50,
+    EFF_P95,
+    EPS_DOMINATED,
+    GRAD_VALUES,
+    LAYER_NORM,
+    NORM_POSTCLIP,
+    NORM_PRECLIP,
+    SQ_AVG,
+    SQ_AVG_MAX,
     clip_coefficient,
     count_skips,
     gradient_figures,
@@ -30,7 +40,7 @@ def test_rows_get_the_figures_each_row_gets_alone():
     rows = state_figures(v, eff, dominated)
     rows |= layer_figures(grad, layers)
     rows["ratio"] = update_ratio(before + grad, before)
-    assert set(rows) >= {"optim/sq_avg/max", "optim/effective_lr/p95", "grad/norm/b"}
+    assert set(rows) >= {SQ_AVG_MAX, EFF_P95, f"{LAYER_NORM}b"}
     for k in range(4):
         alone = state_figures(v[k], eff[k], dominated[k])
         alone |= layer_figures(grad[k], layers)
@@ -40,18 +50,16 @@ def test_rows_get_the_figures_each_row_gets_alone():
             assert value.shape == ()
             torch.testing.assert_close(rows[tag][k], value, rtol=0, atol=0, msg=tag)
     # Hand-computed on one row.
-    assert float(rows["optim/eps_dominated_fraction"][0]) == pytest.approx(
-        dominated[0].float().mean().item()
-    )
-    torch.testing.assert_close(rows["grad/norm/w"][1], grad[1, :300].norm())
+    assert float(rows[EPS_DOMINATED][0]) == pytest.approx(dominated[0].float().mean().item())
+    torch.testing.assert_close(rows[f"{LAYER_NORM}w"][1], grad[1, :300].norm())
 
 
 def test_without_a_square_average_no_sq_avg_figures():
     eff = torch.full((2, 1), 0.01)
     out = state_figures(None, eff, torch.zeros(2, 1, dtype=torch.bool))
-    assert not any(tag.startswith("optim/sq_avg") for tag in out)
-    assert out["optim/effective_lr/p50"].tolist() == pytest.approx([0.01, 0.01])
-    assert out["optim/eps_dominated_fraction"].tolist() == [0.0, 0.0]
+    assert not any(tag.startswith(SQ_AVG) for tag in out)
+    assert out[EFF_P50].tolist() == pytest.approx([0.01, 0.01])
+    assert out[EPS_DOMINATED].tolist() == [0.0, 0.0]
 
 
 def test_clip_coefficient_is_torchs_rule():
@@ -80,20 +88,20 @@ def test_gradient_figures_with_and_without_clipping():
     post = torch.tensor([0.5, 0.5])
     pre = torch.tensor([0.2, 3.0])
     clipped = gradient_figures(post, pre, 0.5)
-    assert clipped["grad/clipped"].tolist() == [0.0, 1.0]
-    assert clipped["grad/norm_preclip"] is pre
+    assert clipped[CLIPPED].tolist() == [0.0, 1.0]
+    assert clipped[NORM_PRECLIP] is pre
     plain = gradient_figures(post)
-    assert set(plain) == {"grad/norm_postclip", "grad/norm_preclip"}
-    assert plain["grad/norm_preclip"] is post
+    assert set(plain) == {NORM_POSTCLIP, NORM_PRECLIP}
+    assert plain[NORM_PRECLIP] is post
 
 
 def test_histogram_samples_are_strided_and_on_the_cpu():
     grad = torch.arange(1000.0)
     out = histogram_samples(grad, None, max_elements=100)
-    assert set(out) == {"grad/values"}
-    assert out["grad/values"].numel() == 100 and torch.isin(out["grad/values"], grad).all()
+    assert set(out) == {GRAD_VALUES}
+    assert out[GRAD_VALUES].numel() == 100 and torch.isin(out[GRAD_VALUES], grad).all()
     out = histogram_samples(grad, grad.double() + 1)
-    assert out["optim/sq_avg"].dtype == torch.float32 and out["optim/sq_avg"][0] == 1.0
+    assert out[SQ_AVG].dtype == torch.float32 and out[SQ_AVG][0] == 1.0
 
 
 @pytest.mark.parametrize("shape", [(67_074,), (5, 1001), (16, 900), (3,), (2,), (1,)])

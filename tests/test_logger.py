@@ -13,6 +13,7 @@ from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import (
     masked_crc32c as tensorboards_masked_crc32c,
 )
 
+from agents.a2c import VALUE_LOSS
 from rl_rmsprop.logger import (
     Logger,
     ProgressLine,
@@ -21,6 +22,8 @@ from rl_rmsprop.logger import (
     masked_crc32c,
     scalar_event,
 )
+from rl_rmsprop.optim.figures import GRAD_VALUES, LR, SQ_AVG
+from rl_rmsprop.tags import EPISODIC_LENGTH, EPISODIC_RETURN, HPARAMS
 
 
 def test_flatten_and_markdown():
@@ -106,7 +109,7 @@ def test_masked_crc32c_matches_tensorboards_and_the_check_value():
 
 @pytest.mark.parametrize("step", [0, 1, 300, 2**40, -3])
 def test_scalar_event_is_the_protobuf_encoding(step):
-    values = {"charts/episodic_return": 23.0, "x/\u00e9": -1.5e-7, "a" * 200: 3.0}
+    values = {EPISODIC_RETURN: 23.0, "x/\u00e9": -1.5e-7, "a" * 200: 3.0}
     expected = Event(
         wall_time=1.5,
         step=step,
@@ -123,35 +126,35 @@ def test_a_buffered_logger_writes_what_tensorboard_reads(tmp_path):
     logger.events.file.max_events = 7  # several batches
     for step in range(0, 500, 10):
         logger.episode(float(step), step // 10, step)
-        logger.scalars({"losses/value_loss": torch.tensor(step / 2), "optim/lr": 7e-4}, step)
-    logger.histograms({"grad/values": torch.tensor([1.0, float("nan"), 2.0])}, 10)
-    logger.histograms({"optim/sq_avg": torch.tensor([float("inf")])}, 10)  # skipped
+        logger.scalars({VALUE_LOSS: torch.tensor(step / 2), LR: 7e-4}, step)
+    logger.histograms({GRAD_VALUES: torch.tensor([1.0, float("nan"), 2.0])}, 10)
+    logger.histograms({SQ_AVG: torch.tensor([float("inf")])}, 10)  # skipped
     logger.config({"optim.name": "rmsprop"}, "| a | b |")
     logger.final({"sps": 10.0})
     logger.close()
     acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
     acc.Reload()
-    returns = acc.Scalars("charts/episodic_return")
+    returns = acc.Scalars(EPISODIC_RETURN)
     assert [(e.step, e.value) for e in returns] == [(s, float(s)) for s in range(0, 500, 10)]
-    assert [e.value for e in acc.Scalars("losses/value_loss")][:3] == [0.0, 5.0, 10.0]
-    assert acc.Tags()["histograms"] == ["grad/values"]
-    assert acc.Histograms("grad/values")[0].histogram_value.num == 2
-    assert acc.Scalars("hparams/sps")[0].value == 10.0
-    assert np.isfinite([e.value for e in acc.Scalars("optim/lr")]).all()
+    assert [e.value for e in acc.Scalars(VALUE_LOSS)][:3] == [0.0, 5.0, 10.0]
+    assert acc.Tags()["histograms"] == [GRAD_VALUES]
+    assert acc.Histograms(GRAD_VALUES)[0].histogram_value.num == 2
+    assert acc.Scalars(f"{HPARAMS}sps")[0].value == 10.0
+    assert np.isfinite([e.value for e in acc.Scalars(LR)]).all()
     # The same scalars as rows of progress.csv (the hparams figures only in summary.json).
     with open(tmp_path / "progress.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["step", "wall_time", "a", *TABLE_TAGS]
     assert len(rows) == 1 + 2 * 50
-    episodes = [r for r in rows if r["charts/episodic_return"]]
-    assert [(int(r["step"]), float(r["charts/episodic_length"])) for r in episodes][:2] == [
+    episodes = [r for r in rows if r[EPISODIC_RETURN]]
+    assert [(int(r["step"]), float(r[EPISODIC_LENGTH])) for r in episodes][:2] == [
         (0, 0.0),
         (10, 1.0),
     ]
-    assert float(rows[-1]["losses/value_loss"]) == 245.0 and not rows[-1]["a"]
+    assert float(rows[-1][VALUE_LOSS]) == 245.0 and not rows[-1]["a"]
 
 
-TABLE_TAGS = ["charts/episodic_return", "charts/episodic_length", "losses/value_loss", "optim/lr"]
+TABLE_TAGS = [EPISODIC_RETURN, EPISODIC_LENGTH, VALUE_LOSS, LR]
 
 
 def test_a_resumed_logger_hides_what_followed_the_resume_step(tmp_path):

@@ -9,14 +9,17 @@ import pytest
 import torch
 from conftest import StopAfter, scalars
 
-from agents.dqn import CnnQNetwork, QNetwork
+from agents.a2c import VALUE_LOSS
+from agents.dqn import TD_LOSS, CnnQNetwork, QNetwork
 from agents.networks import CnnActorCritic
 from rl_rmsprop import compare, train
 from rl_rmsprop.checkpoint import MODEL_FILE, NORMALIZATION_FILE
+from rl_rmsprop.optim.figures import EFF_MEAN, NORM_PRECLIP, SQ_AVG_MEAN
 from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.population import run_population
 from rl_rmsprop.run.signals import Interrupted
 from rl_rmsprop.run.single import run
+from rl_rmsprop.tags import EPISODIC_RETURN, EPSILON, EVAL_MEAN
 
 SMALL = ("--hidden", "32", "32", "--learning-starts", "500", "--eval-episodes", "2")
 
@@ -42,11 +45,11 @@ def test_dqn_members_are_bitwise_independent_of_the_other_members(tmp_path):
     b = [_cfg(tmp_path / "b", "rmsprop", 0), _cfg(tmp_path / "b", "adam", 7, lr=1e-4)]
     alone = [_cfg(tmp_path / "c", "rmsprop", 0)]  # a population of one
     out_a, out_b, out_c = run_population(a), run_population(b), run_population(alone)
-    ret_a = scalars(tmp_path / "a" / "seed-0", "charts/episodic_return")
+    ret_a = scalars(tmp_path / "a" / "seed-0", EPISODIC_RETURN)
     assert len(ret_a) > 20
     for other in ("b", "c"):
-        assert ret_a == scalars(tmp_path / other / "seed-0", "charts/episodic_return")
-        for tag in ("losses/td_loss", "grad/norm_preclip", "charts/epsilon"):
+        assert ret_a == scalars(tmp_path / other / "seed-0", EPISODIC_RETURN)
+        for tag in (TD_LOSS, NORM_PRECLIP, EPSILON):
             assert scalars(tmp_path / "a" / "seed-0", tag) == scalars(
                 tmp_path / other / "seed-0", tag
             )
@@ -70,10 +73,10 @@ def test_a_dqn_member_trains_as_the_single_run_with_its_seed(tmp_path):
     run_population([_cfg(tmp_path / "pop", "rmsprop", 3), _cfg(tmp_path / "pop", "rmsprop", 4)])
     run(_cfg(tmp_path / "single", "rmsprop", 3))
     for tag in (
-        "charts/episodic_return",
-        "losses/td_loss",
-        "grad/norm_preclip",
-        "optim/sq_avg/mean",
+        EPISODIC_RETURN,
+        TD_LOSS,
+        NORM_PRECLIP,
+        SQ_AVG_MEAN,
     ):
         mine = scalars(tmp_path / "pop" / "seed-3", tag)
         assert len(mine) > 20 and mine == scalars(tmp_path / "single" / "seed-3", tag), tag
@@ -89,7 +92,7 @@ def test_a_normalized_member_trains_as_the_normalized_single_run_with_its_seed(t
     extra = ("--normalize", "--env", "Acrobot-v1")
     run_population([_cfg(tmp_path / "pop", "rmsprop", k, *extra, steps=2000) for k in (3, 4)])
     run(_cfg(tmp_path / "single", "rmsprop", 3, *extra, steps=2000))
-    for tag in ("charts/episodic_return", "losses/td_loss", "eval/episodic_return_mean"):
+    for tag in (EPISODIC_RETURN, TD_LOSS, EVAL_MEAN):
         mine = scalars(tmp_path / "pop" / "seed-3", tag)
         assert mine and mine == scalars(tmp_path / "single" / "seed-3", tag), tag
     model, single = _model(tmp_path / "pop", 3), _model(tmp_path / "single", 3)
@@ -136,7 +139,7 @@ def test_train_dqn_population_cli_writes_single_run_folders(tmp_path, capsys):
         QNetwork(4, 2, (32, 32)).load_state_dict(torch.load(folder / MODEL_FILE))
         summary = json.loads((folder / "summary.json").read_text())
         assert summary["total_steps"] >= 2000 and summary["eval_return_mean"] is not None
-        assert scalars(folder, "optim/effective_lr/mean")
+        assert scalars(folder, EFF_MEAN)
     data = json.loads((tmp_path / "p" / "population.json").read_text())
     assert len(data["summaries"]) == 3
 
@@ -160,11 +163,11 @@ def test_a_dqn_population_trains_by_autograd_of_the_one_loss_when_asked(tmp_path
     run_population(numpy_run)
     out = run_population(autograd_run)
     assert "autograd gradients" in capsys.readouterr().err and out[0]["total_steps"] >= 1500
-    first = scalars(tmp_path / "numpy" / "seed-0", "charts/episodic_return")
-    second = scalars(tmp_path / "autograd" / "seed-0", "charts/episodic_return")
+    first = scalars(tmp_path / "numpy" / "seed-0", EPISODIC_RETURN)
+    second = scalars(tmp_path / "autograd" / "seed-0", EPISODIC_RETURN)
     early = [e for e in first if e[0] <= 500]
     assert early and early == [e for e in second if e[0] <= 500]
-    assert scalars(tmp_path / "autograd" / "seed-0", "losses/td_loss")
+    assert scalars(tmp_path / "autograd" / "seed-0", TD_LOSS)
 
 
 def _atari(root, seed, **optim):
@@ -188,8 +191,8 @@ def test_atari_dqn_members_train_on_frames_independently(tmp_path, capsys):
     run_population(a)
     assert "of dqn on PongNoFrameskip-v4" in capsys.readouterr().err
     run_population(b)
-    losses = scalars(tmp_path / "a" / "seed-0", "losses/td_loss")
-    assert len(losses) > 10 and losses == scalars(tmp_path / "b" / "seed-0", "losses/td_loss")
+    losses = scalars(tmp_path / "a" / "seed-0", TD_LOSS)
+    assert len(losses) > 10 and losses == scalars(tmp_path / "b" / "seed-0", TD_LOSS)
     model_a, model_b = _model(tmp_path / "a", 0), _model(tmp_path / "b", 0)
     assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
     CnnQNetwork(4, 6).load_state_dict(model_a)
@@ -217,8 +220,8 @@ def test_atari_a2c_members_train_on_frames_independently(tmp_path):
 
     run_population([cfg(tmp_path / "a", 0), cfg(tmp_path / "a", 1)])
     run_population([cfg(tmp_path / "b", 0), cfg(tmp_path / "b", 4, lr=1e-3)])
-    losses = scalars(tmp_path / "a" / "seed-0", "losses/value_loss")
-    assert len(losses) == 40 and losses == scalars(tmp_path / "b" / "seed-0", "losses/value_loss")
+    losses = scalars(tmp_path / "a" / "seed-0", VALUE_LOSS)
+    assert len(losses) == 40 and losses == scalars(tmp_path / "b" / "seed-0", VALUE_LOSS)
     model_a, model_b = _model(tmp_path / "a", 0), _model(tmp_path / "b", 0)
     assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
     CnnActorCritic(4, 6).load_state_dict(model_a)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rl_rmsprop.optim import clip_grad_norm_, make_optimizer, population, statistics
+from rl_rmsprop.optim.figures import CLIPPED, GRAD_VALUES, LAYER_NORM, NORM_POSTCLIP, NORM_PRECLIP
 from rl_rmsprop.optim.population import PopulationOptimizer
 
 MIXED = [
@@ -191,12 +192,12 @@ def test_statistics_are_a_single_runs_per_member():
                 for tag, value in single.items():
                     assert mine[tag] == pytest.approx(float(value), rel=1e-4, abs=1e-9), tag
     per_param = opt.statistics()[0]
-    assert {"grad/norm/a", "grad/norm/b"} <= set(per_param)
+    assert {f"{LAYER_NORM}a", f"{LAYER_NORM}b"} <= set(per_param)
     # Without clipping, the norm before clipping is the norm applied, and still logged.
-    assert per_param["grad/norm_preclip"] == per_param["grad/norm_postclip"]
-    assert "grad/clipped" not in per_param
+    assert per_param[NORM_PRECLIP] == per_param[NORM_POSTCLIP]
+    assert CLIPPED not in per_param
     hist = opt.histograms(2)
-    assert set(hist) == {"grad/values"}  # SGD has no square average
+    assert set(hist) == {GRAD_VALUES}  # SGD has no square average
 
 
 def test_bad_specs_and_layouts():

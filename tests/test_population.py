@@ -13,17 +13,18 @@ import time
 
 import pytest
 import torch
-from conftest import FakeTerminal, StopAfter, default_sigint, scalars
+from conftest import FakeTerminal, StopAfter, default_sigint, results_table, scalars
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
-from agents.a2c import a2c_loss
+from agents.a2c import POLICY_LOSS, VALUE_LOSS, a2c_loss
 from agents.networks import ActorCritic
 from agents.population import PopulationActorCritic
 from agents.rollout import Rollout
 from rl_rmsprop import compare, train
 from rl_rmsprop.checkpoint import MODEL_FILE, NORMALIZATION_FILE
 from rl_rmsprop.optim import clip_grad_norm_, make_optimizer
+from rl_rmsprop.optim.figures import NONFINITE_SKIPPED, NORM_PRECLIP, SQ_AVG
 from rl_rmsprop.optim.population import PopulationOptimizer
 from rl_rmsprop.options import parse_config
 from rl_rmsprop.run.errors import UserError
@@ -32,6 +33,7 @@ from rl_rmsprop.run.population import run_population
 from rl_rmsprop.run.signals import Interrupted
 from rl_rmsprop.run.single import run
 from rl_rmsprop.study import runs as study_runs
+from rl_rmsprop.tags import EPISODIC_RETURN, EVAL_MEAN, SPS
 
 
 def _cfg(tmp_path, optimizer, seed, *extra, steps=4000):
@@ -70,8 +72,8 @@ def test_members_are_bitwise_independent_of_the_other_members(tmp_path):
     out_a, out_b = run_population(a), run_population(b)
     for i in (0, 3):
         dir_a, dir_b = a[i].run.logdir, b[i].run.logdir
-        ret_a = scalars(f"{dir_a}/seed-{a[i].run.seed}", "charts/episodic_return")
-        ret_b = scalars(f"{dir_b}/seed-{b[i].run.seed}", "charts/episodic_return")
+        ret_a = scalars(f"{dir_a}/seed-{a[i].run.seed}", EPISODIC_RETURN)
+        ret_b = scalars(f"{dir_b}/seed-{b[i].run.seed}", EPISODIC_RETURN)
         assert len(ret_a) > 20 and ret_a == ret_b
         model_a = torch.load(f"{dir_a}/seed-{a[i].run.seed}/{MODEL_FILE}")
         model_b = torch.load(f"{dir_b}/seed-{b[i].run.seed}/{MODEL_FILE}")
@@ -93,10 +95,10 @@ def test_an_a2c_member_trains_as_the_single_run_with_its_seed(tmp_path):
         tmp_path / "single" / "rmsprop" / "seed-3",
     )
     tags = (
-        "charts/episodic_return",
-        "losses/policy_loss",
-        "losses/value_loss",
-        "grad/norm_preclip",
+        EPISODIC_RETURN,
+        POLICY_LOSS,
+        VALUE_LOSS,
+        NORM_PRECLIP,
     )
     for tag in tags:
         ours = scalars(mine, tag)
@@ -177,9 +179,9 @@ def test_member_folders_have_a_single_runs_layout(tmp_path):
         mine, theirs = EventAccumulator(str(run_dir)), EventAccumulator(str(single_dir))
         mine.Reload()
         theirs.Reload()
-        tags = set(theirs.Tags()["scalars"]) - {"charts/SPS"}
+        tags = set(theirs.Tags()["scalars"]) - {SPS}
         if cfg.optim.name == "adam":  # Adam has no extra telemetry; same tags
-            tags -= {t for t in tags if t.startswith("optim/sq_avg")} - set(mine.Tags()["scalars"])
+            tags -= {t for t in tags if t.startswith(SQ_AVG)} - set(mine.Tags()["scalars"])
         assert tags <= set(mine.Tags()["scalars"])
         assert set(theirs.Tags()["histograms"]) == set(mine.Tags()["histograms"])
         assert mine.Tags()["tensors"]  # hparams and the config text
@@ -224,9 +226,9 @@ def test_a_member_whose_gradients_stay_non_finite_stops_the_others_finish(
     assert [("error" in s) for s in summary["summaries"]] == [False, True, False]
     assert not (tmp_path / "p" / "seed-2" / "summary.json").exists()
     assert (tmp_path / "p" / "seed-3" / "summary.json").exists()
-    skipped = scalars(tmp_path / "p" / "seed-2", "optim/nonfinite_skipped")
+    skipped = scalars(tmp_path / "p" / "seed-2", NONFINITE_SKIPPED)
     assert skipped[-1] == (200, 5.0)  # logged up to its last update, nothing after
-    assert scalars(tmp_path / "p" / "seed-3", "optim/nonfinite_skipped")[-1] == (2000, 0.0)
+    assert scalars(tmp_path / "p" / "seed-3", NONFINITE_SKIPPED)[-1] == (2000, 0.0)
 
 
 def test_train_population_cli(tmp_path, capsys):
@@ -326,13 +328,7 @@ def test_compare_in_population_mode_gives_the_same_report_whatever_the_chunking(
     for out in (out_one, out_two):
         full = out.index("100.0%  12,000/12,000 env steps")
         assert full < out.index("1/4 ") and "ETA n/a" not in out[out.index("1/4 ") :]
-
-    def table(text):
-        lines = text.splitlines()
-        head = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
-        return [line.rsplit("|", 1)[0] for line in lines[head : head + 4]]  # all but SPS
-
-    assert table(out_one) == table(out_two)
+    assert results_table(out_one) == results_table(out_two)
     for name in ("one", "two"):
         study = tmp_path / f"compare-{name}"
         summary = json.loads((study / "summary.json").read_text())
@@ -403,7 +399,7 @@ def test_a_population_trains_by_autograd_when_asked(tmp_path, capsys):
     argv += ["--eval-episodes", "0", "--logdir", str(tmp_path), "--run-name", "g"]
     assert train.main(argv) == 0
     assert "autograd gradients" in capsys.readouterr().err
-    losses = scalars(tmp_path / "g" / "seed-2", "losses/value_loss")
+    losses = scalars(tmp_path / "g" / "seed-2", VALUE_LOSS)
     assert losses and all(math.isfinite(value) for _, value in losses)
 
 
@@ -413,7 +409,7 @@ def test_periodic_evaluation_and_a_population_of_one(tmp_path):
         train.main([*argv, "--eval-episodes", "2", "--logdir", str(tmp_path), "--run-name", "p"])
         == 0
     )
-    evals = scalars(tmp_path / "p" / "seed-1", "eval/episodic_return_mean")
+    evals = scalars(tmp_path / "p" / "seed-1", EVAL_MEAN)
     assert [step for step, _ in evals] == [1000, 2000, 3000]
     summary = json.loads((tmp_path / "p" / "seed-1" / "summary.json").read_text())
     reached = [step for step, value in evals if value >= 475.0]
@@ -497,7 +493,7 @@ def test_an_interrupted_population_resumes_to_the_uninterrupted_result(tmp_path)
         model_a, model_b = torch.load(dir_a / MODEL_FILE), torch.load(dir_b / MODEL_FILE)
         assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
         assert len(list(dir_b.glob("events.out.*"))) == 2
-        for tag in ("charts/episodic_return", "losses/value_loss"):
+        for tag in (EPISODIC_RETURN, VALUE_LOSS):
             assert scalars(dir_a, tag) == scalars(dir_b, tag)  # no doubled points
     other = [_cfg(tmp_path / "cut", "rmsprop", 5, steps=6000)]
     with pytest.raises(UserError, match="another population"):
@@ -532,13 +528,7 @@ def test_an_interrupted_compare_population_resumes_from_its_checkpoint(
     assert compare.main([*args, "--name", "cut"]) == 0
     resumed = capsys.readouterr().out
     assert "; resumed at step 2,440" in resumed  # from the checkpoint, not from scratch
-
-    def table(text):
-        lines = text.splitlines()
-        head = next(i for i, line in enumerate(lines) if line.startswith("optimizer"))
-        return [line.rsplit("|", 1)[0] for line in lines[head : head + 4]]
-
-    assert table(whole) == table(resumed)
+    assert results_table(whole) == results_table(resumed)
     assert not list((tmp_path / "compare-cut" / "populations").glob("*.pt"))  # finished
 
 

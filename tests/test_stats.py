@@ -9,6 +9,26 @@ import torch
 from torch import nn
 
 from rl_rmsprop.optim import clip_grad_norm_, histograms, make_optimizer, statistics
+from rl_rmsprop.optim.figures import (
+    CLIPPED,
+    EFF_MEAN,
+    EFF_P05,
+    EFF_P50,
+    EFF_P95,
+    EFFECTIVE_LR,
+    EPS_DOMINATED,
+    GRAD_VALUES,
+    LAYER_NORM,
+    LR,
+    NONFINITE_SKIPPED,
+    NORM_POSTCLIP,
+    NORM_PRECLIP,
+    SQ_AVG,
+    SQ_AVG_MAX,
+    SQ_AVG_MEAN,
+    SQ_AVG_MIN,
+    UPDATE_RATIO,
+)
 
 QUANTILES = (0.05, 0.5, 0.95)
 
@@ -130,63 +150,63 @@ def test_statistics_match_slow_computation(case):
     named = list(net.named_parameters())
 
     expected_keys = {
-        "grad/norm_postclip",
-        "grad/norm_preclip",
-        "grad/clipped",
-        *(f"grad/norm/{name}" for name, _ in named),
-        "optim/lr",
-        "optim/sq_avg/mean",
-        "optim/sq_avg/min",
-        "optim/sq_avg/max",
-        "optim/effective_lr/mean",
-        "optim/effective_lr/p05",
-        "optim/effective_lr/p50",
-        "optim/effective_lr/p95",
-        "optim/update_to_param_ratio",
-        "optim/eps_dominated_fraction",
-        "optim/nonfinite_skipped",
+        NORM_POSTCLIP,
+        NORM_PRECLIP,
+        CLIPPED,
+        *(f"{LAYER_NORM}{name}" for name, _ in named),
+        LR,
+        SQ_AVG_MEAN,
+        SQ_AVG_MIN,
+        SQ_AVG_MAX,
+        EFF_MEAN,
+        EFF_P05,
+        EFF_P50,
+        EFF_P95,
+        UPDATE_RATIO,
+        EPS_DOMINATED,
+        NONFINITE_SKIPPED,
     }
     assert set(out) == expected_keys
 
     # Gradients: the clipped gradient that was applied, per parameter under its own name.
     grads = torch.cat([p.grad.reshape(-1).double() for _, p in named])
-    _close(out["grad/norm_postclip"], grads.norm(), 1e-6, "postclip")
-    _close(out["grad/norm_postclip"], 0.1, 1e-5, "postclip is max_norm")
-    assert out["grad/norm_preclip"] is preclip
+    _close(out[NORM_POSTCLIP], grads.norm(), 1e-6, "postclip")
+    _close(out[NORM_POSTCLIP], 0.1, 1e-5, "postclip is max_norm")
+    assert out[NORM_PRECLIP] is preclip
     assert preclip.item() > 0.1
-    assert float(out["grad/clipped"]) == 1.0
+    assert float(out[CLIPPED]) == 1.0
     for name, p in named:
-        _close(out[f"grad/norm/{name}"], torch.linalg.vector_norm(p.grad.double()), 1e-6, name)
+        _close(out[f"{LAYER_NORM}{name}"], torch.linalg.vector_norm(p.grad.double()), 1e-6, name)
 
-    assert out["optim/lr"] == lr
+    assert out[LR] == lr
 
     # Square average, straight from the state_dict.
     state = opt.state_dict()["state"]
     entries = [state[i] for i in range(len(named))]
     v = torch.cat([e["square_avg"].reshape(-1) for e in entries]).double()
-    _close(out["optim/sq_avg/mean"], v.mean(), 1e-6, "sq mean")
-    _close(out["optim/sq_avg/min"], v.min(), 1e-6, "sq min")
-    _close(out["optim/sq_avg/max"], v.max(), 1e-6, "sq max")
+    _close(out[SQ_AVG_MEAN], v.mean(), 1e-6, "sq mean")
+    _close(out[SQ_AVG_MIN], v.min(), 1e-6, "sq min")
+    _close(out[SQ_AVG_MAX], v.max(), 1e-6, "sq max")
 
     # Effective lr = lr / denominator per element, the denominator recomputed from the state.
     d = torch.cat([_denominator(e, eps, eps_in_sqrt).reshape(-1) for e in entries])
     eff = lr / d
-    _close(out["optim/effective_lr/mean"], eff.double().mean(), 1e-5, "eff mean")
+    _close(out[EFF_MEAN], eff.double().mean(), 1e-5, "eff mean")
     for q, key in zip(QUANTILES, ("p05", "p50", "p95"), strict=True):
-        _close(out[f"optim/effective_lr/{key}"], torch.quantile(eff, q), 1e-5, key)
+        _close(out[f"{EFFECTIVE_LR}/{key}"], torch.quantile(eff, q), 1e-5, key)
 
     # Update/param ratio from copies taken by hand before the step.
     upd = torch.cat([(p.detach() - before[n]).reshape(-1) for n, p in named]).double()
     ref = torch.cat([before[n].reshape(-1) for n, _ in named]).double()
-    _close(out["optim/update_to_param_ratio"], upd.norm() / ref.norm(), 1e-5, "ratio")
+    _close(out[UPDATE_RATIO], upd.norm() / ref.norm(), 1e-5, "ratio")
 
     dominated = torch.cat([_eps_dominated(e, eps, eps_in_sqrt).reshape(-1) for e in entries])
     # float32 fraction: one element more or less out of ~250 would be off by 0.4%.
-    _close(out["optim/eps_dominated_fraction"], dominated.double().mean(), 1e-6, "eps-dominated")
-    assert float(out["optim/nonfinite_skipped"]) == 0.0
+    _close(out[EPS_DOMINATED], dominated.double().mean(), 1e-6, "eps-dominated")
+    assert float(out[NONFINITE_SKIPPED]) == 0.0
 
     # The copy for the ratio is freed after being read, and only recorded when asked for.
-    assert "optim/update_to_param_ratio" not in statistics(opt)
+    assert UPDATE_RATIO not in statistics(opt)
 
 
 def test_eps_dominated_fraction_is_neither_none_nor_all():
@@ -195,7 +215,7 @@ def test_eps_dominated_fraction_is_neither_none_nor_all():
         if spec == "rmsprop:tf":
             continue  # v0 = 1 keeps every variance far above eps
         _, opt, _, _ = _train(spec, kw)
-        fraction = float(statistics(opt)["optim/eps_dominated_fraction"])
+        fraction = float(statistics(opt)[EPS_DOMINATED])
         assert 0.0 < fraction < 0.5, (spec, kw, fraction)
 
 
@@ -206,13 +226,13 @@ def test_statistics_without_clipping_or_per_param():
     norm = clip_grad_norm_(opt, 1e6)
     opt.step()
     out = statistics(opt, preclip_norm=norm, max_norm=1e6, per_param=False)
-    assert float(out["grad/clipped"]) == 0.0
-    assert not any(k.startswith("grad/norm/") for k in out)
-    _close(out["grad/norm_preclip"], out["grad/norm_postclip"], 1e-6)
+    assert float(out[CLIPPED]) == 0.0
+    assert not any(k.startswith(LAYER_NORM) for k in out)
+    _close(out[NORM_PRECLIP], out[NORM_POSTCLIP], 1e-6)
     out = statistics(opt)
     # A run that does not clip still logs the norm before clipping: the norm it applied.
-    assert out["grad/norm_preclip"] is out["grad/norm_postclip"]
-    assert "grad/clipped" not in out
+    assert out[NORM_PRECLIP] is out[NORM_POSTCLIP]
+    assert CLIPPED not in out
 
 
 def test_statistics_sgd_has_no_square_average():
@@ -223,19 +243,19 @@ def test_statistics_sgd_has_no_square_average():
         _backward(net, k)
         opt.step()
     out = statistics(opt)
-    assert not any(k.startswith("optim/sq_avg") for k in out)
-    assert "optim/update_to_param_ratio" not in out
-    assert out["optim/lr"] == 0.05
+    assert not any(k.startswith(SQ_AVG) for k in out)
+    assert UPDATE_RATIO not in out
+    assert out[LR] == 0.05
     # No denominator: the effective lr is lr everywhere and nothing is eps-dominated.
     for key in ("mean", "p05", "p50", "p95"):
-        _close(out[f"optim/effective_lr/{key}"], 0.05, 1e-6, key)
-    assert float(out["optim/eps_dominated_fraction"]) == 0.0
+        _close(out[f"{EFFECTIVE_LR}/{key}"], 0.05, 1e-6, key)
+    assert float(out[EPS_DOMINATED]) == 0.0
     grads = torch.cat([p.grad.reshape(-1).double() for p in net.parameters()])
-    _close(out["grad/norm_postclip"], grads.norm(), 1e-6)
-    assert {k for k in out if k.startswith("grad/norm/")} == {
-        f"grad/norm/{n}" for n, _ in net.named_parameters()
+    _close(out[NORM_POSTCLIP], grads.norm(), 1e-6)
+    assert {k for k in out if k.startswith(LAYER_NORM)} == {
+        f"{LAYER_NORM}{n}" for n, _ in net.named_parameters()
     }
-    assert set(histograms(opt)) == {"grad/values"}
+    assert set(histograms(opt)) == {GRAD_VALUES}
 
 
 def test_nonfinite_skipped_is_reported():
@@ -250,7 +270,7 @@ def test_nonfinite_skipped_is_reported():
     next(net.parameters()).grad[0, 0] = float("inf")
     opt.step()
     out = statistics(opt)
-    assert float(out["optim/nonfinite_skipped"]) == 1.0
+    assert float(out[NONFINITE_SKIPPED]) == 1.0
     assert all(torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
     assert torch.equal(opt.state_dict()["state"][0]["square_avg"], sq_before)
 
@@ -261,16 +281,16 @@ def test_histograms_keys_and_samples():
     _backward(net, 0)
     opt.step()
     hist = histograms(opt)
-    assert set(hist) == {"optim/sq_avg", "grad/values"}
+    assert set(hist) == {SQ_AVG, GRAD_VALUES}
     state = opt.state_dict()["state"]
     named = list(net.named_parameters())
     v = torch.cat([state[i]["square_avg"].reshape(-1) for i in range(len(named))])
     g = torch.cat([p.grad.reshape(-1) for _, p in named])
-    assert torch.equal(hist["optim/sq_avg"], v)
-    assert torch.equal(hist["grad/values"], g)
+    assert torch.equal(hist[SQ_AVG], v)
+    assert torch.equal(hist[GRAD_VALUES], g)
     small = histograms(opt, max_elements=50)
-    assert 0 < small["grad/values"].numel() <= 50
-    assert torch.isin(small["grad/values"], g).all()
+    assert 0 < small[GRAD_VALUES].numel() <= 50
+    assert torch.isin(small[GRAD_VALUES], g).all()
 
 
 def test_statistics_on_a_float64_network():
@@ -280,6 +300,6 @@ def test_statistics_on_a_float64_network():
     opt.step()
     out = statistics(opt)
     grads = torch.cat([p.grad.reshape(-1) for p in net.parameters()])
-    _close(out["grad/norm_postclip"], grads.norm(), 1e-12, "postclip")
+    _close(out[NORM_POSTCLIP], grads.norm(), 1e-12, "postclip")
     for name, p in net.named_parameters():
-        _close(out[f"grad/norm/{name}"], p.grad.norm(), 1e-12, name)
+        _close(out[f"{LAYER_NORM}{name}"], p.grad.norm(), 1e-12, name)

@@ -9,7 +9,9 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import metadata
 
 from rl_rmsprop.logger import Logger
+from rl_rmsprop.optim.figures import NORM_PRECLIP
 from rl_rmsprop.study.board import columns, write_board
+from rl_rmsprop.tags import RETURN_MEAN100
 
 
 def _bands(seed):
@@ -29,7 +31,7 @@ def test_the_layout_names_only_this_studys_aggregate_runs_in_a_shared_logdir(tmp
     study = tmp_path / "compare-a"
     study.mkdir()
     other = Logger(tmp_path / "someone-else", total_steps=10, quiet=True)  # any other run
-    other.scalars({"charts/episodic_return_mean100": 1.0, "grad/norm_preclip": 2e5}, 1)
+    other.scalars({RETURN_MEAN100: 1.0, NORM_PRECLIP: 2e5}, 1)
     other.close()
     grid = np.linspace(100, 500, 5)
     bands = {"rmsprop": {"return": _bands(0)}, "adam": {"return": _bands(1)}}

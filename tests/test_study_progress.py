@@ -5,14 +5,10 @@ from __future__ import annotations
 import io
 
 import pytest
+from conftest import FakeTerminal
 
 from rl_rmsprop.study import progress as progress_module
 from rl_rmsprop.study.progress import StudyProgress, bar, clock
-
-
-class FakeTerminal(io.StringIO):
-    def isatty(self):
-        return True
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 from rl_rmsprop.study import report
 from rl_rmsprop.study.report import auc_scale
 from rl_rmsprop.study.specs import parse_specs
+from tests.jobs import square
 
 
 def _row(label, finals):
@@ -113,10 +114,6 @@ def test_plots_keep_every_label_inside_the_figure(tmp_path, scale):
         plt.close(fig)
 
 
-def _square(x: int) -> int:
-    return x * x
-
-
 def test_the_report_draws_in_forked_workers_when_this_process_has_no_other_thread():
     # A fresh interpreter: threads other tests leave behind (e.g. tqdm's monitor) stay out.
     code = (
@@ -136,9 +133,9 @@ def test_the_report_draws_here_when_this_process_has_another_thread():
     try:
         with report.report_pool() as pool:
             assert isinstance(pool, report._Serial)
-            assert pool.submit(_square, 5).result() == 25
+            assert pool.submit(square, 5).result() == 25
             with pytest.raises(TypeError):
-                pool.submit(_square, "x")  # an error is raised where it happens
+                pool.submit(square, "x")  # an error is raised where it happens
     finally:
         stop.set()
         other.join()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from rl_rmsprop.optim.figures import LR
 from rl_rmsprop.run.tracker import SOLVE_WINDOW, EpisodeStats, SolvedAt, fmt_or_na
 from rl_rmsprop.train import main
 
@@ -87,7 +88,7 @@ def test_a_linear_schedule_sets_each_updates_lr_from_the_env_steps_done(tmp_path
     folder = tmp_path / "lin" / "seed-3" if population else tmp_path / "lin"
     acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
     acc.Reload()
-    logged = [(e.step, e.value) for e in acc.Scalars("optim/lr")]
+    logged = [(e.step, e.value) for e in acc.Scalars(LR)]
     assert [s for s, _ in logged] == list(range(40, total + 1, 40))  # 8 envs x 5 steps
     for step, lr in logged:  # SB3's lin_: progress_remaining * initial, after the rollout
         assert lr == pytest.approx((1.0 - step / total) * 8.3e-4, rel=1e-6, abs=1e-12)

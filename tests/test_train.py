@@ -2,34 +2,63 @@ import json
 
 import pytest
 import torch
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import events
 
+from agents.a2c import ENTROPY, POLICY_LOSS, VALUE_LOSS
+from agents.dqn import Q_VALUES, TD_LOSS
 from agents.networks import ActorCritic
+from rl_rmsprop.optim.figures import (
+    CLIPPED,
+    EFF_MEAN,
+    EFF_P05,
+    EFF_P50,
+    EFF_P95,
+    EPS_DOMINATED,
+    GRAD_VALUES,
+    LAYER_NORM,
+    LR,
+    NONFINITE_SKIPPED,
+    NORM_POSTCLIP,
+    NORM_PRECLIP,
+    SQ_AVG,
+    SQ_AVG_MAX,
+    SQ_AVG_MEAN,
+    SQ_AVG_MIN,
+    UPDATE_RATIO,
+)
+from rl_rmsprop.tags import (
+    EPISODIC_LENGTH,
+    EPISODIC_RETURN,
+    EPSILON,
+    EVAL_MEAN,
+    RETURN_MEAN100,
+    SPS,
+)
 from rl_rmsprop.train import main
 
 SCHEMA_TAGS = [
-    "charts/episodic_return",
-    "charts/episodic_length",
-    "charts/episodic_return_mean100",
-    "charts/SPS",
-    "losses/policy_loss",
-    "losses/value_loss",
-    "losses/entropy",
-    "grad/norm_preclip",
-    "grad/norm_postclip",
-    "grad/clipped",
-    "grad/norm/policy.0.weight",
-    "optim/lr",
-    "optim/sq_avg/mean",
-    "optim/sq_avg/min",
-    "optim/sq_avg/max",
-    "optim/effective_lr/mean",
-    "optim/effective_lr/p05",
-    "optim/effective_lr/p50",
-    "optim/effective_lr/p95",
-    "optim/update_to_param_ratio",
-    "optim/eps_dominated_fraction",
-    "optim/nonfinite_skipped",
+    EPISODIC_RETURN,
+    EPISODIC_LENGTH,
+    RETURN_MEAN100,
+    SPS,
+    POLICY_LOSS,
+    VALUE_LOSS,
+    ENTROPY,
+    NORM_PRECLIP,
+    NORM_POSTCLIP,
+    CLIPPED,
+    f"{LAYER_NORM}policy.0.weight",
+    LR,
+    SQ_AVG_MEAN,
+    SQ_AVG_MIN,
+    SQ_AVG_MAX,
+    EFF_MEAN,
+    EFF_P05,
+    EFF_P50,
+    EFF_P95,
+    UPDATE_RATIO,
+    EPS_DOMINATED,
+    NONFINITE_SKIPPED,
 ]
 
 
@@ -54,12 +83,6 @@ def short_run(tmp_path, name, *extra):
     return tmp_path / name
 
 
-def events(run_dir):
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0})
-    acc.Reload()
-    return acc
-
-
 def test_a_short_run_writes_the_schema(tmp_path, capsys):
     run_dir = short_run(tmp_path, "a2c")
     assert "logs in" in capsys.readouterr().out
@@ -67,8 +90,8 @@ def test_a_short_run_writes_the_schema(tmp_path, capsys):
     tags = set(acc.Tags()["scalars"])
     missing = [t for t in SCHEMA_TAGS if t not in tags]
     assert not missing, missing
-    assert {"optim/sq_avg", "grad/values"} <= set(acc.Tags()["histograms"])
-    returns = acc.Scalars("charts/episodic_return")
+    assert {SQ_AVG, GRAD_VALUES} <= set(acc.Tags()["histograms"])
+    returns = acc.Scalars(EPISODIC_RETURN)
     assert len(returns) >= 40  # 1,600 random-ish CartPole steps finish dozens of episodes
     assert all(r.value >= 1 for r in returns)
     assert "config/text_summary" in acc.Tags()["tensors"]
@@ -100,12 +123,12 @@ def test_same_seed_gives_identical_returns_and_losses(tmp_path, engine):
     runs = [
         events(short_run(tmp_path, f"r{i}", "--seed", "3", "--engine", engine)) for i in range(2)
     ]
-    for tag in ["charts/episodic_return", "losses/policy_loss", "losses/value_loss"]:
+    for tag in [EPISODIC_RETURN, POLICY_LOSS, VALUE_LOSS]:
         a, b = ([(e.step, e.value) for e in acc.Scalars(tag)] for acc in runs)
         assert a == b, tag
     other = events(short_run(tmp_path, "other", "--seed", "4"))
-    assert [e.value for e in other.Scalars("charts/episodic_return")] != [
-        e.value for e in runs[0].Scalars("charts/episodic_return")
+    assert [e.value for e in other.Scalars(EPISODIC_RETURN)] != [
+        e.value for e in runs[0].Scalars(EPISODIC_RETURN)
     ]
 
 
@@ -137,7 +160,7 @@ def test_dqn_same_seed_gives_identical_losses_under_either_engine(tmp_path, engi
     for name in ("a", "b"):
         assert main([*argv, "--run-name", name]) == 0
     a, b = events(tmp_path / "a"), events(tmp_path / "b")
-    for tag in ["charts/episodic_return", "losses/td_loss", "losses/q_values"]:
+    for tag in [EPISODIC_RETURN, TD_LOSS, Q_VALUES]:
         values = [(e.step, e.value) for e in a.Scalars(tag)]
         assert values and values == [(e.step, e.value) for e in b.Scalars(tag)], tag
 
@@ -150,7 +173,7 @@ def test_dqn_engines_agree_to_rounding_over_the_first_updates(tmp_path):
     for engine in ("numpy", "autograd"):
         assert main([*argv, "--run-name", engine, "--engine", engine]) == 0
     runs = {engine: events(tmp_path / engine) for engine in ("numpy", "autograd")}
-    losses = {k: [e.value for e in acc.Scalars("losses/td_loss")] for k, acc in runs.items()}
+    losses = {k: [e.value for e in acc.Scalars(TD_LOSS)] for k, acc in runs.items()}
     assert len(losses["numpy"]) == 30  # rounds ending at 500, 600, ..., 1000
     # The first update sees the same batch through the same network: equal to rounding.
     assert losses["numpy"][0] == pytest.approx(losses["autograd"][0], rel=1e-5)
@@ -221,11 +244,12 @@ def test_a_short_dqn_run_writes_the_schema(tmp_path):
     )
     acc = events(run_dir)
     tags = set(acc.Tags()["scalars"])
-    dqn_tags = ["charts/epsilon", "losses/td_loss", "losses/q_values", "grad/norm/layers.0.weight"]
-    schema = [t for t in SCHEMA_TAGS if not t.startswith(("losses/", "grad/norm/"))]
+    dqn_tags = [EPSILON, TD_LOSS, Q_VALUES, f"{LAYER_NORM}layers.0.weight"]
+    a2c_losses = (POLICY_LOSS, VALUE_LOSS, ENTROPY)
+    schema = [t for t in SCHEMA_TAGS if t not in a2c_losses and not t.startswith(LAYER_NORM)]
     missing = [t for t in schema + dqn_tags if t not in tags]
     assert not missing, missing
-    eps = [e.value for e in acc.Scalars("charts/epsilon")]
+    eps = [e.value for e in acc.Scalars(EPSILON)]
     assert eps == sorted(eps, reverse=True) and eps[-1] < 1.0
     summary = json.loads((run_dir / "summary.json").read_text())
     # Rounds of 100 env steps end at steps 100, 200, ..., 1500; those ending at 500 or later
@@ -316,7 +340,7 @@ def test_batched_targets_equal_minibatch_by_minibatch_targets():
 
 def _returns(run_dir):
     acc = events(run_dir)
-    return [(e.step, e.value) for e in acc.Scalars("charts/episodic_return")]
+    return [(e.step, e.value) for e in acc.Scalars(EPISODIC_RETURN)]
 
 
 @pytest.mark.parametrize(
@@ -581,7 +605,7 @@ def test_nonfinite_gradients_are_skipped_counted_and_a_diverged_run_stops(
     argv = ["--total-steps", "4000", "--log-every", "1", "--quiet", "--logdir", str(tmp_path)]
     argv += ["--engine", engine]
     assert main([*argv, "--run-name", "nan"]) == 0
-    skipped = events(tmp_path / "nan").Scalars("optim/nonfinite_skipped")
+    skipped = events(tmp_path / "nan").Scalars(NONFINITE_SKIPPED)
     assert skipped[-1].value == 3.0
     assert [e.value for e in skipped[5:8]] == [0.0, 1.0, 1.0]  # counted at the 7th update
     model = load_checkpoint(tmp_path / "nan" / "checkpoint.pt")["model"]
@@ -645,7 +669,7 @@ def test_periodic_evaluation_is_logged(tmp_path):
         *("--quiet", "--logdir", str(tmp_path), "--run-name", "v"),
     ]
     assert main(argv) == 0
-    evals = events(tmp_path / "v").Scalars("eval/episodic_return_mean")
+    evals = events(tmp_path / "v").Scalars(EVAL_MEAN)
     assert [e.step for e in evals][:2] == [1520, 3000] and evals[-1].step >= 4000
     assert len(evals) == 3
     summary = json.loads((tmp_path / "v" / "summary.json").read_text())
@@ -656,8 +680,8 @@ def test_periodic_evaluation_is_logged(tmp_path):
     argv = [*argv[:-1], "v0"]
     argv[argv.index("1500")] = "0"
     assert main(argv) == 0
-    training = [e.value for e in events(tmp_path / "v").Scalars("charts/episodic_return")]
-    alone = [e.value for e in events(tmp_path / "v0").Scalars("charts/episodic_return")]
+    training = [e.value for e in events(tmp_path / "v").Scalars(EPISODIC_RETURN)]
+    alone = [e.value for e in events(tmp_path / "v0").Scalars(EPISODIC_RETURN)]
     assert training == alone and len(training) > 20
 
 
