@@ -45,14 +45,18 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start_cli(module: str, args: Sequence[str], cwd: Path = ROOT) -> subprocess.Popen:
-    """The same, started in a process group of its own (as a terminal job is) and not awaited."""
+def start_cli(
+    module: str, args: Sequence[str], cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """The same, started in a process group of its own (as a terminal job is) and not awaited;
+    ``env`` adds to (or replaces some of) this process's environment variables."""
     return subprocess.Popen(
         [sys.executable, "-m", f"rl_rmsprop.{module}", *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, **(env or {})},
         start_new_session=True,
         preexec_fn=default_sigint,
     )
@@ -119,6 +123,19 @@ def scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
     return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def assert_engine_matches_autograd(
+    model, reference: dict, metrics: dict, ref_metrics: dict
+) -> None:
+    """The CPU engine's gradients (in ``model``'s ``.grad``) and figures equal autograd's
+    (``reference``: parameter name -> gradient) to float64 rounding."""
+    import torch
+
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, reference[name], rtol=1e-10, atol=1e-13, msg=name)
+    for tag, value in ref_metrics.items():
+        assert metrics[tag] == pytest.approx(float(value), rel=1e-12, abs=1e-14)
 
 
 def events(run_dir: str | Path):

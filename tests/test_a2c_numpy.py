@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from conftest import assert_engine_matches_autograd
 from torch import nn
 
 from agents.a2c import a2c_loss
@@ -70,10 +71,7 @@ def test_gradients_and_metrics_equal_autograd(hidden, ent_coef, gae_lambda):
     ref, ref_metrics = autograd_reference(model, rollout, hp, 0.97)
     model.zero_grad(set_to_none=True)  # the engine makes the .grad tensors it needs
     metrics = engine_gradients(model, rollout, hp, 0.97)
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, ref[name], rtol=1e-10, atol=1e-13, msg=name)
-    for tag, value in ref_metrics.items():
-        assert metrics[tag] == pytest.approx(float(value), rel=1e-12, abs=1e-14)
+    assert_engine_matches_autograd(model, ref, metrics, ref_metrics)
 
 
 def test_float32_gradients_equal_autograd_to_rounding():

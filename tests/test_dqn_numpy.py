@@ -7,6 +7,7 @@ members' path through the population's buffers is tested in test_agent_members.
 import numpy as np
 import pytest
 import torch
+from conftest import assert_engine_matches_autograd
 
 from agents.dqn import TARGET_CHUNK, TD_LOSS, CnnQNetwork, QNetwork, dqn_loss, td_targets
 from agents.dqn_numpy import supports, td_gradients
@@ -74,10 +75,7 @@ def test_gradients_and_metrics_equal_autograd(hidden, loss, reduction):
     ref, ref_metrics = autograd_reference(model, batch, targets, loss, reduction)
     model.zero_grad(set_to_none=True)  # the engine makes the .grad tensors it needs
     metrics = engine_gradients(model, batch, targets, loss, reduction)
-    for name, p in model.named_parameters():
-        torch.testing.assert_close(p.grad, ref[name], rtol=1e-10, atol=1e-13, msg=name)
-    for tag, value in ref_metrics.items():
-        assert metrics[tag] == pytest.approx(float(value), rel=1e-12, abs=1e-14)
+    assert_engine_matches_autograd(model, ref, metrics, ref_metrics)
 
 
 def test_huber_uses_both_branches_in_that_test():

@@ -459,22 +459,9 @@ def test_resume_refuses_other_options_and_a_foreign_checkpoint(tmp_path, capsys)
 
 
 def _train_process(tmp_path, *argv, env=None):
-    import os
-    import subprocess
-    import sys
+    from conftest import start_cli
 
-    from conftest import default_sigint
-
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "rl_rmsprop.train", *argv],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=full_env,
-        preexec_fn=default_sigint,
-    )
+    return start_cli("train", argv, cwd=tmp_path, env=env)
 
 
 @pytest.mark.parametrize(("signame", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
