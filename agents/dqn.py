@@ -81,7 +81,7 @@ class QNetwork(nn.Module):
 
         Integer observations are cast to the weights' dtype (SB3's ``preprocess_obs`` does the
         same for Box spaces). The layers are called functionally: action selection runs this
-        every env step and ``Module.__call__`` costs ~2 us per layer.
+        every env step, where ``Module.__call__``'s cost per layer shows.
         """
         x = obs if obs.is_floating_point() else obs.to(self.layers[0].weight.dtype)
         last = len(self.layers) - 1
@@ -114,9 +114,9 @@ class CnnQNetwork(nn.Module):
 
 
 TARGET_CHUNK = 1024
-"""Rows per forward pass when targets are computed for many transitions at once. A 256-256
-MLP over 8,192 rows at once took 17 ms single-threaded, in chunks of 1,024 12 ms (the
-activations of a chunk stay in cache); chunks of 64 took 18 ms (per-call overhead)."""
+"""Rows per forward pass when targets are computed for many transitions at once: a chunk's
+activations stay in cache, where all rows at once do not and much smaller chunks pay per-call
+overhead (docs/benchmarks.md, "Figures moved from the code")."""
 
 
 def _in_chunks(net: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:

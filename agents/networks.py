@@ -74,8 +74,8 @@ def sample_categorical(logits: Tensor) -> Tensor:
 def run_mlp(net: nn.Sequential, x: Tensor) -> Tensor:
     """``net(x)`` for a Linear/Tanh stack without ``Module.__call__`` (hooks are not run).
 
-    The call machinery costs ~2 us per module, a third of a 64-wide MLP's forward on a
-    batch of 8 observations, and the actor runs every env step.
+    The call machinery costs about a third of a 64-wide MLP's forward on a batch of 8
+    observations, and the actor runs every env step.
     """
     for layer in net:
         is_linear = isinstance(layer, nn.Linear)
@@ -141,8 +141,8 @@ class NatureCNN(nn.Module):
         x = obs.reshape(-1, *obs.shape[-3:]).to(self.fc.weight.dtype) / 255.0
         if self.channels_last and x.device.type == "cpu" and torch.is_grad_enabled():
             # Channels-last activations take oneDNN's convolution kernels: forward plus
-            # backward of a batch of 96 frames went from ~50 to ~32 ms on 2 cores (the
-            # forward alone is no faster, so acting keeps the default layout). The weights
+            # backward is faster on the CPU (the forward alone is not, so acting keeps the
+            # default layout). The weights
             # and their gradients stay contiguous, as the optimizer's flat buffers need.
             x = x.contiguous(memory_format=torch.channels_last)
         return F.relu(self.fc(self.convs(x))).reshape(*lead, -1)

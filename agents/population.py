@@ -343,9 +343,9 @@ def sample_actions(model: Any, noise: MemberNoise, obs: Tensor) -> Tensor:
     """One action per env by the Gumbel-max trick: argmax(logits - log E), ``[K * E]``.
 
     ``model`` gives ``logits(obs)``, and on the CPU ``numpy_logits`` where it has them (a
-    population's or a single run's CPU engine): then the subtraction runs in NumPy (the same
-    float32 subtraction, and argmax takes the first of equal values as torch's does): ~62 ->
-    ~50 us a step for 16 members of 8 envs. A single run is one member: its noise is a
+    population's or a single run's CPU engine): then the subtraction runs in NumPy (the same float32
+    subtraction, and argmax takes the first of equal values as torch's does), which is cheaper
+    (docs/benchmarks.md, "Figures moved from the code"). A single run is one member: its noise is a
     ``MemberNoise`` of its own seed, so it draws what a population member with that seed draws.
     """
     numpy_logits = getattr(model, "numpy_logits", None)

@@ -63,14 +63,14 @@ class EnvError(ValueError):
 ASYNC_MIN_CORES = 4
 """``vectorization="auto"`` steps several Atari copies under the Python wrapper chain (the one
 DQN's frame replay needs) in worker processes only with at least this many cores. On 2 cores
-the 16 workers of ``--preset a2c-atari`` competed with the learner: measured 660 training
-steps/s against 714 stepping them in-process (medians of 4)."""
+the 16 workers of ``--preset a2c-atari`` competed with the learner and trained slower than
+stepping them in-process (docs/benchmarks.md, "Figures moved from the code")."""
 
 
 class VectorActions(MultiDiscrete):
     """A vector env's ``MultiDiscrete`` actions with a cheaper membership test, same answers.
 
-    Gymnasium's test (~10 us for 8 envs) runs at every step of a native vector env such as
+    Gymnasium's test runs at every step of a native vector env such as
     CartPole's, and half of it is ``np.all`` dispatch and bounds recomputed at each call;
     here the bounds are computed once and the reductions are array methods.
     """
@@ -155,8 +155,8 @@ def make_vector_env(
         vectorization: ``"auto"`` uses the environment's native vectorized implementation
             (its spec's ``vector_entry_point``, e.g. CartPole-v1's ``CartPoleVectorEnv``)
             when it has one, no ``wrappers`` are given and there are at least 2 copies,
-            otherwise ``"sync"`` (one copy of CartPole steps in ~30 us as a scalar env
-            against ~46 us as a vector env of one, on the same trajectory). An Atari id
+            otherwise ``"sync"`` (one copy of CartPole steps faster as a scalar env than as
+            a vector env of one, on the same trajectory). An Atari id
             without ``wrappers`` gets ALE's C++ vector env (:class:`envs.atari.NativeAtari`,
             copies stepped on threads); with ``wrappers`` (e.g. ``atari_wrappers()``, the
             Python chain DQN's frame replay needs) several copies go to ``"async"`` on

@@ -41,10 +41,10 @@ def masked_crc32c(data: bytes) -> int:
 class BufferedEventFile:
     """An event file written by the calling thread, in batches: no writer thread.
 
-    TensorBoard's writer gives every event file a thread that wakes on every event and takes
-    the GIL from the training loop each time: a single CartPole A2C run measured ~20% slower
-    with it, a population's dozens of run folders in one process 2x slower. Events are kept in
-    memory and appended to the file every ``max_events`` events, when an event arrives
+    TensorBoard's writer gives every event file a thread that wakes on every event and takes the GIL
+    from the training loop each time, which slows a single CartPole run and a population's dozens of
+    run folders in one process far more (docs/benchmarks.md, "Figures moved from the code"). Events
+    are kept in memory and appended to the file every ``max_events`` events, when an event arrives
     ``flush_secs`` after the last write, on :meth:`flush` (checkpoints call it) and on
     :meth:`close`.
 

@@ -15,16 +15,11 @@ from .functional import Coeffs, Hyper, Rule, State, coefficients, state_dtype, u
 
 AUTO_COMPILE_MIN_NUMEL = 1 << 18
 """On CPU, ``impl="auto"`` compiles buffers at least this large; below it the eager ops win or
-come close, and compiling (the trial step included) costs ~2.7 s at start-up even with the
-kernel cached on disk. On the build machine (one thread) an ``rmsprop`` step took, eager
-against compiled: 65,536 elements 90 / 80 us, 262,144 elements 224 / 145 us, 1.7M (the Nature
-CNN) 1,831 / 615 us; Adam gained nothing from compiling at any of these sizes.
-
-The threshold was 65,536 until the eager denominator learned to floor denormal variances
-(:func:`~rl_rmsprop.optim.functional.denominator`): before that, square averages decaying into
-denormal floats (dead ReLU units) made the eager ``sqrt`` ~28x slower, and DQN CartPole's
-67k-parameter RMSprop trained at ~955 env steps/s eager against ~1,290 compiled; with the
-floor, eager, ~1,370."""
+come close, and compiling (the trial step included) takes seconds at start-up even with the kernel
+cached on disk; Adam gains nothing from compiling at these sizes. The threshold was lower until the
+eager denominator learned to floor denormal variances
+(:func:`~rl_rmsprop.optim.functional.denominator`). The measurements: docs/benchmarks.md, "Figures
+moved from the code"."""
 
 _TRIAL_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 _kernel = None

@@ -180,10 +180,10 @@ def quantiles(x: Tensor, qs: tuple[float, ...]) -> Tensor:
 def sorted_floats(x: Tensor) -> Tensor:
     """A float32 CPU tensor without NaN, sorted along its last dimension.
 
-    torch sorts 67k floats in ~7 ms on the build machine and 67k int32 in ~1 ms (a radix
-    sort). A float's bits read as an int32 are in the float's order for positive floats and
-    in reverse order for negative ones; flipping the 31 bits below the sign of negative ones
-    makes the order total (-0 just below +0, infinities at the ends), and the same flip after
+    torch sorts int32 several times faster than floats (a radix sort; docs/benchmarks.md, "Figures
+    moved from the code"). A float's bits read as an int32 are in the float's order for positive
+    floats and in reverse order for negative ones; flipping the 31 bits below the sign of negative
+    ones makes the order total (-0 just below +0, infinities at the ends), and the same flip after
     the sort gives the floats back.
     """
     bits = x.view(torch.int32)

@@ -201,8 +201,8 @@ def _sqrt_floor(v: Tensor, rule: Rule, c: Coeffs) -> float | Tensor:
     """The least variance worth taking the square root of in ``sqrt(var) + eps``: 0 or more.
 
     A square average of parameters that get no gradient (a ReLU unit that stopped learning)
-    decays into the denormal floats, where the CPU's square root is ~28x slower (1,028
-    against 36 us for 67k float32 elements on the build machine). Below the smallest normal
+    decays into the denormal floats, where the CPU's square root is many times slower
+    (docs/benchmarks.md, "Figures moved from the code"). Below the smallest normal
     float t, sqrt(var) / sqrt(1 - alpha^t) is under half an ulp of eps whenever this returns
     t, so sqrt(max(var, t)) + eps rounds to exactly eps, as sqrt(var) + eps does: the same
     bits, without the slow path. Returns 0 (no floor) where that cannot be guaranteed: eps

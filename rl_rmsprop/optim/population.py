@@ -182,16 +182,17 @@ class PopulationOptimizer:
     def _coeffs(self, block: Block) -> Coeffs:
         """The block's coefficients at its members' step counts, in the buffer's dtype.
 
-        The ones that do not depend on t are computed once (per lr, under a schedule); at each
-        step only those that do (lr decay, bias corrections, SGD's first step) are, by the
-        formulas of :func:`~rl_rmsprop.optim.functional.coefficients`: ~85 -> ~25 us a step
-        for Adam's bias corrections. The powers of the bias corrections are the host's.
+        The ones that do not depend on t are computed once (per lr, under a schedule); at each step
+        only those that do (lr decay, bias corrections, SGD's first step) are, by the formulas of
+        :func:`~rl_rmsprop.optim.functional.coefficients` (a third of the cost of computing them
+        all, for Adam's bias corrections; docs/benchmarks.md, "Figures moved from the code"). The
+        powers of the bias corrections are the host's.
         """
         rule, hyper = block.rule, block.hyper
         steps = self._host_steps[block.start : block.stop]
         if block.shared is not None and steps.count(steps[0]) == len(steps):
             # Every member alike: a single run's Python floats (the same values as the
-            # tensor form's, which rounds alike) and its fused scalar operations, ~2x faster.
+            # tensor form's, which rounds alike) and its fused scalar operations, which are faster.
             return coefficients(rule, self._scaled(block.shared), steps[0])
         if self.lr_scale != 1.0:  # as a single run's scheduled group lr, in double precision
             hyper = self._scaled(hyper)

@@ -202,7 +202,7 @@ class RMSprop(Optimizer):
             The closure's loss, if a closure was given.
         """
         # torch wraps every optimizer's step in a profiler range and hook loop that costs
-        # ~30 us a call, more than our whole step on a small network; do the same work only
+        # more per call than our whole step on a small network; do the same work only
         # when it has an effect.
         if torch.autograd._profiler_enabled():
             with torch.autograd.profiler.record_function("Optimizer.step#RMSprop.step"):
@@ -291,8 +291,8 @@ class RMSprop(Optimizer):
     def _plan(self, space: FlatSpace) -> tuple[Rule, Hyper, Coeffs | None]:
         """Rule, hyperparameters and (when they do not depend on t) coefficients of a buffer.
 
-        Cached while the group's values stay the same: rebuilding them costs ~8 us a step,
-        a noticeable share of a small network's step.
+        Cached while the group's values stay the same: rebuilding them at every step is a
+        noticeable share of a small network's step.
         """
         group = self.param_groups[space.group]
         key = tuple(map(group.__getitem__, PLAN_KEYS))
@@ -376,11 +376,11 @@ class RMSprop(Optimizer):
 def _all_finite_host(plans: list[tuple[FlatSpace, list[bool], list[Any]]]) -> bool:
     """Whether every gradient about to be applied is finite, decided on the host.
 
-    A float32/float64 CPU buffer is checked as ``dot(g, 0) == 0``: a finite g_i gives
-    g_i * 0 = 0 exactly and an inf or nan gives nan, which no sum of products turns back into
-    0, so the test is exact and cannot overflow. It is one BLAS call (~3 us for a CartPole
-    actor-critic) where ``torch.isfinite(g).all()`` runs several kernels (~25 us). Other
-    buffers go through :func:`_finite_flag` and one sync.
+    A float32/float64 CPU buffer is checked as ``dot(g, 0) == 0``: a finite g_i gives g_i * 0 = 0
+    exactly and an inf or nan gives nan, which no sum of products turns back into 0, so the test is
+    exact and cannot overflow. It is one BLAS call where ``torch.isfinite(g).all()`` runs several
+    kernels (docs/benchmarks.md, "Figures moved from the code"). Other buffers go through
+    :func:`_finite_flag` and one sync.
     """
     rest = []
     for plan in plans:
