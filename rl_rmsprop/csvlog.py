@@ -70,29 +70,30 @@ class ProgressCsv:
 
     def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
         self.path = Path(run_dir) / FILENAME
-        self.columns: list[str] = []
-        self._index: dict[str, int] = {}
+        columns: list[str] = []
         if resume_step is not None and self.path.exists():
             header, rows = _read(self.path)
             if header[:2] == [STEP, WALL_TIME]:
-                self.columns = header[2:]
+                columns = header[2:]
                 kept = [row for row in rows if int(row[0]) < resume_step]
                 _write_atomically(self.path, header, kept)
-        if not self.columns:
+        if not columns:
             _write_atomically(self.path, [STEP, WALL_TIME], [])
-        self._index = {tag: i for i, tag in enumerate(self.columns)}
+        self._append(columns)
+
+    def _append(self, columns: list[str]) -> None:
+        """Go on appending rows of these tag columns to the file as it now is."""
+        self.columns = columns
+        self._index = {tag: i for i, tag in enumerate(columns)}
         self._file = open(self.path, "a", newline="")  # noqa: SIM115 (closed in close)
         self._writer = csv.writer(self._file)
 
     def _widen(self, tags: list[str]) -> None:
         self._file.close()
         header, rows = _read(self.path)
-        self.columns += tags
-        self._index = {tag: i for i, tag in enumerate(self.columns)}
         pad = [""] * len(tags)
         _write_atomically(self.path, [*header, *tags], [row + pad for row in rows])
-        self._file = open(self.path, "a", newline="")  # noqa: SIM115 (closed in close)
-        self._writer = csv.writer(self._file)
+        self._append(self.columns + tags)
 
     def row(self, values: Mapping[str, float], step: int, wall_time: float | None = None) -> None:
         """Append one row: ``values`` (tag -> number) logged at ``step``."""
