@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util import tensor_util
 
 from rl_rmsprop.csvlog import read_progress
 
@@ -212,7 +213,8 @@ def read_scalars(run_dir: Path, tags: Sequence[str]) -> dict[str, tuple[np.ndarr
     From the run's ``progress.csv`` (:mod:`rl_rmsprop.csvlog`) when it has one, else from
     its event files by TensorBoard's own ``EventAccumulator`` (runs written before the
     table existed, or by other writers), which shows what TensorBoard shows: values a
-    resumed run's ``SessionLog.START`` purged are gone.
+    resumed run's ``SessionLog.START`` purged are gone. There a value counts if it is a
+    ``simple_value`` or a one-element float tensor (the form newer writers use for scalars).
 
     Args:
         run_dir: the run folder (its subfolders are not read).
@@ -227,14 +229,22 @@ def read_scalars(run_dir: Path, tags: Sequence[str]) -> dict[str, tuple[np.ndarr
         return table
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
-    logged = set(events.Tags()["scalars"])
+    logged = events.Tags()
     out = {}
     for tag in tags:
-        if tag in logged:
-            scalars = events.Scalars(tag)
+        if tag in logged["scalars"]:
+            points = [(s.step, s.value) for s in events.Scalars(tag)]
+        elif tag in logged["tensors"]:  # scalars as one-element float tensors (newer writers)
+            arrays = [
+                (t.step, tensor_util.make_ndarray(t.tensor_proto)) for t in events.Tensors(tag)
+            ]
+            points = [(step, a.item()) for step, a in arrays if a.size == 1 and a.dtype.kind == "f"]
+        else:
+            points = []
+        if points:
             out[tag] = (
-                np.array([s.step for s in scalars], dtype=np.int64),
-                np.array([s.value for s in scalars], dtype=np.float64),
+                np.array([step for step, _ in points], dtype=np.int64),
+                np.array([value for _, value in points], dtype=np.float64),
             )
     return out
 

@@ -160,6 +160,20 @@ def test_a_run_without_a_table_is_read_by_tensorboards_reader(tmp_path):
     np.testing.assert_array_equal(curves.interpolated("r", np.array([0.5, 149.0])), [0.5, 1149])
 
 
+def test_tensor_scalars_of_other_writers_are_read_too(tmp_path):
+    writer = SummaryWriter(str(tmp_path))
+    for step in range(5):
+        writer.add_scalar("new", step / 3, step, new_style=True)
+        writer.add_scalar("double", step / 3, step, new_style=True, double_precision=True)
+    writer.add_text("text", "not a number")
+    writer.close()
+    got = read_scalars(tmp_path, ["new", "double", "text/text_summary"])
+    assert set(got) == {"new", "double"}
+    np.testing.assert_array_equal(got["new"][0], np.arange(5))
+    np.testing.assert_array_equal(got["new"][1], f32(np.arange(5) / 3))
+    np.testing.assert_array_equal(got["double"][1], np.arange(5) / 3)
+
+
 def test_read_scalars_reads_only_the_folder_itself(tmp_path):
     Logger(tmp_path / "sub", total_steps=10, quiet=True).close()
     writer = SummaryWriter(str(tmp_path / "sub"))
