@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -32,8 +33,26 @@ STEP, WALL_TIME = "step", "wall_time"
 """The two columns every row fills."""
 
 
+def _is_row(cells: list[str], width: int) -> bool:
+    """Whether ``cells`` is a sound row: ``width`` cells, an integer step, numbers or blanks."""
+    if len(cells) != width:
+        return False
+    try:
+        int(cells[0])
+        for cell in cells[1:]:
+            if cell:
+                float(cell)
+    except ValueError:
+        return False
+    return True
+
+
 def _read(path: Path) -> tuple[list[str], list[list[str]]]:
-    """A table's header and its complete rows (a last line cut short is left out)."""
+    """A table's header and its sound rows.
+
+    A last line cut short (a write interrupted) is left out silently; any other line that is
+    not a sound row (:func:`_is_row`) is left out with a ``RuntimeWarning``.
+    """
     with open(path, newline="") as f:
         text = f.read()
     if not text.endswith("\n"):  # a write cut short: its line is not a row
@@ -42,7 +61,11 @@ def _read(path: Path) -> tuple[list[str], list[list[str]]]:
     if not lines:
         return [], []
     header = lines[0]
-    return header, [row for row in lines[1:] if len(row) == len(header)]
+    rows = [row for row in lines[1:] if _is_row(row, len(header))]
+    if len(rows) < len(lines) - 1:
+        bad = len(lines) - 1 - len(rows)
+        warnings.warn(f"{path}: {bad} unreadable row(s) skipped", RuntimeWarning, stacklevel=3)
+    return header, rows
 
 
 def _write_atomically(path: Path, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

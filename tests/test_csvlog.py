@@ -3,6 +3,7 @@
 import csv
 
 import numpy as np
+import pytest
 
 from rl_rmsprop.csvlog import FILENAME, STEP, WALL_TIME, ProgressCsv, read_progress
 
@@ -106,3 +107,15 @@ def test_a_last_line_cut_short_is_not_a_row(tmp_path):
     resumed.row({A: 5.0}, step=3)
     resumed.close()
     assert read_progress(tmp_path, [A])[A][0].tolist() == [1, 3]
+
+
+def test_an_unreadable_row_is_skipped_with_a_warning(tmp_path):
+    table = ProgressCsv(tmp_path)
+    for step in (1, 2, 3):
+        table.row({A: float(step)}, step=step, wall_time=0.0)
+    table.close()
+    path = tmp_path / FILENAME
+    path.write_text(path.read_text().replace("\n2,", "\ntwo,"))
+    with pytest.warns(RuntimeWarning, match="1 unreadable row"):
+        steps, values = read_progress(tmp_path, [A])[A]
+    assert steps.tolist() == [1, 3] and values.tolist() == [1.0, 3.0]
