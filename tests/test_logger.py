@@ -187,3 +187,15 @@ def test_event_files_sort_by_name_in_the_order_they_were_made(tmp_path, monkeypa
         made.append(events._file.name)
         events.close()
     assert sorted(made) == made
+
+
+def test_histograms_use_summary_writers_default_buckets(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from rl_rmsprop.logger import _tensorflow_buckets
+
+    writer = SummaryWriter(str(tmp_path))
+    try:
+        assert _tensorflow_buckets() == writer.default_bins
+    finally:
+        writer.close()
