@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F  # noqa: N812
 
-from .networks import NatureCNN
+from .networks import image_torso
 
 LOSSES = ("huber", "mse")
 REDUCTIONS = ("mean", "sum")
@@ -93,23 +93,31 @@ class QNetwork(nn.Module):
 
 
 class CnnQNetwork(nn.Module):
-    """Q-network on Atari frames: the Nature CNN and a linear layer of Q-values (Mnih et al.).
+    """Q-network on images: a CNN (:func:`~agents.networks.image_torso`) and a linear layer.
+
+    On Atari frames the Nature CNN (Mnih et al.); on MinAtar's planes the MinAtar paper's
+    network, whose head keeps PyTorch's default initialisation as the paper's code does.
 
     Args:
-        in_channels: stacked frames per observation.
+        in_channels: stacked frames (or planes) per observation.
         n_actions: number of discrete actions.
         image_size: ``(H, W)`` of the frames.
+        input_high: the observations' largest value (255 for pixels, 1 for planes).
     """
 
     def __init__(
-        self, in_channels: int, n_actions: int, image_size: tuple[int, int] = (84, 84)
+        self,
+        in_channels: int,
+        n_actions: int,
+        image_size: tuple[int, int] = (84, 84),
+        input_high: float = 255.0,
     ) -> None:
         super().__init__()
-        self.features = NatureCNN(in_channels, image_size=image_size)
-        self.head = nn.Linear(512, n_actions)
+        self.features = image_torso(in_channels, image_size, input_high)
+        self.head = nn.Linear(self.features.fc.out_features, n_actions)
 
     def forward(self, obs: Tensor) -> Tensor:
-        """Q-values ``[..., n_actions]`` of ``uint8`` frames ``[..., C, 84, 84]``."""
+        """Q-values ``[..., n_actions]`` of ``uint8`` images ``[..., C, H, W]``."""
         return self.head(self.features(obs))
 
 

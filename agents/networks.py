@@ -148,25 +148,99 @@ class NatureCNN(nn.Module):
         return F.relu(self.fc(self.convs(x))).reshape(*lead, -1)
 
 
-class CnnActorCritic(nn.Module):
-    """Actor-critic on Atari frames: one Nature CNN shared by a policy and a value head.
+MINATAR_KERNEL = 3
+"""Side of the MinAtar CNN's one convolution (stride 1, no padding)."""
 
-    SB3's A2C ``CnnPolicy``: the heads are linear, initialised with gains 0.01 (policy) and 1
-    (value).
+
+class MinAtarCNN(nn.Module):
+    """The torso of the MinAtar paper's networks (Young and Tian 2019), for small images.
+
+    One 3x3 convolution of 16 channels, stride 1, no padding, then ReLU, then a 128-unit ReLU
+    layer: a quarter of the Nature CNN's 64 filters and 512 units. The input is divided by
+    ``input_high``: MinAtar's 0/1 planes go in as they are, 0-255 pixels as fractions.
+    PyTorch's default initialisation, as the paper's code leaves it.
 
     Args:
-        in_channels: stacked frames per observation.
-        n_actions: number of discrete actions.
-        image_size: ``(H, W)`` of the frames.
+        in_channels: planes per observation (MinAtar: 4 to 10, one per kind of object).
+        out_features: width of the last layer.
+        image_size: ``(H, W)``, each at least :data:`MINATAR_KERNEL` (MinAtar: 10 x 10).
+        input_high: the largest value of the input (the observation space's high).
+
+    Raises:
+        ValueError: an image smaller than the convolution.
     """
 
     def __init__(
-        self, in_channels: int, n_actions: int, image_size: tuple[int, int] = (84, 84)
+        self,
+        in_channels: int,
+        out_features: int = 128,
+        image_size: tuple[int, int] = (10, 10),
+        input_high: float = 1.0,
     ) -> None:
         super().__init__()
-        self.features = NatureCNN(in_channels, image_size=image_size)
-        self.policy = nn.Linear(512, n_actions)
-        self.value = nn.Linear(512, 1)
+        if min(image_size) < MINATAR_KERNEL:
+            raise ValueError(
+                f"images of {image_size[0]}x{image_size[1]} are smaller than the MinAtar CNN's "
+                f"{MINATAR_KERNEL}x{MINATAR_KERNEL} convolution"
+            )
+        side = [n - MINATAR_KERNEL + 1 for n in image_size]
+        self.conv = nn.Conv2d(in_channels, 16, MINATAR_KERNEL, stride=1)
+        self.fc = nn.Linear(16 * side[0] * side[1], out_features)
+        self.input_high = float(input_high)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """Features ``[..., out_features]`` of images ``[..., C, H, W]``."""
+        lead = obs.shape[:-3]
+        x = obs.reshape(-1, *obs.shape[-3:]).to(self.fc.weight.dtype)
+        if self.input_high != 1.0:
+            x = x / self.input_high
+        x = F.relu(self.conv(x)).flatten(1)
+        return F.relu(self.fc(x)).reshape(*lead, -1)
+
+
+def image_torso(
+    in_channels: int, image_size: tuple[int, int], input_high: float = 255.0
+) -> NatureCNN | MinAtarCNN:
+    """The CNN for images of this size: the Nature CNN from 36 x 36 up, else MinAtar's.
+
+    Atari's 84 x 84 frames get DeepMind's Nature CNN (which divides by 255), MinAtar's
+    10 x 10 planes the MinAtar paper's (which divides by ``input_high``: 1 for planes). Its
+    ``fc.out_features`` is the width of the features.
+
+    Raises:
+        ValueError: an image smaller than MinAtar's 3 x 3 convolution.
+    """
+    if min(image_size) >= MIN_IMAGE_SIZE:
+        return NatureCNN(in_channels, image_size=image_size)
+    return MinAtarCNN(in_channels, image_size=image_size, input_high=input_high)
+
+
+class CnnActorCritic(nn.Module):
+    """Actor-critic on images: one CNN (:func:`image_torso`) shared by a policy and a value head.
+
+    On Atari frames it is SB3's A2C ``CnnPolicy`` (the Nature CNN); on MinAtar's planes the
+    MinAtar paper's torso. The heads are linear, initialised orthogonally with gains 0.01
+    (policy) and 1 (value), as SB3's.
+
+    Args:
+        in_channels: stacked frames (or planes) per observation.
+        n_actions: number of discrete actions.
+        image_size: ``(H, W)`` of the frames.
+        input_high: the observations' largest value (255 for pixels, 1 for planes).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        n_actions: int,
+        image_size: tuple[int, int] = (84, 84),
+        input_high: float = 255.0,
+    ) -> None:
+        super().__init__()
+        self.features = image_torso(in_channels, image_size, input_high)
+        width = self.features.fc.out_features
+        self.policy = nn.Linear(width, n_actions)
+        self.value = nn.Linear(width, 1)
         for head, gain in ((self.policy, 0.01), (self.value, 1.0)):
             nn.init.orthogonal_(head.weight, gain=gain)
             nn.init.zeros_(head.bias)

@@ -34,6 +34,7 @@ from gymnasium.wrappers.vector import (
 )
 
 from envs.atari import NativeAtari, atari_env_kwargs, atari_wrappers
+from envs.minatar import MinAtarMissingError, is_minatar, register_minatar
 
 __all__ = ["VECTORIZATION_MODES", "EnvError", "env_reward_threshold", "make_vector_env"]
 
@@ -240,15 +241,17 @@ def make_vector_env(
 
 
 def is_image(space: Any) -> bool:
-    """Whether observations are images for the CNN: a 3-D ``uint8`` Box."""
-    return isinstance(space, Box) and len(space.shape) == 3 and space.dtype == np.uint8
+    """Whether observations are images for a CNN: a 3-D ``uint8`` or ``bool`` Box."""
+    return isinstance(space, Box) and len(space.shape) == 3 and space.dtype in (np.uint8, bool)
 
 
 def adapt_observations(env: VectorEnv, env_id: str) -> VectorEnv:
     """The env with observations the agents take: a flat vector, or a ``[C, H, W]`` image.
 
     A 1-D Box is kept. A ``uint8`` image whose channels come last (``[H, W, C]``: the last
-    axis is the shorter end) is transposed to ``[C, H, W]``. Every other space that Gymnasium
+    axis is the shorter end, and always for MinAtar) is transposed to ``[C, H, W]``. Boolean
+    planes (MinAtar's ``[10, 10, C]``) become ``uint8`` 0/1 images ``[C, H, W]``, one byte a
+    cell as the replay memory stores them. Every other space that Gymnasium
     can flatten (Discrete becomes one-hot; MultiDiscrete, MultiBinary, multi-dimensional
     Boxes, and Dict or Tuple of those) is flattened to one vector.
 
@@ -259,16 +262,20 @@ def adapt_observations(env: VectorEnv, env_id: str) -> VectorEnv:
     if isinstance(space, Box) and len(space.shape) == 1:
         return env
     if is_image(space):
-        if space.shape[-1] >= space.shape[0]:
+        # MinAtar's planes are [H, W, C] also where C equals the side (Seaquest's 10).
+        last = space.shape[-1] < space.shape[0] or is_minatar(env_id)
+        if not last and space.dtype == np.uint8:
             return env  # [C, H, W] already
-        chw = Box(space.low.transpose(2, 0, 1), space.high.transpose(2, 0, 1), dtype=space.dtype)
+        order = (2, 0, 1) if last else (0, 1, 2)
+        low, high = (bound.transpose(order).astype(np.uint8) for bound in (space.low, space.high))
+        chw = Box(low, high, dtype=np.uint8)
         return TransformObservation(
             env,
-            _channels_first,
+            _channels_first if last else _as_bytes,
             observation_space=Box(
-                np.broadcast_to(chw.low, (env.num_envs, *chw.shape)),
-                np.broadcast_to(chw.high, (env.num_envs, *chw.shape)),
-                dtype=space.dtype,
+                np.broadcast_to(low, (env.num_envs, *chw.shape)),
+                np.broadcast_to(high, (env.num_envs, *chw.shape)),
+                dtype=np.uint8,
             ),
             single_observation_space=chw,
         )
@@ -288,8 +295,13 @@ def adapt_observations(env: VectorEnv, env_id: str) -> VectorEnv:
 
 
 def _channels_first(obs: np.ndarray) -> np.ndarray:
-    """``[N, H, W, C]`` image batches as ``[N, C, H, W]`` (a copy, contiguous)."""
-    return np.ascontiguousarray(obs.transpose(0, 3, 1, 2))
+    """``[N, H, W, C]`` image batches as ``[N, C, H, W]`` ``uint8`` (a copy, contiguous)."""
+    return _as_bytes(np.ascontiguousarray(obs.transpose(0, 3, 1, 2)))
+
+
+def _as_bytes(obs: np.ndarray) -> np.ndarray:
+    """``uint8`` images as they are, boolean planes as ``uint8`` 0/1 (a view, no copy)."""
+    return obs.view(np.uint8) if obs.dtype == bool else obs
 
 
 def _leaves(space: Any) -> list[Any]:
@@ -416,6 +428,11 @@ def _find_spec(env_id: str) -> EnvSpec:
             ) from None
     if is_atari(name):
         _register_atari(name)
+    if is_minatar(name):
+        try:
+            register_minatar()
+        except MinAtarMissingError as e:
+            raise EnvError(f"{name} is a MinAtar game and {e}") from None
 
     spec = gymnasium.registry.get(name)
     if spec is None:

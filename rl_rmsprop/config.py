@@ -51,9 +51,13 @@ class RunConfig:
     250,000 on Atari; 0: only at the end)."""
     capture_video: bool = False
     """Record the evaluation episodes as MP4 files in <run>/videos (needs moviepy)."""
-    preset: str | None = field(default=None, metadata={"choices": ("dqn-nature", "a2c-atari")})
+    preset: str | None = field(
+        default=None,
+        metadata={"choices": ("dqn-nature", "a2c-atari", "dqn-minatar", "a2c-minatar")},
+    )
     """A published configuration (every other option still overrides it): dqn-nature
-    (DeepMind 2015), a2c-atari (rl-baselines3-zoo's Atari A2C)."""
+    (DeepMind 2015), a2c-atari (rl-baselines3-zoo's Atari A2C), dqn-minatar (the MinAtar
+    paper's DQN), a2c-minatar (a2c-atari's A2C on MinAtar's network and budget)."""
     hparams: str | None = field(default=None, metadata={"choices": ("zoo",)})
     """zoo: rl-baselines3-zoo's tuned settings for --algo on --env, with SB3's optimizer
     (every other option still overrides them; --list-hparams shows them and their source)."""

@@ -209,6 +209,52 @@ PRESETS: dict[str, dict[str, Any]] = {
         "a2c.ent_coef": 0.01,
         "a2c.vf_coef": 0.25,
     },
+    # MinAtar (Young and Tian 2019), examples/dqn.py of the minatar package's repository: the
+    # paper's network (agents.networks.MinAtarCNN), one update of a 32 batch every frame from
+    # frame 5,000, a 100k replay, target copied every 1,000 updates, epsilon 1 -> 0.1 over
+    # 100k frames, Huber loss averaged over the batch, no gradient clipping, and
+    # torch.optim.RMSprop(lr=2.5e-4, alpha=0.95, eps=0.01, centered=True, momentum=0.95).
+    "dqn-minatar": {
+        "run.algo": "dqn",
+        "run.total_steps": 5_000_000,
+        "env.num_envs": 1,
+        "optim.name": "rmsprop",
+        "optim.lr": 2.5e-4,
+        "optim.alpha": 0.95,
+        "optim.eps": 0.01,
+        "optim.centered": True,
+        "optim.momentum": 0.95,
+        "learn.gamma": 0.99,
+        "learn.max_grad_norm": 0.0,
+        "dqn.buffer_size": 100_000,
+        "dqn.learning_starts": 5_000,
+        "dqn.batch_size": 32,
+        "dqn.train_freq": 1,
+        "dqn.gradient_steps": 1,
+        "dqn.target_update_interval": 1_000,
+        "dqn.tau": 1.0,
+        "dqn.exploration_initial_eps": 1.0,
+        "dqn.exploration_final_eps": 0.1,
+        "dqn.exploration_fraction": 0.02,  # 100k of the 5M frames
+        "dqn.loss": "huber",
+        "dqn.loss_reduction": "mean",
+    },
+    # The paper has no batched actor-critic (its AC(lambda) learns online from one stream):
+    # this is a2c-atari's A2C (16 envs, 5-step rollouts, RMSpropTFLike) on the paper's network
+    # and frame budget.
+    "a2c-minatar": {
+        "run.algo": "a2c",
+        "run.total_steps": 5_000_000,
+        "env.num_envs": 16,
+        "optim.name": "rmsprop:tf",
+        "optim.lr": 7e-4,
+        "optim.eps": 1e-5,
+        "learn.gamma": 0.99,
+        "learn.max_grad_norm": 0.5,
+        "a2c.n_steps": 5,
+        "a2c.ent_coef": 0.01,
+        "a2c.vf_coef": 0.25,
+    },
 }
 """``--preset`` values: option defaults (section.field) that any flag still overrides."""
 

@@ -49,7 +49,7 @@ def _register(env_id: str, **kwargs: Any) -> None:
 
 
 _register("ImagesHWC-v0", space=spaces.Box(0, 255, (40, 40, 3), np.uint8))
-_register("TinyImages-v0", space=spaces.Box(0, 255, (10, 10, 3), np.uint8))
+_register("TinyImages-v0", space=spaces.Box(0, 255, (2, 2, 3), np.uint8))
 _register("DictObs-v0", space=spaces.Dict({"a": spaces.Box(-1, 1, (2,)), "b": spaces.Discrete(3)}))
 _register("TupleObs-v0", space=spaces.Tuple((spaces.Discrete(4), spaces.MultiBinary(3))))
 _register("DiscreteObs-v0", space=spaces.Discrete(5))

@@ -46,7 +46,7 @@ def test_observation_spaces_that_can_be_supported_are(tmp_path, fake_envs, env, 
     ("env", "needle"),
     [
         ("SequenceObs-v0", "which the agents cannot take"),
-        ("TinyImages-v0", "smaller than the Nature CNN's 36x36 minimum"),
+        ("TinyImages-v0", "smaller than the MinAtar CNN's 3x3 convolution"),
     ],
 )
 def test_observation_spaces_that_cannot_are_one_line_and_nothing_written(

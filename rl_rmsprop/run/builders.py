@@ -28,17 +28,23 @@ from rl_rmsprop.run.errors import UserError
 
 
 def build_model(cfg: Config, env: Any) -> nn.Module:
-    """The algorithm's network for the env: Nature CNN on image frames, MLPs otherwise.
+    """The algorithm's network for the env: a CNN on images, MLPs otherwise.
+
+    Images ``[C, H, W]`` get the Nature CNN (Atari's stacked frames) or, below 36 x 36, the
+    MinAtar paper's (:func:`agents.networks.image_torso`).
 
     Raises:
-        UserError: images too small for the Nature CNN.
+        UserError: images smaller than the MinAtar CNN's convolution.
     """
-    shape = env.single_observation_space.shape
+    space = env.single_observation_space
+    shape = space.shape
     n_actions = int(env.single_action_space.n)
-    if len(shape) == 3:  # uint8 images [C, H, W] (stacked frames on Atari)
+    if len(shape) == 3:  # uint8 images [C, H, W]
         cnn = CnnActorCritic if cfg.run.algo == "a2c" else CnnQNetwork
         try:
-            return cnn(shape[0], n_actions, image_size=shape[1:])
+            return cnn(
+                shape[0], n_actions, image_size=shape[1:], input_high=float(space.high.max())
+            )
         except ValueError as e:
             raise UserError(f"{cfg.env.id}: {e}; choose an env with larger images") from None
     mlp = ActorCritic if cfg.run.algo == "a2c" else QNetwork
