@@ -62,14 +62,25 @@ SB3_DQN_OPTIMIZERS = {
 
 
 def run_compare(
-    side: str, seeds: int, total_steps: int, logdir: str, algo: str = "a2c"
+    side: str,
+    seeds: int,
+    total_steps: int,
+    logdir: str,
+    algo: str = "a2c",
+    optimizers: tuple[str, ...] = OPTIMIZERS,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """One compare study as a user runs it (a fresh interpreter); wall time and outcomes."""
+    """One compare study as a user runs it (a fresh interpreter); wall time and outcomes.
+
+    ``extra`` are more compare options (``--env``, ``--preset``, ...); the study folder is
+    ``<logdir>/compare-<side>``.
+    """
     flag = "--population" if side == "population" else "--no-population"
     cmd = [
         *(sys.executable, "-m", "rl_rmsprop.compare", flag, "--workers", "2", "--algo", algo),
-        *("--optimizers", ",".join(OPTIMIZERS), "--seeds", str(seeds)),
+        *("--optimizers", ",".join(optimizers), "--seeds", str(seeds)),
         *("--total-steps", str(total_steps), "--logdir", logdir, "--name", side),
+        *extra,
     ]
     start = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
