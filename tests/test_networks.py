@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 from torch.nn import functional
 
@@ -66,3 +67,41 @@ def test_cnn_training_pass_matches_the_default_layout_and_keeps_gradients_contig
     with torch.no_grad():  # acting: the default layout, same numbers
         torch.testing.assert_close(model(frames)[0], logits.detach(), rtol=1e-10, atol=1e-12)
     assert layouts == [True, False, False]
+
+
+def test_minatar_cnn_is_the_papers_network_and_takes_planes_as_they_are():
+    from agents.dqn import CnnQNetwork
+    from agents.networks import MinAtarCNN, NatureCNN, image_torso
+
+    torso = MinAtarCNN(4)
+    assert (torso.conv.in_channels, torso.conv.out_channels, torso.conv.kernel_size) == (
+        4,
+        16,
+        (3, 3),
+    )
+    assert torso.conv.stride == (1, 1) and torso.conv.padding == (0, 0)
+    assert (torso.fc.in_features, torso.fc.out_features) == (16 * 8 * 8, 128)
+    planes = torch.randint(0, 2, (3, 5, 4, 10, 10), dtype=torch.uint8)
+    features = torso(planes)
+    assert features.shape == (3, 5, 128) and (features >= 0).all()
+    flat = planes.reshape(15, 4, 10, 10).float()  # no scaling of 0/1 planes
+    ref = functional.relu(torso.fc(functional.relu(torso.conv(flat)).flatten(1)))
+    torch.testing.assert_close(features.reshape(15, 128), ref, rtol=0, atol=0)
+    # 0-255 pixels of a small image are divided by their high
+    pixels = MinAtarCNN(4, input_high=255.0)
+    pixels.load_state_dict(torso.state_dict())
+    torch.testing.assert_close(pixels(planes * 255), features)
+
+    q = CnnQNetwork(10, 6, image_size=(10, 10), input_high=1.0)
+    assert isinstance(q.features, MinAtarCNN) and q(
+        planes[:, :, :1].expand(3, 5, 10, 10, 10)
+    ).shape == (3, 5, 6)
+    ac = CnnActorCritic(4, 3, image_size=(10, 10), input_high=1.0)
+    logits, values = ac(planes)
+    assert logits.shape == (3, 5, 3) and values.shape == (3, 5)
+    assert ac.act(planes[0]).shape == (5,)
+    # Atari's frames keep the Nature CNN; images below 3x3 are refused
+    assert isinstance(image_torso(4, (84, 84)), NatureCNN)
+    assert isinstance(image_torso(4, (35, 84)), MinAtarCNN)
+    with pytest.raises(ValueError, match="smaller than the MinAtar CNN's 3x3 convolution"):
+        image_torso(4, (2, 10))
