@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import enum
 from collections import deque
 from typing import Any
@@ -36,6 +37,9 @@ SKIPPED = frozenset({"spec", "metadata", "env_fns", "_cached_spec", "_metadata"}
 """Attributes that are configuration, rebuilt with the env."""
 BIT_GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 """NumPy bit generators a saved generator state may name."""
+DATA_PACKAGES = frozenset({"envs", "minatar"})
+"""Packages whose objects are walked like Gymnasium's: this package's own classes, and
+MinAtar's games (plain Python state: numbers, lists, arrays, a ``RandomState``)."""
 
 Path = list  # attribute names (str) and sequence indices (int), from the env down
 
@@ -65,27 +69,33 @@ def _walks_into(value: Any) -> bool:
     walked = (gymnasium.Env, gymnasium.vector.VectorEnv, gymnasium.Space, RunningMeanStd)
     if isinstance(value, walked):  # RunningMeanStd: the normalization statistics
         return True
-    return type(value).__module__.split(".")[0] == "envs"  # this package's own classes
+    return type(value).__module__.split(".")[0] in DATA_PACKAGES
 
 
-def _capture(obj: Any, path: Path, out: list, seen: set[int]) -> None:
+def _capture(obj: Any, path: Path, out: list, seen: dict[int, Path]) -> None:
     if id(obj) in seen:  # an object reached twice (a shared space) is saved once
         return
-    seen.add(id(obj))
+    seen[id(obj)] = path
     for name, value in vars(obj).items():
         if name not in SKIPPED:
             _capture_value(value, [*path, name], out, seen)
 
 
-def _capture_value(value: Any, path: Path, out: list, seen: set[int]) -> None:
+def _capture_value(value: Any, path: Path, out: list, seen: dict[int, Path]) -> None:
     if isinstance(value, np.random.Generator):
         out.append([path, "generator", value.bit_generator.state])
+    elif isinstance(value, np.random.RandomState):  # NumPy's legacy generator (MinAtar's)
+        if id(value) in seen:  # one generator shared by a game and its wrapper stays one
+            out.append([path, "same_as", seen[id(value)]])
+        else:
+            seen[id(value)] = path
+            out.append([path, "random_state", value.get_state(legacy=False)])
     elif isinstance(value, deque) and _is_plain(list(value)):
         out.append([path, "deque", list(value)])
     elif isinstance(value, np.ndarray) and value.dtype != object:
         out.append([path, "array", value.copy()])
-    elif _is_plain(value):
-        out.append([path, "value", value])
+    elif _is_plain(value):  # a copy: a game's lists change in place as it plays on
+        out.append([path, "value", copy.deepcopy(value)])
     elif isinstance(value, list) and all(isinstance(v, np.random.Generator) for v in value):
         out.append([path, "generators", [v.bit_generator.state for v in value]])
     elif isinstance(value, (list, tuple)):
@@ -106,7 +116,7 @@ def env_state(env: Any) -> list:
             processes of an async vector env, an emulator, a render window).
     """
     out: list = []
-    _capture(env, [], out, set())
+    _capture(env, [], out, {})
     return out
 
 
@@ -130,6 +140,12 @@ def _set(owner: Any, key: str | int, kind: str, value: Any) -> None:
         value = _new_generator(value)
     elif kind == "generators":
         value = [_new_generator(v) for v in value]
+    elif kind == "random_state":
+        if not isinstance(current, np.random.RandomState):
+            current = np.random.RandomState()
+            setattr(owner, key, current)
+        current.set_state(value)
+        return
     elif kind == "deque":
         value = deque(value, maxlen=current.maxlen if isinstance(current, deque) else None)
     elif kind == "array":
@@ -148,6 +164,13 @@ def _set(owner: Any, key: str | int, kind: str, value: Any) -> None:
         setattr(owner, key, value)
 
 
+def _resolve(env: Any, path: Path) -> Any:
+    """The object at ``path`` from ``env`` down."""
+    for key in path:
+        env = env[key] if isinstance(key, int) else getattr(env, key)
+    return env
+
+
 def load_env_state(env: Any, state: list) -> None:
     """Put :func:`env_state` output into ``env``, an env built as the saved one was.
 
@@ -155,10 +178,10 @@ def load_env_state(env: Any, state: list) -> None:
         EnvStateError: the saved state does not fit this env (another env or version).
     """
     for path, kind, value in state:
-        owner = env
         try:
-            for key in path[:-1]:
-                owner = owner[key] if isinstance(key, int) else getattr(owner, key)
+            owner = _resolve(env, path[:-1])
+            if kind == "same_as":  # the object restored at another path, shared again
+                value, kind = _resolve(env, value), "value"
             _set(owner, path[-1], kind, value)
         except (AttributeError, IndexError, TypeError, ValueError, KeyError) as e:
             where = ".".join(map(str, path))

@@ -185,6 +185,23 @@ def test_compare_runs_a_minatar_study_as_populations(tmp_path, capsys):
     assert [r["runs"] - r["failed"] for r in summary["optimizers"]] == [2, 2]
 
 
+def test_a_resumed_run_ends_where_the_uninterrupted_run_does(tmp_path):
+    """The games' state (their RandomState, boards, timers) goes into checkpoints as data."""
+    argv = [
+        *("--env", "MinAtar/SpaceInvaders-v1", "--preset", "a2c-minatar", "--eval-episodes", "1"),
+        *("--logdir", str(tmp_path), "--quiet"),
+    ]
+    assert train.main([*argv, "--total-steps", "8000", "--run-name", "resumed"]) == 0
+    assert train.main(["--resume", str(tmp_path / "resumed"), "--total-steps", "16000"]) == 0
+    assert train.main([*argv, "--total-steps", "16000", "--run-name", "whole"]) == 0
+    resumed = torch.load(tmp_path / "resumed" / MODEL_FILE)
+    whole = torch.load(tmp_path / "whole" / MODEL_FILE)
+    assert all(torch.equal(resumed[k], whole[k]) for k in whole)
+    assert scalars(tmp_path / "resumed", EPISODIC_RETURN) == scalars(
+        tmp_path / "whole", EPISODIC_RETURN
+    )
+
+
 @pytest.mark.slow
 def test_a2c_learns_minatar_breakout_where_a_random_policy_does_not(tmp_path):
     """The a2c-minatar preset, seed 1, 300k frames: greedy play clearly beats random play.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -16,6 +18,11 @@ BUILDERS = {
     "population CartPole": lambda: make_population_env("CartPole-v1", [1, 2], 2),
     "population Acrobot": lambda: make_population_env("Acrobot-v1", [3, 4], 2),
 }
+if importlib.util.find_spec("minatar") is not None:  # the games' own RandomState and state
+    BUILDERS["sync MinAtar Seaquest"] = lambda: make_vector_env("MinAtar/Seaquest-v1", 2, 5)
+    BUILDERS["population MinAtar Asterix"] = lambda: make_population_env(
+        "MinAtar/Asterix-v1", [3, 4], 2
+    )
 
 
 def _step(env, actions):
