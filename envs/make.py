@@ -34,7 +34,7 @@ from gymnasium.wrappers.vector import (
 )
 
 from envs.atari import NativeAtari, atari_env_kwargs, atari_wrappers
-from envs.minatar import MinAtarMissingError, is_minatar, register_minatar
+from envs.minatar import MINATAR_INSTALL, MINATAR_PREFIX, is_minatar
 
 __all__ = ["VECTORIZATION_MODES", "EnvError", "env_reward_threshold", "make_vector_env"]
 
@@ -429,10 +429,7 @@ def _find_spec(env_id: str) -> EnvSpec:
     if is_atari(name):
         _register_atari(name)
     if is_minatar(name):
-        try:
-            register_minatar()
-        except MinAtarMissingError as e:
-            raise EnvError(f"{name} is a MinAtar game and {e}") from None
+        _register_minatar(name)
 
     spec = gymnasium.registry.get(name)
     if spec is None:
@@ -442,16 +439,28 @@ def _find_spec(env_id: str) -> EnvSpec:
 
 def _register_atari(env_id: str) -> None:
     # Since Gymnasium 1.0 nothing registers ALE ids implicitly: ale_py must be imported.
-    if importlib.util.find_spec("ale_py") is None:
-        raise EnvError(f"{env_id} is an Atari game and needs the Atari extra: {_ATARI_INSTALL}")
+    gymnasium.register_envs(_import_extra(env_id, "ale_py", "an Atari game", "Atari"))
+
+
+def _register_minatar(env_id: str) -> None:
+    # The minatar package registers its ids only when asked, once is enough.
+    if f"{MINATAR_PREFIX}Breakout-v1" not in gymnasium.registry:
+        _import_extra(env_id, "minatar.gym", "a MinAtar game", "MinAtar").register_envs()
+
+
+def _import_extra(env_id: str, module: str, what: str, extra: str) -> Any:
+    """Import the module an optional extra installs, or say in one line how to install it."""
+    install = {"Atari": _ATARI_INSTALL, "MinAtar": MINATAR_INSTALL}[extra]
+    package = module.split(".")[0]
+    if importlib.util.find_spec(package) is None:
+        raise EnvError(f"{env_id} is {what} and needs the {extra} extra: {install}")
     try:
-        ale_py = importlib.import_module("ale_py")
+        return importlib.import_module(module)
     except ImportError as e:
         raise EnvError(
-            f"{env_id} needs ale-py, which is installed but does not import ({e}); "
-            f"reinstall it: {_ATARI_INSTALL}"
+            f"{env_id} needs {package}, which is installed but does not import ({e}); "
+            f"reinstall it: {install}"
         ) from None
-    gymnasium.register_envs(ale_py)
 
 
 def _unknown_id_message(env_id: str) -> str:

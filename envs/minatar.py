@@ -7,18 +7,14 @@ the paper. A run learns in minutes to hours on a CPU where an ALE game takes day
 
 The ``minatar`` package registers ``MinAtar/<Game>-v0`` (all six actions, as the paper's
 agents played) and ``MinAtar/<Game>-v1`` (the game's minimal action set) with Gymnasium, but
-only when asked: :func:`register_minatar` asks. :func:`envs.make_vector_env` calls it for
-every ``MinAtar/`` id and turns the boolean planes into ``uint8`` ``[C, 10, 10]`` images.
+only when asked: :func:`envs.make_vector_env` asks for every ``MinAtar/`` id (with a one-line
+message naming the extra where the package is missing), and turns the boolean planes into
+``uint8`` ``[C, 10, 10]`` images.
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
-import gymnasium
-
-__all__ = ["MINATAR_GAMES", "MINATAR_INSTALL", "is_minatar", "register_minatar"]
+__all__ = ["MINATAR_GAMES", "MINATAR_INSTALL", "MINATAR_PREFIX", "is_minatar"]
 
 MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
 """The games, as their ids spell them (``MinAtar/Breakout-v1``)."""
@@ -26,33 +22,10 @@ MINATAR_GAMES = ("Asterix", "Breakout", "Freeway", "Seaquest", "SpaceInvaders")
 MINATAR_INSTALL = 'pip install -e ".[minatar]"'
 """How to install the ``minatar`` extra."""
 
-PREFIX = "MinAtar/"
-
-
-class MinAtarMissingError(ImportError):
-    """The ``minatar`` package is not installed, or does not import; the message says which."""
+MINATAR_PREFIX = "MinAtar/"
+"""What every MinAtar id starts with."""
 
 
 def is_minatar(env_id: str) -> bool:
     """Whether an id names a MinAtar game (``MinAtar/Breakout-v1``)."""
-    return isinstance(env_id, str) and env_id.startswith(PREFIX)
-
-
-def register_minatar() -> None:
-    """Register MinAtar's ids with Gymnasium (once; later calls do nothing).
-
-    Raises:
-        MinAtarMissingError: the ``minatar`` package is not installed or does not import.
-    """
-    if f"{PREFIX}Breakout-v1" in gymnasium.registry:
-        return
-    if importlib.util.find_spec("minatar") is None:
-        raise MinAtarMissingError(f"needs the MinAtar extra: {MINATAR_INSTALL}")
-    try:
-        adapter = importlib.import_module("minatar.gym")
-    except ImportError as e:
-        raise MinAtarMissingError(
-            f"needs minatar, which is installed but does not import ({e}); "
-            f"reinstall it: {MINATAR_INSTALL}"
-        ) from None
-    adapter.register_envs()
+    return isinstance(env_id, str) and env_id.startswith(MINATAR_PREFIX)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import warnings
 
 import gymnasium
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from conftest import assert_one_line, scalars
 
 from envs import EnvError, make_vector_env
-from envs.minatar import MINATAR_GAMES, MINATAR_INSTALL, is_minatar, register_minatar
+from envs.minatar import MINATAR_GAMES, MINATAR_INSTALL, is_minatar
 from rl_rmsprop import compare, train
 from rl_rmsprop.checkpoint import MODEL_FILE
 from rl_rmsprop.options import parse_config
@@ -59,7 +60,9 @@ def test_v0_has_the_six_actions_the_paper_played_and_ids_are_recognised():
     assert env.single_action_space.n == 6
     env.close()
     assert is_minatar("MinAtar/Breakout-v1") and not is_minatar("ALE/Breakout-v5")
-    register_minatar()  # a second registration is a no-op (no "overriding" warning)
+    with warnings.catch_warnings():  # the ids are registered once (no "overriding" warning)
+        warnings.simplefilter("error")
+        make_vector_env("MinAtar/Breakout-v1", 1, seed=0).close()
 
 
 def test_same_seed_same_games_other_seed_other_games():
