@@ -1,6 +1,7 @@
 """An optimizer study on a MinAtar game: population mode against one process per run.
 
-4 optimizers (rmsprop, rmsprop:tf, rmsprop:dqn-nature, adam) x ``--seeds`` seeds of
+4 optimizers (rmsprop, rmsprop:tf, rmsprop:dqn-nature, adam; ``--optimizers`` for others)
+x ``--seeds`` seeds of
 ``--preset`` (a2c-minatar by default; every optimizer takes the preset's lr and eps, so only
 the update rule differs) on ``--env``, ``--total-steps`` env steps per run, trained by
 ``python -m rl_rmsprop.compare`` as a user runs it, each side with 2 processes:
@@ -36,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cartpole_vs_sb3 import machine, revision
 from population import run_compare
 
+from rl_rmsprop.study.specs import parse_specs
+
 OPTIMIZERS = ("rmsprop", "rmsprop:tf", "rmsprop:dqn-nature", "adam")
 PAPER_DQN = {
     "Asterix": 17.25,
@@ -55,17 +58,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--total-steps", type=int, default=2_000_000)
     parser.add_argument("--sides", default="population,processes")
+    parser.add_argument(
+        "--optimizers",
+        default=",".join(OPTIMIZERS),
+        help="compare's specs (with --preset dqn-minatar, whose centered RMSprop with momentum "
+        "Adam refuses: e.g. rmsprop,rmsprop(lr=1e-4),rmsprop(lr=1e-3))",
+    )
     parser.add_argument("--logdir", default=None)
     args = parser.parse_args(argv)
     algo = args.preset.split("-")[0]
     extra = ("--env", args.env, "--preset", args.preset)
     sides = [s for s in args.sides.split(",") if s]
+    optimizers = (args.optimizers,)  # compare splits the specs
+    count = len(parse_specs(args.optimizers))
     results, tables = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         logdir = args.logdir or tmp
         for side in sides:
             results[side] = run_compare(
-                side, args.seeds, args.total_steps, logdir, algo, OPTIMIZERS, extra
+                side, args.seeds, args.total_steps, logdir, algo, optimizers, extra
             )
             summary = json.loads((Path(logdir) / f"compare-{side}" / "summary.json").read_text())
             tables[side] = {r["label"]: r for r in summary["optimizers"]}
@@ -74,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     print(f"torch {torch.__version__}, rl_rmsprop {revision()}; 2 processes per side")
     print(
-        f"study: {args.preset} on {args.env}, {len(OPTIMIZERS)} optimizers x {args.seeds} seeds "
+        f"study: {args.preset} on {args.env}, {count} optimizers x {args.seeds} seeds "
         f"x {args.total_steps:,} steps"
     )
     print(f"{'side':<11} | {'wall':>8} | {'aggregate SPS':>13}")
