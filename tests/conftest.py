@@ -116,6 +116,20 @@ def fake_envs():
     return tests.fake_envs
 
 
+def member_config(logdir: str | Path, seed: int, argv: Sequence[str]):
+    """The config that ``argv`` parses to, as the run ``<logdir>/seed-<seed>`` with that seed.
+
+    What a population member is given: ``run_population`` trains a list of these.
+    """
+    import dataclasses
+
+    from rl_rmsprop.options import parse_config
+
+    cfg = parse_config(list(argv))
+    run = dataclasses.replace(cfg.run, seed=seed, logdir=str(logdir), run_name=f"seed-{seed}")
+    return dataclasses.replace(cfg, run=run)
+
+
 def scalars(run_dir: str | Path, tag: str) -> list[tuple[int, float]]:
     """``(step, value)`` of every event of a scalar tag in a run folder."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

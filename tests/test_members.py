@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import StopAfter, scalars
+from conftest import StopAfter, member_config, scalars
 
 from agents.a2c import VALUE_LOSS
 from agents.dqn import TD_LOSS, CnnQNetwork, QNetwork
@@ -25,14 +25,12 @@ SMALL = ("--hidden", "32", "32", "--learning-starts", "500", "--eval-episodes", 
 
 
 def _cfg(root, optimizer, seed, *extra, steps=3000, **optim):
-    base = parse_config(
-        [
-            *("--algo", "dqn", "--optimizer", optimizer, "--total-steps", str(steps)),
-            *("--quiet", *SMALL, "--log-every", "10", *extra),
-        ]
-    )
-    run_cfg = dataclasses.replace(base.run, seed=seed, logdir=str(root), run_name=f"seed-{seed}")
-    return dataclasses.replace(base, run=run_cfg, optim=dataclasses.replace(base.optim, **optim))
+    argv = [
+        *("--algo", "dqn", "--optimizer", optimizer, "--total-steps", str(steps)),
+        *("--quiet", *SMALL, "--log-every", "10", *extra),
+    ]
+    cfg = member_config(root, seed, argv)
+    return dataclasses.replace(cfg, optim=dataclasses.replace(cfg.optim, **optim))
 
 
 def _model(root, seed):

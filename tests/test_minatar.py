@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import json
 import warnings
@@ -11,7 +10,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
-from conftest import assert_one_line, scalars
+from conftest import assert_one_line, member_config, scalars
 
 from envs import EnvError, make_vector_env
 from envs.minatar import MINATAR_GAMES, MINATAR_INSTALL, is_minatar
@@ -140,17 +139,12 @@ def _member(tmp_path, algo, optimizer, seed, steps):
     if algo == "dqn":
         extra += ["--learning-starts", "200", "--train-freq", "4", "--gradient-steps", "1"]
         extra += ["--buffer-size", "2000", "--target-update-interval", "200"]
-    cfg = parse_config(
-        [
-            *extra,
-            *("--env", "MinAtar/Breakout-v1", "--quiet", "--eval-episodes", "2"),
-            *("--log-every", "10", "--histogram-every", "0", "--eval-every", "0"),
-        ]
-    )
-    run = dataclasses.replace(
-        cfg.run, seed=seed, logdir=str(tmp_path / optimizer.replace(":", "-")), run_name=f"s{seed}"
-    )
-    return dataclasses.replace(cfg, run=run)
+    argv = [
+        *extra,
+        *("--env", "MinAtar/Breakout-v1", "--quiet", "--eval-episodes", "2"),
+        *("--log-every", "10", "--histogram-every", "0", "--eval-every", "0"),
+    ]
+    return member_config(tmp_path / optimizer.replace(":", "-"), seed, argv)
 
 
 @pytest.mark.parametrize(("algo", "steps"), [("a2c", 4000), ("dqn", 1500)])
@@ -169,8 +163,8 @@ def test_population_members_on_planes_do_not_depend_on_the_other_members(tmp_pat
         model_a, model_b = torch.load(f"{dir_a}/{MODEL_FILE}"), torch.load(f"{dir_b}/{MODEL_FILE}")
         assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
         assert out_a[i]["eval_return_mean"] == out_b[i]["eval_return_mean"]
-    assert scalars(f"{a[1].run.logdir}/s1", EPISODIC_RETURN) != scalars(
-        f"{b[1].run.logdir}/s7", EPISODIC_RETURN
+    assert scalars(f"{a[1].run.logdir}/seed-1", EPISODIC_RETURN) != scalars(
+        f"{b[1].run.logdir}/seed-7", EPISODIC_RETURN
     )
 
 

@@ -13,7 +13,14 @@ import time
 
 import pytest
 import torch
-from conftest import FakeTerminal, StopAfter, default_sigint, results_table, scalars
+from conftest import (
+    FakeTerminal,
+    StopAfter,
+    default_sigint,
+    member_config,
+    results_table,
+    scalars,
+)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import metadata
 
@@ -37,18 +44,12 @@ from rl_rmsprop.tags import EPISODIC_RETURN, EVAL_MEAN, SPS
 
 
 def _cfg(tmp_path, optimizer, seed, *extra, steps=4000):
-    base = parse_config(
-        [
-            *("--optimizer", optimizer, "--total-steps", str(steps), "--quiet"),
-            *("--eval-episodes", "2", "--log-every", "10", "--histogram-every", "50"),
-            *extra,
-        ]
-    )
-    name = optimizer.split("(")[0].replace(":", "-")
-    run = dataclasses.replace(
-        base.run, seed=seed, logdir=str(tmp_path / name), run_name=f"seed-{seed}"
-    )
-    return dataclasses.replace(base, run=run)
+    argv = [
+        *("--optimizer", optimizer, "--total-steps", str(steps), "--quiet"),
+        *("--eval-episodes", "2", "--log-every", "10", "--histogram-every", "50"),
+        *extra,
+    ]
+    return member_config(tmp_path / optimizer.split("(")[0].replace(":", "-"), seed, argv)
 
 
 def _with(cfg, **optim):
