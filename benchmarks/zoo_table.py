@@ -14,6 +14,7 @@ run, and the zoo's published figure (one trained agent, benchmark.md). Targets: 
 SB3's mean on every row, and within one published std of the zoo's figure.
 
     python benchmarks/zoo_table.py [--rows dqn:CartPole-v1,a2c:Acrobot-v1] [--seeds 5]
+                                   [--first-seed 0]    # seeds first-seed .. first-seed+seeds-1
                                    [--total-steps N]   # N: a shorter budget than the zoo's
 """
 
@@ -107,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the table; print one line per row and side."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", help="comma-separated algo:env (default: every usable one)")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=5, help="how many seeds")
+    parser.add_argument("--first-seed", type=int, default=0, help="the first of them")
     parser.add_argument("--total-steps", type=int, help="instead of the zoo's budget")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             sides = {"SB3": Side(), "ours": Side()}
             if algo == "dqn":
                 sides["ours rmsprop"] = Side()
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for name, side in sides.items():
                     start = time.perf_counter()
                     if name == "SB3":
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(lines[-1], flush=True)  # each row as it finishes, the table at the end
     budget = f"{args.total_steps:,} steps (not the zoo's budget)" if args.total_steps else "zoo's"
-    print(f"\n{args.seeds} seeds, {EPISODES} greedy episodes each, budget {budget}:")
+    last = args.first_seed + args.seeds - 1
+    print(f"\nseeds {args.first_seed}-{last}, {EPISODES} greedy episodes each, budget {budget}:")
     print("\n".join(lines))
     return 0
 
