@@ -1,9 +1,9 @@
 """An optimizer study on a MinAtar game: population mode against one process per run.
 
 4 optimizers (rmsprop, rmsprop:tf, rmsprop:dqn-nature, adam; ``--optimizers`` for others)
-x ``--seeds`` seeds of
-``--preset`` (a2c-minatar by default; every optimizer takes the preset's lr and eps, so only
-the update rule differs) on ``--env``, ``--total-steps`` env steps per run, trained by
+x ``--seeds`` seeds of ``--preset`` (a2c-minatar by default; every optimizer takes the
+preset's lr, and A2C's eps 1e-5, so only the update rule differs; dqn-minatar's other RMSprop
+values go to rmsprop only) on ``--env``, ``--total-steps`` env steps per run, trained by
 ``python -m rl_rmsprop.compare`` as a user runs it, each side with 2 processes:
 
 * ``population``: ``--population --workers 2`` (two populations, one per process);
@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--optimizers",
         default=",".join(OPTIMIZERS),
-        help="compare's specs (with --preset dqn-minatar, whose centered RMSprop with momentum "
-        "Adam refuses: e.g. rmsprop,rmsprop(lr=1e-4),rmsprop(lr=1e-3))",
+        help="compare's specs, e.g. rmsprop,rmsprop(lr=1e-4),adam",
     )
     parser.add_argument("--logdir", default=None)
     args = parser.parse_args(argv)

@@ -57,7 +57,8 @@ class RunConfig:
     )
     """A published configuration (every other option still overrides it): dqn-nature
     (DeepMind 2015), a2c-atari (rl-baselines3-zoo's Atari A2C), dqn-minatar (the MinAtar
-    paper's DQN), a2c-minatar (a2c-atari's A2C on MinAtar's network and budget)."""
+    paper's DQN), a2c-minatar (a2c-atari's A2C on MinAtar's network and budget). With another
+    --optimizer than the preset's, only its learning rate carries over to that optimizer."""
     hparams: str | None = field(default=None, metadata={"choices": ("zoo",)})
     """zoo: rl-baselines3-zoo's tuned settings for --algo on --env, with SB3's optimizer
     (every other option still overrides them; --list-hparams shows them and their source)."""

@@ -142,7 +142,10 @@ def parse_config(argv: list[str] | None = None) -> Config:
     known, _ = parser.parse_known_args(argv)
     preset = getattr(known, "run.preset", None)
     if preset:
-        parser.set_defaults(**PRESETS[preset])
+        chosen = (
+            getattr(known, "optim.name") if "optim.name" in _given_options(parser, argv) else None
+        )
+        parser.set_defaults(**preset_defaults(preset, chosen))
     if getattr(known, "run.hparams", None) == "zoo":
         if preset:
             parser.exit(2, "error: --hparams and --preset are two sets of defaults; give one\n")
@@ -248,13 +251,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 PRESETS["a2c-minatar"] = {**PRESETS["a2c-atari"], "run.total_steps": 5_000_000, "run.threads": 1}
 
 
+def preset_defaults(preset: str, optimizer: str | None = None) -> dict[str, Any]:
+    """A preset's option defaults when ``--optimizer`` is ``optimizer`` (None: not given).
+
+    A preset's optimizer values other than the learning rate (alpha, eps, momentum, centered)
+    belong to its own optimizer: with another one, only the learning rate carries over and the
+    chosen optimizer keeps its own defaults (Adam takes no momentum; Adam's eps is not
+    RMSprop's).
+    """
+    values = PRESETS[preset]
+    if optimizer is None or optimizer == values["optim.name"]:
+        return dict(values)
+    return {k: v for k, v in values.items() if not k.startswith("optim.") or k == "optim.lr"}
+
+
 _UNSET = object()
 
 
 def _given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
     """The ``section.field`` destinations the command line set explicitly."""
-    saved = {a.dest: a.default for a in parser._actions}
-    parser.set_defaults(**{dest: _UNSET for dest in saved if dest != "help"})
+    saved = {a.dest: a.default for a in parser._actions if a.default is not argparse.SUPPRESS}
+    parser.set_defaults(**{dest: _UNSET for dest in saved})
     try:
         ns = vars(parser.parse_args(argv))
     finally:

@@ -67,3 +67,22 @@ def test_parser_is_generated_for_every_field():
     parser = build_parser()
     dests = {a.dest for a in parser._actions}
     assert {"optim.lr", "learn.hidden", "env.id", "dqn.buffer_size", "a2c.n_steps"} <= dests
+
+
+def test_a_presets_optimizer_values_go_with_its_optimizer_only():
+    paper = ["--preset", "dqn-minatar", "--env", "CartPole-v1"]
+    centered = {"lr": 2.5e-4, "alpha": 0.95, "eps": 0.01, "momentum": 0.95, "centered": True}
+    assert parse_config(paper).optim.overrides() == centered
+    assert parse_config([*paper, "--optimizer", "rmsprop"]).optim.overrides() == centered
+    adam = parse_config([*paper, "--optimizer", "adam"])
+    assert adam.optim.overrides() == {"lr": 2.5e-4}  # no momentum, Adam's own eps
+    assert adam.dqn.buffer_size == 100_000  # the rest of the preset still applies
+    assert parse_config([*paper, "--optimizer", "adam", "--eps", "0.01"]).optim.eps == 0.01
+    assert parse_config([*paper, "--optimizer", "adam", "--lr", "1e-3"]).optim.lr == 1e-3
+
+
+def test_finding_the_given_options_leaves_the_parse_unchanged():
+    argv = ["--preset", "dqn-minatar", "--optimizer", "rmsprop:tf", "--env", "CartPole-v1"]
+    cfg = parse_config(argv)
+    assert cfg.optim.name == "rmsprop:tf" and cfg.run.preset == "dqn-minatar"
+    assert parse_config(argv) == cfg

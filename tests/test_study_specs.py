@@ -53,3 +53,16 @@ def test_parse_seeds():
     for bad in ("0", "x", "1,1", "-1,2"):
         with pytest.raises(StudyError):
             parse_seeds(bad)
+
+
+def test_a_presets_optimizer_values_go_to_its_optimizer_in_a_study(tmp_path):
+    from rl_rmsprop.study.specs import build_pairs
+
+    specs = parse_specs("rmsprop,adam,rmsprop:dqn-nature")
+    train = ["--preset", "dqn-minatar", "--env", "CartPole-v1"]
+    pairs = build_pairs(specs, [0], train, tmp_path / "study")
+    optims = {p.spec.name: p.cfg.optim for p in pairs}
+    assert optims["rmsprop"].momentum == 0.95 and optims["rmsprop"].centered
+    assert optims["adam"].overrides() == {"lr": 2.5e-4}
+    assert optims["rmsprop:dqn-nature"].overrides() == {"lr": 2.5e-4}
+    assert not (tmp_path / "study").exists()
