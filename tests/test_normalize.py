@@ -94,3 +94,31 @@ def test_a_normalized_run_resumed_from_its_checkpoint_equals_the_longer_run(tmp_
     )
     means = [k for k in short if k[-2:] == ("obs_rms", "mean")]
     assert means and all(np.array_equal(short[k], long[k]) for k in means)
+
+
+def test_rewards_are_scaled_as_vecnormalize_scales_them_through_truncations_and_terminations():
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    # MountainCar's random episodes all end by truncation (200 steps), CartPole's by termination
+    for env_id, actions in (("MountainCar-v0", 3), ("CartPole-v1", 2)):
+        reference = VecNormalize(make_vec_env(env_id, n_envs=1, seed=3), gamma=0.99)
+        reference.reset()
+        ours = normalize(make_vector_env(env_id, 1, 3, vectorization="sync"), 0.99)
+        ours.reset(seed=3)
+        rng = np.random.default_rng(0)
+        want, got, ended, episodes = [], [], False, 0
+        for _ in range(1500):
+            action = rng.integers(0, actions, 1)
+            if ended:  # next-step autoreset: the step that starts the next episode
+                ours.step(action)
+            want.append(reference.step(action)[1][0])
+            _, reward, terminated, truncated, _ = ours.step(action)
+            got.append(reward[0])
+            ended = bool(terminated[0] or truncated[0])
+            episodes += ended
+        assert episodes >= 7
+        np.testing.assert_allclose(got, want, rtol=1e-6)  # SB3's rewards are float32
+        assert ours.return_rms.count == reference.ret_rms.count
+        reference.close()
+        ours.close()
