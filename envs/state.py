@@ -72,10 +72,15 @@ def _walks_into(value: Any) -> bool:
     return type(value).__module__.split(".")[0] in DATA_PACKAGES
 
 
+def _type_name(obj: Any) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
 def _capture(obj: Any, path: Path, out: list, seen: dict[int, Path]) -> None:
     if id(obj) in seen:  # an object reached twice (a shared space) is saved once
         return
     seen[id(obj)] = path
+    out.append([path, "type", _type_name(obj)])  # checked before anything is restored
     for name, value in vars(obj).items():
         if name not in SKIPPED:
             _capture_value(value, [*path, name], out, seen)
@@ -174,10 +179,33 @@ def _resolve(env: Any, path: Path) -> Any:
 def load_env_state(env: Any, state: list) -> None:
     """Put :func:`env_state` output into ``env``, an env built as the saved one was.
 
+    Every object on the saved path (the vector env, each wrapper, each sub-environment) must
+    be of the class it was saved from, checked before anything is set: a state that does not
+    fit leaves ``env`` as it was.
+
     Raises:
-        EnvStateError: the saved state does not fit this env (another env or version).
+        EnvStateError: the saved state does not fit this env (another env, wrapper chain or
+            version), or it was written before states named their classes.
     """
+    types = [(path, value) for path, kind, value in state if kind == "type"]
+    if not types:
+        raise EnvStateError(
+            "the saved state names no classes (an earlier version wrote it), so it cannot be "
+            "checked against this env"
+        )
+    for path, saved in types:
+        try:
+            found = _type_name(_resolve(env, path))
+        except (AttributeError, IndexError, TypeError, KeyError):
+            found = "nothing"
+        if found != saved:
+            where = ".".join(map(str, ["env", *path]))
+            raise EnvStateError(
+                f"the saved state does not fit this env: {where} was a {saved}, here {found}"
+            )
     for path, kind, value in state:
+        if kind == "type":
+            continue
         try:
             owner = _resolve(env, path[:-1])
             if kind == "same_as":  # the object restored at another path, shared again

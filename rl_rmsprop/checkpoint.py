@@ -131,7 +131,7 @@ def unpack_env(env: Any, saved: Any, trust: bool) -> tuple[Any, str | None]:
             load_env_state(env, saved["data"])
             return env, None
         except EnvStateError as e:
-            return env, f"its saved state does not fit ({e})"
+            return env, str(e)
     pickled = saved.get("pickled") if isinstance(saved, dict) else saved
     why = saved.get("why") if isinstance(saved, dict) else None
     if pickled is None:

@@ -80,3 +80,28 @@ def test_the_state_of_another_env_does_not_fit():
     saved = env_state(env)
     with pytest.raises(EnvStateError, match="does not fit this env"):
         load_env_state(make_vector_env("CartPole-v1", 2, 0), saved)
+
+
+def test_a_state_of_another_env_class_is_refused_before_anything_is_set():
+    from envs.normalize import normalize
+
+    native = normalize(make_vector_env("CartPole-v1", 2, 0), 0.99)  # fitting wrappers, then
+    native.reset(seed=0)  # another vector env under them
+    for _ in range(30):
+        native.step(np.zeros(2, dtype=np.int64))
+    sync = normalize(make_vector_env("CartPole-v1", 2, 0, vectorization="sync"), 0.99)
+    sync.reset(seed=1)
+    before = env_state(sync)
+    with pytest.raises(
+        EnvStateError, match=r"env\.env\.env was a .*CartPoleVectorEnv, here .*Sync"
+    ):
+        load_env_state(sync, env_state(native))
+    np.testing.assert_equal(env_state(sync), before)  # not even the wrappers' statistics
+
+
+def test_a_state_that_names_no_classes_is_refused():
+    env = make_vector_env("CartPole-v1", 2, 0)
+    env.reset(seed=0)
+    untyped = [entry for entry in env_state(env) if entry[1] != "type"]
+    with pytest.raises(EnvStateError, match="names no classes"):
+        load_env_state(make_vector_env("CartPole-v1", 2, 0), untyped)
