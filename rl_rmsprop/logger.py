@@ -338,6 +338,11 @@ class Logger:
             self.line.end()
             print(text, file=self.stream, flush=True)
 
+    def warning(self, text: str) -> None:
+        """Print a line even when quiet: what the user must know (ends a progress line first)."""
+        self.line.end()
+        print(text, file=self.stream, flush=True)
+
     def flush(self) -> None:
         """Write buffered events and rows to disk."""
         self.events.flush()

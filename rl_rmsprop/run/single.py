@@ -221,14 +221,11 @@ def _open_logs(loop: Loop, algo: Any, state: dict[str, Any] | None, ckpt_path: P
     if state is not None:
         why = loop.load_state_dict(state)
         logger.config(hparams(cfg), None)
-        logger.message(
-            f"resumed {run_dir} from {ckpt_path.name} at step {state['member_step']:,}"
-            + (
-                ""
-                if why is None
-                else f" (not an exact continuation: {why}; new episodes start here)"
-            )
-        )
+        where = f"resumed {run_dir} from {ckpt_path.name} at step {state['member_step']:,}"
+        if why is None:
+            logger.message(where)
+        else:  # shown even with --quiet
+            logger.warning(f"{where} (not an exact continuation: {why}; new episodes start here)")
     else:
         logger.config(hparams(cfg), markdown_table(flatten(cfg.to_dict())))
     if algo.note:
