@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envs import is_atari
+from envs.minatar import is_minatar
 
 
 def flag(name: str, **metadata: Any) -> dict[str, Any]:
@@ -47,8 +48,8 @@ class RunConfig:
     eval_epsilon: float = 0.0
     """Random-action probability during evaluation (the Nature DQN used 0.05)."""
     eval_every: int | None = None
-    """Also evaluate greedily every this many env steps during training (unset: 10,000, and
-    250,000 on Atari; 0: only at the end)."""
+    """Also evaluate greedily every this many env steps during training (unset: 10,000,
+    100,000 on MinAtar, 250,000 on Atari; 0: only at the end)."""
     capture_video: bool = False
     """Record the evaluation episodes as MP4 files in <run>/videos (needs moviepy)."""
     preset: str | None = field(
@@ -230,8 +231,18 @@ ALGO_DEFAULTS: dict[str, dict[str, dict[str, Any]]] = {
 
 EVAL_EVERY = 10_000
 """Env steps between greedy evaluations by default (as the zoo evaluates classic control)."""
+MINATAR_EVAL_EVERY = 100_000
+"""The same on MinAtar, whose runs are millions of frames of games stepped in Python (what
+evaluating every 10k cost: docs/benchmarks.md)."""
 ATARI_EVAL_EVERY = 250_000
 """The same on Atari, where one evaluation plays several long games."""
+
+
+def default_eval_every(env_id: str) -> int:
+    """Env steps between evaluations when ``--eval-every`` is not given, for ``env_id``."""
+    if is_atari(env_id):
+        return ATARI_EVAL_EVERY
+    return MINATAR_EVAL_EVERY if is_minatar(env_id) else EVAL_EVERY
 
 
 @dataclass(frozen=True)
@@ -257,7 +268,7 @@ class Config:
             rounds = max(1, self.dqn.train_freq // num_envs) * num_envs
             parts["dqn"] = dataclasses.replace(self.dqn, gradient_steps=rounds)
         if self.run.eval_every is None:
-            every = ATARI_EVAL_EVERY if is_atari(self.env.id) else EVAL_EVERY
+            every = default_eval_every(self.env.id)
             parts["run"] = dataclasses.replace(self.run, eval_every=every)
         return dataclasses.replace(self, **parts)
 

@@ -224,3 +224,10 @@ def test_a2c_learns_minatar_breakout_where_a_random_policy_does_not(tmp_path):
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["eval_return_mean"] >= 2.0 > 2 * random_mean
     assert summary["episodic_return_mean100"] >= 2.0
+
+
+def test_minatar_runs_evaluate_every_100k_frames_by_default():
+    assert parse_config(["--env", "MinAtar/Breakout-v1"]).run.eval_every == 100_000
+    assert parse_config(["--preset", "dqn-minatar"]).run.eval_every == 10_000  # CartPole's
+    given = ["--env", "MinAtar/Breakout-v1", "--eval-every", "5000"]
+    assert parse_config(given).run.eval_every == 5_000
