@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                     side.means.append(mean)
                     side.stds.append(std)
                     print(
-                        f"  {algo} {env_id} seed {seed} {name}: {mean:.1f} +- {std:.1f}", flush=True
+                        f"  {algo} {env_id} seed {seed} {name}: {mean:.1f} +- {std:.1f} "
+                        f"({side.walls[-1]:.1f} s)",
+                        flush=True,
                     )
             published = data[algo][env_id]["published"]
             sb3_mean = sides["SB3"].pooled()[0]
