@@ -335,8 +335,7 @@ class Logger:
     def message(self, text: str) -> None:
         """Print a line unless quiet (ends a live progress line first)."""
         if not self.quiet:
-            self.line.end()
-            print(text, file=self.stream, flush=True)
+            self.warning(text)
 
     def warning(self, text: str) -> None:
         """Print a line even when quiet: what the user must know (ends a progress line first)."""

@@ -140,11 +140,10 @@ def parse_config(argv: list[str] | None = None) -> Config:
     """
     parser = build_parser()
     known, _ = parser.parse_known_args(argv)
+    given = _given_options(parser, argv)  # whatever the defaults: presets do not change it
     preset = getattr(known, "run.preset", None)
     if preset:
-        chosen = (
-            getattr(known, "optim.name") if "optim.name" in _given_options(parser, argv) else None
-        )
+        chosen = getattr(known, "optim.name") if "optim.name" in given else None
         parser.set_defaults(**preset_defaults(preset, chosen))
     if getattr(known, "run.hparams", None) == "zoo":
         if preset:
@@ -155,7 +154,6 @@ def parse_config(argv: list[str] | None = None) -> Config:
         except ValueError as e:
             parser.exit(2, f"error: {e}\n")
     ns = vars(parser.parse_args(argv))
-    given = _given_options(parser, argv)
     sections: dict[str, dict[str, Any]] = {}
     for key, value in ns.items():
         section, name = key.split(".")
